@@ -1,0 +1,136 @@
+"""Attention interception through transformers' ``AttentionInterface``.
+
+Paradigms do not rewrite attention modules. They supply the two matrix
+products (Q·Kᵀ and P·V) as an :class:`AttentionMatmuls` module attached to
+each attention module; the core registers one attention implementation,
+``newcompute``, that runs the shared steps (scaling, mask, grouped-query
+repeat, soft-capping, softmax, dropout) once for every model family that
+routes attention through the interface (Llama, Qwen2, Mistral, GPT-2,
+GPT-NeoX, OPT…). Attention modules without matmuls attached (excluded by
+rules) run PyTorch's SDPA.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Iterator
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from transformers import AttentionInterface, PreTrainedModel
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import AttentionMaskInterface, eager_mask
+
+from newcompute.errors import ConfigError
+
+IMPLEMENTATION = "newcompute"
+MATMULS_ATTR = "newcompute_matmuls"
+_ATTENTION_CLASS = re.compile(r"Attention$")
+_probe: set[int] | None = None
+
+
+class AttentionMatmuls(nn.Module):
+    """The two products inside attention, as a paradigm computes them.
+
+    Both receive 4-D tensors laid out ``(batch, heads, tokens, head_dim)``;
+    keys and values are already repeated for grouped-query attention.
+    ``qk(q, k)`` returns unscaled scores ``q @ kᵀ`` of shape
+    ``(batch, heads, q_tokens, k_tokens)``; ``pv(p, v)`` returns ``p @ v``.
+    Keep statistics in buffers: they are saved with the model.
+    """
+
+    def qk(self, query: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def pv(self, probs: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+def _repeat_heads(states: torch.Tensor, groups: int) -> torch.Tensor:
+    return states if groups == 1 else states.repeat_interleave(groups, dim=1)
+
+
+def newcompute_attention_forward(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float | None = None,
+    dropout: float = 0.0,
+    softcap: float | None = None,
+    **kwargs: object,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The ``newcompute`` entry of ``AttentionInterface`` (HF's calling convention)."""
+    matmuls = module._modules.get(MATMULS_ATTR)
+    if matmuls is None:
+        return sdpa_attention_forward(
+            module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs
+        )
+    if kwargs.get("s_aux") is not None:
+        raise NotImplementedError(
+            f"{type(module).__name__} uses attention sinks, which newcompute's attention interception does not model"
+        )
+    if _probe is not None:
+        _probe.add(id(module))
+    groups = query.shape[1] // key.shape[1]
+    key, value = _repeat_heads(key, groups), _repeat_heads(value, groups)
+    scale = query.shape[-1] ** -0.5 if scaling is None else scaling
+    scores = matmuls.qk(query, key) * scale
+    if softcap is not None:
+        scores = torch.tanh(scores / softcap) * softcap
+    if attention_mask is not None:
+        scores = scores + attention_mask[..., : key.shape[-2]]
+    elif getattr(module, "is_causal", True) and query.shape[-2] > 1:
+        q_len, k_len = query.shape[-2], key.shape[-2]
+        keep = torch.ones(q_len, k_len, dtype=torch.bool, device=scores.device).tril(k_len - q_len)
+        scores = scores.masked_fill(~keep, float("-inf"))
+    probs = F.softmax(scores, dim=-1, dtype=torch.float32).to(value.dtype)
+    probs = F.dropout(probs, p=dropout, training=module.training)
+    out = matmuls.pv(probs, value)
+    return out.transpose(1, 2).contiguous(), probs
+
+
+def register_implementation() -> None:
+    """Make ``attn_implementation="newcompute"`` known to transformers (idempotent)."""
+    AttentionInterface.register(IMPLEMENTATION, newcompute_attention_forward)
+    AttentionMaskInterface.register(IMPLEMENTATION, eager_mask)
+
+
+def find_attention_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The attention modules the interface will call with, by qualified name."""
+    return [
+        (name, module)
+        for name, module in model.named_modules()
+        if _ATTENTION_CLASS.search(type(module).__name__) and hasattr(module, "config")
+    ]
+
+
+def route_through_interface(model: nn.Module) -> None:
+    """Switch ``model`` to the ``newcompute`` implementation, or say why it cannot be."""
+    if not isinstance(model, PreTrainedModel) or not model._can_set_attn_implementation():
+        raise ConfigError(
+            f"{type(model).__name__} does not route attention through transformers' AttentionInterface, "
+            "so attention paradigms cannot intercept it. Use layer paradigms only for this model, "
+            "or a model family that supports attn_implementation (Llama, Qwen2, Mistral, GPT-2, GPT-NeoX, OPT…)."
+        )
+    register_implementation()
+    model.set_attn_implementation(IMPLEMENTATION)
+
+
+@contextlib.contextmanager
+def record_intercepted() -> Iterator[set[int]]:
+    """Collect ``id()`` of every attention module whose matmuls ran inside the block.
+
+    Used to verify, with a one-token forward, that interception is really
+    reached for every layer rather than silently skipped.
+    """
+    global _probe
+    seen: set[int] = set()
+    _probe = seen
+    try:
+        yield seen
+    finally:
+        _probe = None

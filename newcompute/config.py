@@ -1,0 +1,193 @@
+"""Run configuration: one TOML file, CLI flags and ``--set`` overrides.
+
+A run file has ``[model]``, ``[train]``, ``[data]`` and one
+``[paradigm.NAME]`` table per paradigm (in the order they apply). Paradigm
+tables are validated against the config model the plugin registered, plus
+the core's ``include``/``exclude`` rules. Unknown keys are errors with a
+did-you-mean, never ignored.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from newcompute.errors import ConfigError
+from newcompute.paradigm import Paradigm
+from newcompute.plugins import Registry, did_you_mean
+from newcompute.rules import Rules
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:
+    import tomli as tomllib
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelSettings(Strict):
+    name: str = Field("tiny", description="A preset (see 'newcompute presets'), a hub id or a local folder.")
+    init: Literal["auto", "pretrained", "scratch"] = Field(
+        "auto", description="'scratch' builds from the config with random weights; 'auto' loads weights when they exist."
+    )
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    revision: str | None = None
+    trust_remote_code: bool = False
+
+
+class DataSettings(Strict):
+    dataset: str = Field(
+        "builtin:pydoc",
+        description="'builtin:pydoc' (the text of Python's pydoc_data.topics, offline), a local "
+        ".txt/.jsonl/.parquet file or folder, or a hub dataset id.",
+    )
+    config_name: str | None = None
+    split: str = "train"
+    text_column: str = "text"
+    streaming: bool = False
+    validation_fraction: float = Field(0.05, gt=0.0, lt=0.5)
+    max_tokens: int | None = Field(None, gt=0, description="Stop reading the source after this many tokens.")
+
+
+class TrainSettings(Strict):
+    output_dir: str = "runs/latest"
+    steps: int | None = Field(None, gt=0, description="Optimizer steps; default from the token budget.")
+    tokens: int | None = Field(None, gt=0, description="Token budget; default 22 × params / 100 (NewComputeBench).")
+    batch_size: int = Field(16, gt=0, description="Sequences per optimizer step, across processes.")
+    micro_batch_size: int = Field(4, gt=0, description="Sequences per forward on one device.")
+    block_size: int = Field(1024, gt=1)
+    lr: float | None = Field(None, gt=0.0, description="Default from the model-size table in docs/training.md.")
+    weight_decay: float = Field(0.01, ge=0.0)
+    betas: tuple[float, float] = (0.9, 0.95)
+    warmup_steps: int | None = Field(None, ge=0)
+    grad_clip: float | None = Field(1.0, gt=0.0)
+    seed: int = 0
+    eval_every: int = Field(50, gt=0)
+    eval_batches: int = Field(8, gt=0)
+    save_every: int = Field(200, gt=0)
+    compile: bool = False
+    lora: bool = False
+    lora_rank: int = Field(8, gt=0)
+    report_to: Literal["none", "tensorboard", "wandb", "trackio"] = "none"
+    divergence_factor: float = Field(2.0, gt=1.0)
+    divergence_patience: int = Field(20, gt=0)
+
+
+class RunConfig(Strict):
+    model: ModelSettings = ModelSettings()
+    train: TrainSettings = TrainSettings()
+    data: DataSettings = DataSettings()
+    paradigm: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ParadigmUse:
+    """One paradigm as applied: its declaration, validated config and module rules."""
+
+    paradigm: Paradigm
+    config: BaseModel
+    rules: Rules
+
+    @property
+    def name(self) -> str:
+        return self.paradigm.name
+
+    def to_table(self) -> dict[str, Any]:
+        return {**self.config.model_dump(mode="json"), **self.rules.to_table()}
+
+
+def _model_at(model: type[BaseModel], path: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The pydantic model class that owns the last key of ``path``."""
+    current: type[BaseModel] | None = model
+    for key in path[:-1]:
+        if current is None or not isinstance(key, str) or key not in current.model_fields:
+            return None
+        annotation = current.model_fields[key].annotation
+        current = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+    return current
+
+
+def format_validation_error(exc: ValidationError, model: type[BaseModel], where: str) -> ConfigError:
+    """Turn pydantic's error into one paragraph naming each field and what is valid."""
+    lines = []
+    for err in exc.errors():
+        loc = err["loc"]
+        dotted = ".".join(str(p) for p in loc)
+        if err["type"] == "extra_forbidden":
+            owner = _model_at(model, loc)
+            fields = list(owner.model_fields) if owner else []
+            hint = did_you_mean(str(loc[-1]), fields)
+            valid = f" Valid keys: {', '.join(fields)}." if fields else ""
+            lines.append(f"unknown key '{dotted}'.{hint}{valid}")
+        else:
+            lines.append(f"'{dotted}': {err['msg']} (got {err.get('input')!r})")
+    return ConfigError(f"Invalid configuration in {where}: " + " ".join(lines))
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"Config file {path} does not exist (expected a TOML file).")
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"Config file {path} is not valid TOML: {exc}") from None
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Split ``a.b.c=value``; the value is read as TOML (``128``, ``true``, ``["*.mlp.*"]``) or else as text."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {text!r}: expected KEY=VALUE, e.g. --set paradigm.optical.fc.q_levels=128")
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return key.strip().split("."), value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> None:
+    for text in overrides:
+        path, value = parse_override(text)
+        node = data
+        for part in path[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {text!r}: '{part}' is a value, not a table")
+            node = child
+        node[path[-1]] = value
+
+
+def load_run_config(path: Path | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """Read a run file (optional), apply ``--set`` overrides, validate."""
+    data = read_toml(path) if path else {}
+    apply_overrides(data, overrides or [])
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as exc:
+        raise format_validation_error(exc, RunConfig, str(path) if path else "the command line") from None
+
+
+def resolve_paradigm(registry: Registry, name: str, table: dict[str, Any]) -> ParadigmUse:
+    """Validate one ``[paradigm.NAME]`` table against the plugin's config model."""
+    paradigm = registry.get(name)
+    options = dict(table)
+    rules = Rules.from_table(options, where=f"paradigm.{name}")
+    try:
+        config = paradigm.config.model_validate(options)
+    except ValidationError as exc:
+        raise format_validation_error(exc, paradigm.config, f"[paradigm.{name}]") from None
+    return ParadigmUse(paradigm, config, rules)
+
+
+def resolve_paradigms(registry: Registry, run: RunConfig, selected: list[str] | None = None) -> list[ParadigmUse]:
+    """The paradigms to apply: ``selected`` (CLI ``--paradigm``) or else the file's tables, in order."""
+    names = selected if selected else list(run.paradigm)
+    if len(set(names)) != len(names):
+        raise ConfigError(f"Paradigm listed twice: {names}. Name each paradigm once.")
+    return [resolve_paradigm(registry, name, run.paradigm.get(name, {})) for name in names]

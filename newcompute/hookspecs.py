@@ -1,0 +1,111 @@
+"""The plugin contract: every hook a paradigm plugin may implement.
+
+A plugin is any module registered under the ``newcompute`` entry-point group
+whose functions are decorated with :data:`newcompute.hookimpl`. It only
+implements the hooks it needs. The core calls the layer, attention and
+optimizer hooks *only on the plugin that registered the paradigm in
+question*, so an implementation never sees another plugin's paradigms; it
+still receives the :class:`~newcompute.paradigm.Paradigm` because one plugin
+may register several (``mxfp8``, ``mxfp4``…).
+
+Compatibility: :data:`HOOKSPEC_VERSION` follows semantic versioning. A plugin
+states the versions it supports in a module attribute
+``newcompute_api = ">=1.0,<2"`` (a PEP 440 specifier); a plugin whose range
+excludes the running core is listed as incompatible and not loaded.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pluggy
+
+if TYPE_CHECKING:
+    import torch
+    import typer
+    from pydantic import BaseModel
+    from torch import nn
+
+    from newcompute.attention import AttentionMatmuls
+    from newcompute.paradigm import Paradigm
+    from newcompute.params import OptimizerSettings, ParamInfo
+
+PROJECT_NAME = "newcompute"
+HOOKSPEC_VERSION = "1.0"
+
+hookspec = pluggy.HookspecMarker(PROJECT_NAME)
+hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+
+
+@hookspec
+def newcompute_register_paradigms() -> list[Paradigm]:
+    """Declare the paradigms this plugin provides.
+
+    Called once when the plugin manager loads plugins. Return every paradigm
+    the plugin offers; names must be unique across all installed plugins
+    (a clash is reported by ``newcompute list-paradigms`` and the later
+    plugin's paradigm is refused). Not ``firstresult``: every plugin answers.
+    """
+
+
+@hookspec(firstresult=True)
+def newcompute_replace_layer(
+    paradigm: Paradigm, config: BaseModel, name: str, module: nn.Module
+) -> nn.Module | None:
+    """Return a module to stand in for ``module``, or ``None`` to leave it.
+
+    Called by the composer for every module whose qualified ``name`` passes
+    the paradigm's include/exclude rules (``lm_head`` is excluded unless the
+    user includes it), for paradigms with :attr:`Role.LAYER`, leaves first.
+    ``module`` may be an ``nn.Linear``, a ``transformers.pytorch_utils.Conv1D``
+    (GPT-2 family) or anything else; subclassing
+    :class:`newcompute.layers.ReplacedLinear` handles both linear kinds and
+    keeps parameter names and layouts, so checkpoints stay loadable by the
+    unmodified model. ``config`` is the validated instance of
+    ``paradigm.config``. ``firstresult``.
+    """
+
+
+@hookspec(firstresult=True)
+def newcompute_attention_matmuls(
+    paradigm: Paradigm, config: BaseModel, name: str, attention: nn.Module
+) -> AttentionMatmuls | None:
+    """Return the two matrix products to use inside ``attention``, or ``None``.
+
+    Called once per attention module (``name`` is its qualified name) for
+    paradigms with :attr:`Role.ATTENTION`. The returned module is attached to
+    the attention module, so its buffers are part of the model's state dict.
+    At run time the core's ``newcompute`` attention implementation (registered
+    in transformers' ``AttentionInterface``) calls ``qk`` and ``pv`` and
+    handles scaling, masks, grouped-query repeat, softmax and dropout itself.
+    ``firstresult``.
+    """
+
+
+@hookspec(firstresult=True)
+def newcompute_build_optimizer(
+    paradigm: Paradigm,
+    config: BaseModel,
+    params: list[ParamInfo],
+    settings: OptimizerSettings,
+) -> torch.optim.Optimizer | None:
+    """Build the optimizer for the trainable parameters described by ``params``.
+
+    Called by the trainer for the one paradigm with :attr:`Role.OPTIMIZER`
+    (two such paradigms are a composition error). Each
+    :class:`~newcompute.params.ParamInfo` says what the parameter is (hidden
+    matrix, embedding, output head, norm, bias, scalar), so per-parameter
+    choices need no name guessing. ``settings`` carries the run's lr, weight
+    decay and betas, which the paradigm should treat as the base values it
+    scales. The optimizer must support ``state_dict``/``load_state_dict`` and
+    torch LR schedulers. ``firstresult``.
+    """
+
+
+@hookspec
+def newcompute_register_commands(app: typer.Typer) -> None:
+    """Add subcommands to the ``newcompute`` command line.
+
+    Called once while the CLI is built; use ``app.command()`` or
+    ``app.add_typer()``. Not ``firstresult``: every plugin may add commands.
+    """

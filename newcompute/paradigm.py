@@ -1,0 +1,46 @@
+"""What a plugin declares about each compute paradigm it provides."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+from pydantic import BaseModel
+
+
+class Role(str, enum.Enum):
+    """The parts of a model a paradigm may take over.
+
+    The composer uses roles to decide which hooks to call for a paradigm and to
+    refuse compositions where two paradigms would fight over the same thing.
+    """
+
+    LAYER = "layer"
+    ATTENTION = "attention"
+    OPTIMIZER = "optimizer"
+
+
+RESERVED_CONFIG_KEYS = frozenset({"include", "exclude"})
+"""Keys the core reads from every paradigm table; a paradigm config may not define them."""
+
+
+@dataclass(frozen=True)
+class Paradigm:
+    """A compute paradigm as declared by ``newcompute_register_paradigms``.
+
+    ``config`` is a pydantic model whose every field has a default: users
+    should be able to name a paradigm and get its published recipe.
+    ``plugin`` and ``version`` are filled in by the plugin manager from the
+    distribution that registered it, so plugin authors leave them empty.
+    """
+
+    name: str
+    summary: str
+    config: type[BaseModel]
+    roles: frozenset[Role]
+    plugin: str = ""
+    version: str = ""
+    docs: str = field(default="", compare=False)
+
+    def default_config(self) -> BaseModel:
+        return self.config()
