@@ -84,6 +84,9 @@ class RunConfig(Strict):
     train: TrainSettings = TrainSettings()
     data: DataSettings = DataSettings()
     paradigm: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    record: dict[str, str] = Field(
+        default_factory=dict, description="Provenance written by newcompute when it saves a run; not read back."
+    )
 
 
 @dataclass(frozen=True)
@@ -163,9 +166,19 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> None:
         node[path[-1]] = value
 
 
-def load_run_config(path: Path | None = None, overrides: list[str] | None = None) -> RunConfig:
-    """Read a run file (optional), apply ``--set`` overrides, validate."""
+def load_run_config(
+    path: Path | None = None,
+    overrides: list[str] | None = None,
+    paradigm_files: dict[str, Path] | None = None,
+) -> RunConfig:
+    """Read a run file (optional), replace paradigm tables from their own files, apply ``--set``, validate.
+
+    ``paradigm_files`` lets a paradigm's table come from a file of its own,
+    such as NewComputeBench's ``transform_cfg.toml``, unchanged.
+    """
     data = read_toml(path) if path else {}
+    for name, file in (paradigm_files or {}).items():
+        data.setdefault("paradigm", {})[name] = read_toml(file)
     apply_overrides(data, overrides or [])
     try:
         return RunConfig.model_validate(data)

@@ -87,7 +87,7 @@ def _pretrained(source: str, settings: ModelSettings) -> PreTrainedModel:
     )
 
 
-def _tokenizer_for(source: str | None, model: PreTrainedModel) -> tuple[PreTrainedTokenizerBase, str]:
+def tokenizer_for(source: str | None, model: PreTrainedModel) -> tuple[PreTrainedTokenizerBase, str]:
     if source is not None:
         try:
             tokenizer = AutoTokenizer.from_pretrained(
@@ -117,7 +117,7 @@ def _load_preset(settings: ModelSettings) -> LoadedModel:
             raise ConfigError(f"Preset '{preset.name}' has no published weights; use --init scratch.")
         model = _scratch(preset.build_config(), settings)
         source = f"preset '{preset.name}' built from its embedded config with random weights"
-        tokenizer, tok_source = _tokenizer_for(None, model)
+        tokenizer, tok_source = tokenizer_for(None, model)
         return LoadedModel(model, tokenizer, source, "scratch", tok_source)
     try:
         model = _pretrained(preset.hub_id, settings)
@@ -132,9 +132,9 @@ def _load_preset(settings: ModelSettings) -> LoadedModel:
             f"preset '{preset.name}': weights of {preset.hub_id} could not be loaded (offline?), "
             "so it was built from its embedded config with random weights"
         )
-        tokenizer, tok_source = _tokenizer_for(None, model)
+        tokenizer, tok_source = tokenizer_for(None, model)
         return LoadedModel(model, tokenizer, source, "scratch", tok_source)
-    tokenizer, tok_source = _tokenizer_for(preset.hub_id, model)
+    tokenizer, tok_source = tokenizer_for(preset.hub_id, model)
     return LoadedModel(model, tokenizer, f"pretrained weights of {preset.hub_id}", "pretrained", tok_source)
 
 
@@ -157,7 +157,7 @@ def _load_folder(folder: Path, settings: ModelSettings) -> LoadedModel:
             raise ConfigError(f"{folder} has no weights (*.safetensors or pytorch_model*.bin); use --init scratch.")
         model = _pretrained(str(folder), settings)
         source = f"pretrained weights from {folder}"
-    tokenizer, tok_source = _tokenizer_for(str(folder), model)
+    tokenizer, tok_source = tokenizer_for(str(folder), model)
     return LoadedModel(model, tokenizer, source, "scratch" if scratch else "pretrained", tok_source)
 
 
@@ -176,7 +176,7 @@ def _load_hub(name: str, settings: ModelSettings) -> LoadedModel:
             f"(presets: {', '.join(PRESETS)}), not a local folder, and loading it from the hub failed ({exc})."
         ) from None
     init = "scratch" if settings.init == "scratch" else "pretrained"
-    tokenizer, tok_source = _tokenizer_for(name, model)
+    tokenizer, tok_source = tokenizer_for(name, model)
     return LoadedModel(model, tokenizer, f"{name} from the hub ({init})", init, tok_source)
 
 

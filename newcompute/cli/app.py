@@ -1,0 +1,151 @@
+"""The ``newcompute`` command line.
+
+Exit codes: 0 success, 2 bad usage or configuration, 1 a run-time failure.
+User errors print one paragraph, never a traceback (set
+``NEWCOMPUTE_DEBUG=1`` to see one).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from newcompute import __version__
+from newcompute.cli import run_commands, scaffold_commands
+from newcompute.cli.common import (
+    ConfigOption,
+    InitOption,
+    ModelOption,
+    ParadigmConfigOption,
+    ParadigmOption,
+    SetOption,
+    run_config,
+    user_errors,
+)
+from newcompute.cli.render import (
+    config_table,
+    console,
+    err_console,
+    paradigms_table,
+    problems_table,
+    report_tables,
+)
+from newcompute.composer import apply, verify_attention
+from newcompute.config import resolve_paradigms
+from newcompute.errors import NewcomputeError
+from newcompute.hookspecs import HOOKSPEC_VERSION
+from newcompute.models import load_model, parameter_count
+from newcompute.plugins import get_registry
+from newcompute.presets import PRESETS
+from newcompute.record import save_transformed
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"newcompute {__version__} (plugin API {HOOKSPEC_VERSION})")
+        raise typer.Exit()
+
+
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")
+    ] = False,
+) -> None:
+    """Simulate how an LLM trains and behaves on hardware that computes differently."""
+
+
+def list_paradigms() -> None:
+    """List installed paradigms, and plugins that failed to load with the reason."""
+    registry = get_registry()
+    console.print(paradigms_table(registry))
+    problems = problems_table(registry)
+    if problems is not None:
+        console.print(problems)
+
+
+@user_errors
+def show(name: Annotated[str, typer.Argument(help="A paradigm name from 'newcompute list-paradigms'.")]) -> None:
+    """Show a paradigm's config fields, types, defaults and documentation."""
+    paradigm = get_registry().get(name)
+    console.print(config_table(paradigm))
+    if paradigm.docs:
+        console.print(paradigm.docs)
+
+
+def presets() -> None:
+    """List the model presets (buildable offline with --init scratch)."""
+    table = Table(title="Model presets")
+    for column in ("preset", "weights on the hub", "summary"):
+        table.add_column(column)
+    for preset in PRESETS.values():
+        table.add_row(preset.name, preset.hub_id or "— (scratch only)", preset.summary)
+    console.print(table)
+
+
+@user_errors
+def transform(
+    model: ModelOption = None,
+    paradigm: ParadigmOption = None,
+    config: ConfigOption = None,
+    paradigm_config: ParadigmConfigOption = None,
+    set_: SetOption = None,
+    init: InitOption = None,
+    save: Annotated[Path | None, typer.Option(help="Save the transformed model and newcompute.toml here.")] = None,
+) -> None:
+    """Dry run: build or load a model, apply paradigms, print what changed."""
+    run = run_config(config, set_, model, init, paradigm_config)
+    registry = get_registry()
+    uses = resolve_paradigms(registry, run, paradigm)
+    loaded = load_model(run.model, seed=run.train.seed)
+    console.print(f"Model: {loaded.source}. Tokenizer: {loaded.tokenizer_source}.", highlight=False)
+    report = apply(loaded.model, uses, registry=registry)
+    verify_attention(loaded.model)
+    for table in report_tables(report):
+        console.print(table)
+    console.print(f"Parameters: {parameter_count(loaded.model):,}")
+    if save is not None:
+        save_transformed(loaded.model, loaded.tokenizer, run, save)
+        console.print(f"Saved to {save}")
+
+
+def build_app() -> typer.Typer:
+    app = typer.Typer(
+        name="newcompute",
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+        callback=_root,
+    )
+    app.command("list-paradigms")(list_paradigms)
+    app.command()(show)
+    app.command()(presets)
+    app.command()(transform)
+    run_commands.register(app)
+    scaffold_commands.register(app)
+    get_registry().add_commands(app)
+    return app
+
+
+def main() -> None:
+    """Console entry point: usage errors exit 2 (Typer), our errors exit with their code."""
+    try:
+        build_app()(prog_name="newcompute")
+    except NewcomputeError as exc:
+        if os.environ.get("NEWCOMPUTE_DEBUG"):
+            raise
+        err_console.print(f"[bold red]Error:[/] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(exc.exit_code)
+    except Exception as exc:
+        if os.environ.get("NEWCOMPUTE_DEBUG"):
+            raise
+        err_console.print(
+            f"[bold red]Unexpected error:[/] {type(exc).__name__}: {exc}\n"
+            "Set NEWCOMPUTE_DEBUG=1 to see the traceback, and please report it.",
+            highlight=False,
+        )
+        sys.exit(1)

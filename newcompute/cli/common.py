@@ -1,0 +1,83 @@
+"""Options and steps shared by the commands that build a model and apply paradigms."""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from newcompute.cli.render import err_console
+from newcompute.config import RunConfig, load_run_config
+from newcompute.errors import ConfigError, NewcomputeError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+ConfigOption = Annotated[
+    Path | None, typer.Option("--config", "-c", help="A run TOML file ([model], [train], [data], [paradigm.NAME]).")
+]
+ParadigmOption = Annotated[
+    list[str] | None,
+    typer.Option("--paradigm", "-p", help="A paradigm to apply (repeatable, in order). Overrides the file's list."),
+]
+ParadigmConfigOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--paradigm-config",
+        help="NAME=FILE: read paradigm NAME's table from a TOML file (e.g. NewComputeBench's transform_cfg.toml).",
+    ),
+]
+SetOption = Annotated[
+    list[str] | None, typer.Option("--set", help="Override a config value: --set paradigm.optical.fc.q_levels=128")
+]
+ModelOption = Annotated[
+    str | None, typer.Option("--model", "-m", help="A preset (tiny, clm-60m, …), a local folder or a hub id.")
+]
+InitOption = Annotated[
+    str | None, typer.Option("--init", help="'scratch' (random weights from the config), 'pretrained' or 'auto'.")
+]
+
+
+def run_config(
+    config: Path | None,
+    sets: list[str] | None,
+    model: str | None,
+    init: str | None,
+    paradigm_configs: list[str] | None = None,
+) -> RunConfig:
+    """The run config: file, then ``--paradigm-config`` tables, then ``--set``, then direct flags."""
+    overrides = list(sets or [])
+    if model is not None:
+        overrides.append(f"model.name={_toml_string(model)}")
+    if init is not None:
+        overrides.append(f"model.init={_toml_string(init)}")
+    files: dict[str, Path] = {}
+    for item in paradigm_configs or []:
+        name, sep, file = item.partition("=")
+        if not sep or not name or not file:
+            raise ConfigError(f"--paradigm-config {item!r}: expected NAME=FILE, e.g. optical=transform_cfg.toml")
+        files[name] = Path(file)
+    return load_run_config(config, overrides, files)
+
+
+def _toml_string(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def user_errors(command: F) -> F:
+    """Print a NewcomputeError as one paragraph and exit with its code, instead of a traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except NewcomputeError as exc:
+            if os.environ.get("NEWCOMPUTE_DEBUG"):
+                raise
+            err_console.print(f"[bold red]Error:[/] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(exc.exit_code) from None
+
+    return wrapper  # type: ignore[return-value]

@@ -1,0 +1,89 @@
+"""Rich renderings shared by the CLI commands."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel
+from rich.console import Console
+from rich.table import Table
+
+from newcompute.composer import ComposeReport
+from newcompute.paradigm import Paradigm
+from newcompute.plugins import Registry
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def paradigms_table(registry: Registry) -> Table:
+    table = Table(title="Compute paradigms")
+    for column in ("paradigm", "plugin", "roles", "summary"):
+        table.add_column(column)
+    for paradigm in sorted(registry.paradigms.values(), key=lambda p: p.name):
+        roles = ", ".join(sorted(role.value for role in paradigm.roles))
+        table.add_row(paradigm.name, f"{paradigm.plugin} {paradigm.version}".strip(), roles, paradigm.summary)
+    return table
+
+
+def problems_table(registry: Registry) -> Table | None:
+    broken = [r for r in registry.records if r.status != "ok"]
+    if not broken:
+        return None
+    table = Table(title="Plugins with problems", title_style="bold red")
+    for column in ("plugin", "version", "status", "reason"):
+        table.add_column(column)
+    for record in broken:
+        table.add_row(record.distribution, record.version, record.status, record.error)
+    return table
+
+
+def _fields(model: type[BaseModel], prefix: str = "") -> list[tuple[str, str, Any, str]]:
+    rows = []
+    for name, field in model.model_fields.items():
+        annotation = field.annotation
+        dotted = f"{prefix}{name}"
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            rows.extend(_fields(annotation, dotted + "."))
+            continue
+        type_name = getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
+        rows.append((dotted, type_name, field.get_default(call_default_factory=True), field.description or ""))
+    return rows
+
+
+def config_table(paradigm: Paradigm) -> Table:
+    table = Table(title=f"{paradigm.name}: {paradigm.summary}")
+    for column in ("field", "type", "default", "description"):
+        table.add_column(column)
+    for dotted, type_name, default, description in _fields(paradigm.config):
+        table.add_row(dotted, type_name, repr(default), description)
+    table.add_row("include", "list[str]", "['*']", "Module-name patterns the paradigm may touch (core rule).")
+    table.add_row("exclude", "list[str]", "['lm_head']", "Patterns it must not touch; wins over include (core rule).")
+    return table
+
+
+def report_tables(report: ComposeReport) -> list[Table]:
+    layers = Table(title="Layers replaced")
+    for column in ("paradigm", "from", "to", "count"):
+        layers.add_column(column)
+    for (paradigm, source, target), count in sorted(report.replaced_types.items()):
+        layers.add_row(paradigm, source, target, str(count))
+    if not report.replaced_types:
+        layers.add_row("—", "—", "—", "0")
+    attention = Table(title="Attention intercepted")
+    attention.add_column("paradigm")
+    attention.add_column("layers")
+    for paradigm, names in report.attention.items():
+        attention.add_row(paradigm, str(len(names)))
+    if not report.attention:
+        attention.add_row("—", "0 (model attention unchanged)")
+    tables = [layers, attention]
+    if report.optimizer_groups:
+        groups = Table(title=f"Optimizer ({report.optimizer_paradigm or 'default AdamW'})")
+        for column in ("group", "optimizer", "lr", "params", "elements", "kinds"):
+            groups.add_column(column)
+        for row in report.optimizer_groups:
+            kinds = ", ".join(f"{k}×{n}" for k, n in row["kinds"].items())
+            groups.add_row(row["group"], row["optimizer"], f"{row['lr']:.3g}", str(row["params"]), f"{row['numel']:,}", kinds)
+        tables.append(groups)
+    return tables

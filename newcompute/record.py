@@ -1,0 +1,109 @@
+"""Saving a transformed model so it can be rebuilt exactly, and loading it back.
+
+A saved folder holds what ``save_pretrained`` writes (config, safetensors
+weights including paradigm buffers such as optical ranges, tokenizer) and a
+``newcompute.toml`` recording the model settings and every paradigm's
+validated config and rules. That file is a valid run config, so a run can
+be repeated from it with ``newcompute train --config``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+from safetensors.torch import load_file
+from torch import nn
+from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
+
+from newcompute import __version__
+from newcompute.composer import apply, report_of
+from newcompute.config import RunConfig, load_run_config, resolve_paradigms
+from newcompute.errors import ConfigError, RunError
+from newcompute.models import tokenizer_for
+from newcompute.plugins import Registry, get_registry
+
+RECORD_FILE = "newcompute.toml"
+
+
+def run_record(run: RunConfig, model: nn.Module) -> dict[str, Any]:
+    """The run config as applied: paradigm tables hold the validated values, not just what was typed."""
+    report = report_of(model)
+    data = run.model_dump(mode="json", exclude_none=True)
+    data["paradigm"] = {use.name: use.to_table() for use in report.uses} if report else {}
+    return data
+
+
+def save_transformed(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    run: RunConfig,
+    folder: Path,
+) -> None:
+    """Write the model, its tokenizer and ``newcompute.toml`` into ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    record = run_record(run, model)
+    record["record"] = {"newcompute_version": __version__, "model_class": type(model).__name__}
+    (folder / RECORD_FILE).write_text(tomli_w.dumps(record), encoding="utf-8")
+
+
+def _state_dict_files(folder: Path) -> list[Path]:
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        return [folder / shard for shard in shards]
+    single = folder / "model.safetensors"
+    if not single.is_file():
+        raise ConfigError(f"{folder} has no model.safetensors (or index); it was not written by newcompute.")
+    return [single]
+
+
+def _load_weights(model: nn.Module, folder: Path) -> None:
+    state: dict[str, Any] = {}
+    for file in _state_dict_files(folder):
+        state.update(load_file(str(file)))
+    result = model.load_state_dict(state, strict=False)
+    tied = _tied_names(model)
+    missing = [name for name in result.missing_keys if name not in tied]
+    if missing or result.unexpected_keys:
+        raise RunError(
+            f"{folder}: saved weights do not match the rebuilt model "
+            f"(missing: {missing[:5]}, unexpected: {result.unexpected_keys[:5]}). "
+            "Were the paradigms or the plugin versions changed since it was saved?"
+        )
+
+
+def _tied_names(model: nn.Module) -> set[str]:
+    """Parameter names that share their tensor with another name; saved files keep only one of them."""
+    names_by_tensor: dict[int, list[str]] = defaultdict(list)
+    for name, param in model.named_parameters(remove_duplicate=False):
+        names_by_tensor[id(param)].append(name)
+    return {name for names in names_by_tensor.values() if len(names) > 1 for name in names}
+
+
+def read_record(folder: Path) -> RunConfig:
+    path = folder / RECORD_FILE
+    if not path.is_file():
+        raise ConfigError(
+            f"{folder} has no {RECORD_FILE}: it is not a folder saved by newcompute "
+            "(use 'newcompute transform --save' or a train run's output folder)."
+        )
+    return load_run_config(path)
+
+
+def load(folder: str | Path, registry: Registry | None = None) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Rebuild a saved transformed model exactly: architecture, paradigms, weights and paradigm state."""
+    folder = Path(folder)
+    run = read_record(folder)
+    registry = registry or get_registry()
+    config = AutoConfig.from_pretrained(folder, trust_remote_code=run.model.trust_remote_code)
+    model = AutoModelForCausalLM.from_config(config, trust_remote_code=run.model.trust_remote_code)
+    apply(model, resolve_paradigms(registry, run), registry=registry)
+    _load_weights(model, folder)
+    tokenizer, _ = tokenizer_for(str(folder), model)
+    return model, tokenizer
