@@ -186,11 +186,33 @@ def load_run_config(
         raise format_validation_error(exc, RunConfig, str(path) if path else "the command line") from None
 
 
+def _unknown_keys(model: type[BaseModel], table: dict[str, Any], prefix: str = "") -> list[str]:
+    """Keys a config model does not define, at any depth.
+
+    Checked by the core so a typo is an error even when a plugin's config
+    model leaves pydantic's default of ignoring extra keys.
+    """
+    problems = []
+    for key, value in table.items():
+        field = model.model_fields.get(key)
+        if field is None:
+            hint = did_you_mean(key, model.model_fields)
+            problems.append(f"unknown key '{prefix}{key}'.{hint} Valid keys: {', '.join(model.model_fields)}.")
+            continue
+        annotation = field.annotation
+        if isinstance(value, dict) and isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            problems.extend(_unknown_keys(annotation, value, f"{prefix}{key}."))
+    return problems
+
+
 def resolve_paradigm(registry: Registry, name: str, table: dict[str, Any]) -> ParadigmUse:
     """Validate one ``[paradigm.NAME]`` table against the plugin's config model."""
     paradigm = registry.get(name)
     options = dict(table)
     rules = Rules.from_table(options, where=f"paradigm.{name}")
+    unknown = _unknown_keys(paradigm.config, options)
+    if unknown:
+        raise ConfigError(f"Invalid configuration in [paradigm.{name}]: " + " ".join(unknown))
     try:
         config = paradigm.config.model_validate(options)
     except ValidationError as exc:

@@ -73,7 +73,7 @@ def _check_paradigm(item: object, taken: dict[str, Paradigm]) -> str:
         return f"paradigm {item.name!r} is already registered by {taken[item.name].plugin}"
     if not item.roles or not all(isinstance(r, Role) for r in item.roles):
         return f"paradigm {item.name!r} must declare at least one newcompute.Role"
-    if not (isinstance(item.config, type) and issubclass(item.config, BaseModel)):
+    if not (isinstance(item.config, type) and issubclass(item.config, BaseModel)) or item.config is BaseModel:
         return f"paradigm {item.name!r}: config must be a pydantic BaseModel subclass"
     clash = RESERVED_CONFIG_KEYS & set(item.config.model_fields)
     if clash:

@@ -1,0 +1,120 @@
+"""Run configuration: TOML files, overrides, validation errors that name the field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import newcompute as nc
+from newcompute.config import load_run_config, parse_override, resolve_paradigms
+from newcompute.rules import Rules
+
+RUN_FILE = """
+[model]
+name = "tiny"
+init = "scratch"
+
+[train]
+lr = 3e-4
+steps = 10
+
+[paradigm.scale]
+factor = 2.0
+include = ["*.mlp.*"]
+
+[paradigm.exact-attn]
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "run.toml"
+    path.write_text(text)
+    return path
+
+
+def test_file_holds_model_train_and_ordered_paradigms(tmp_path: Path, registry: nc.Registry) -> None:
+    run = load_run_config(write(tmp_path, RUN_FILE))
+    assert (run.model.name, run.model.init, run.train.lr, run.train.steps) == ("tiny", "scratch", 3e-4, 10)
+    uses = resolve_paradigms(registry, run)
+    assert [u.name for u in uses] == ["scale", "exact-attn"]
+    assert uses[0].config.factor == 2.0
+    assert uses[0].rules == Rules(include=("*.mlp.*",), exclude=("lm_head",))
+
+
+def test_set_overrides_beat_the_file_and_parse_toml_values(tmp_path: Path, registry: nc.Registry) -> None:
+    run = load_run_config(
+        write(tmp_path, RUN_FILE),
+        ["paradigm.scale.factor=4", "train.steps=3", 'paradigm.scale.exclude=["*.down_proj"]', "model.name=./my-llama"],
+    )
+    scale = resolve_paradigms(registry, run)[0]
+    assert scale.config.factor == 4.0 and scale.rules.exclude == ("*.down_proj",)
+    assert run.train.steps == 3 and run.model.name == "./my-llama"
+
+
+def test_cli_selection_replaces_the_file_list(tmp_path: Path, registry: nc.Registry) -> None:
+    run = load_run_config(write(tmp_path, RUN_FILE))
+    assert [u.name for u in resolve_paradigms(registry, run, ["scale2"])] == ["scale2"]
+
+
+def test_paradigm_files_supply_a_table_unchanged(tmp_path: Path, registry: nc.Registry) -> None:
+    table = tmp_path / "scale.toml"
+    table.write_text("factor = 7.0\n")
+    run = load_run_config(None, ["paradigm.scale.include=['*.q_proj']"], {"scale": table})
+    use = resolve_paradigms(registry, run)[0]
+    assert use.config.factor == 7.0 and use.rules.include == ("*.q_proj",)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[train]\nlrr = 1\n", "unknown key 'train.lrr'. Did you mean 'lr'?"),
+        ("[modle]\nname = 'x'\n", "unknown key 'modle'. Did you mean 'model'?"),
+        ("[train]\nbatch_size = 0\n", "'train.batch_size': Input should be greater than 0"),
+        ("[model]\ninit = 'random'\n", "'model.init': Input should be 'auto', 'pretrained' or 'scratch'"),
+        ("[train\n", "is not valid TOML"),
+    ],
+)
+def test_bad_files_name_the_field_and_what_is_valid(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(nc.ConfigError) as err:
+        load_run_config(write(tmp_path, text))
+    assert message in str(err.value)
+    assert err.value.exit_code == 2
+
+
+def test_bad_paradigm_tables_name_the_paradigm_and_key(registry: nc.Registry) -> None:
+    run = load_run_config(None, ["paradigm.scale.facotr=2"])
+    with pytest.raises(nc.ConfigError, match=r"\[paradigm.scale\]: unknown key 'facotr'. Did you mean 'factor'\?"):
+        resolve_paradigms(registry, run)
+    run = load_run_config(None, ["paradigm.scale.factor=-1"])
+    with pytest.raises(nc.ConfigError, match="'factor': Input should be greater than 0"):
+        resolve_paradigms(registry, run)
+    run = load_run_config(None, ["paradigm.scale.include=3"])
+    with pytest.raises(nc.ConfigError, match=r"'paradigm.scale.include' must be a list of patterns"):
+        resolve_paradigms(registry, run)
+    run = load_run_config(None, ["paradigm.scale.include=['re:(']"])
+    with pytest.raises(nc.ConfigError, match="not a valid regular expression"):
+        resolve_paradigms(registry, run)
+
+
+def test_missing_file_and_malformed_override(tmp_path: Path) -> None:
+    with pytest.raises(nc.ConfigError, match="does not exist"):
+        load_run_config(tmp_path / "nope.toml")
+    with pytest.raises(nc.ConfigError, match="expected KEY=VALUE"):
+        load_run_config(None, ["train.lr"])
+    with pytest.raises(nc.ConfigError, match="'lr' is a value, not a table"):
+        load_run_config(None, ["train.lr=1", "train.lr.x=2"])
+
+
+def test_override_values_are_read_as_toml_else_text() -> None:
+    assert parse_override("a.b=128") == (["a", "b"], 128)
+    assert parse_override("a=true") == (["a"], True)
+    assert parse_override("a=./path/x") == (["a"], "./path/x")
+
+
+def test_head_alias_matches_the_output_head_under_any_name() -> None:
+    rules = Rules()
+    assert not rules.allows("embed_out", head_name="embed_out")
+    assert rules.allows("embed_out", head_name="lm_head")
+    assert Rules(include=("lm_head",), exclude=()).allows("embed_out", head_name="embed_out")
+    assert Rules(include=("*.self_attn.*",)).allows("model.layers.0.self_attn")
