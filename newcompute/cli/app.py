@@ -40,9 +40,12 @@ from newcompute.config import resolve_paradigms
 from newcompute.errors import NewcomputeError
 from newcompute.hookspecs import HOOKSPEC_VERSION
 from newcompute.models import load_model, parameter_count
+from newcompute.optim import build_optimizer
+from newcompute.params import OptimizerSettings
 from newcompute.plugins import get_registry
 from newcompute.presets import PRESETS
 from newcompute.record import save_transformed
+from newcompute.train.budget import default_lr
 
 
 def _version(value: bool) -> None:
@@ -105,9 +108,13 @@ def transform(
     console.print(f"Model: {loaded.source}. Tokenizer: {loaded.tokenizer_source}.", highlight=False)
     report = apply(loaded.model, uses, registry=registry)
     verify_attention(loaded.model)
+    params = parameter_count(loaded.model)
+    lr = run.train.lr or default_lr(params, "scratch" if loaded.init == "scratch" else "fine-tune")[0]
+    settings = OptimizerSettings(lr=lr, weight_decay=run.train.weight_decay, betas=run.train.betas)
+    build_optimizer(loaded.model, settings, registry=registry)
     for table in report_tables(report):
         console.print(table)
-    console.print(f"Parameters: {parameter_count(loaded.model):,}")
+    console.print(f"Parameters: {params:,}")
     if save is not None:
         save_transformed(loaded.model, loaded.tokenizer, run, save)
         console.print(f"Saved to {save}")

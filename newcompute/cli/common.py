@@ -17,7 +17,7 @@ from newcompute.errors import ConfigError, NewcomputeError
 F = TypeVar("F", bound=Callable[..., Any])
 
 ConfigOption = Annotated[
-    Path | None, typer.Option("--config", "-c", help="A run TOML file ([model], [train], [data], [paradigm.NAME]).")
+    Path | None, typer.Option("--config", "-c", help="A run TOML file with model, train, data and paradigm.NAME tables.")
 ]
 ParadigmOption = Annotated[
     list[str] | None,

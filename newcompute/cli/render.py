@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal, get_args, get_origin
 
 from pydantic import BaseModel
 from rich.console import Console
@@ -38,6 +38,15 @@ def problems_table(registry: Registry) -> Table | None:
     return table
 
 
+def _type_name(annotation: Any) -> str:
+    """A short, readable type: ``'floor' | 'ceil'`` for a Literal, ``int`` for a class, else typing's repr."""
+    if get_origin(annotation) is Literal:
+        return " | ".join(repr(v) for v in get_args(annotation))
+    if isinstance(annotation, type):
+        return annotation.__name__
+    return str(annotation).replace("typing.", "")
+
+
 def _fields(model: type[BaseModel], prefix: str = "") -> list[tuple[str, str, Any, str]]:
     rows = []
     for name, field in model.model_fields.items():
@@ -46,8 +55,7 @@ def _fields(model: type[BaseModel], prefix: str = "") -> list[tuple[str, str, An
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
             rows.extend(_fields(annotation, dotted + "."))
             continue
-        type_name = getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
-        rows.append((dotted, type_name, field.get_default(call_default_factory=True), field.description or ""))
+        rows.append((dotted, _type_name(annotation), field.get_default(call_default_factory=True), field.description or ""))
     return rows
 
 
