@@ -7,7 +7,11 @@ each attention module; the core registers one attention implementation,
 repeat, soft-capping, softmax, dropout) once for every model family that
 routes attention through the interface (Llama, Qwen2, Mistral, GPT-2,
 GPT-NeoX, OPT…). Attention modules without matmuls attached (excluded by
-rules) run PyTorch's SDPA.
+rules) run PyTorch's SDPA, so masks are built as SDPA wants them (boolean,
+or none at all for plain causal attention) and the intercepted path
+accepts both. Masked scores are set to the dtype's minimum rather than −inf
+so a fully masked (padding) row gives uniform weights, not NaN, as eager
+attention does.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from torch import nn
 from torch.nn import functional as F
 from transformers import AttentionInterface, PreTrainedModel
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
-from transformers.masking_utils import AttentionMaskInterface, eager_mask
+from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 from newcompute.errors import ConfigError
 
@@ -46,6 +50,14 @@ class AttentionMatmuls(nn.Module):
 
     def pv(self, probs: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
+
+
+def _causal(module: nn.Module, query: torch.Tensor, key: torch.Tensor) -> torch.Tensor | None:
+    """The causal mask transformers leaves out when SDPA could use ``is_causal`` instead."""
+    if not getattr(module, "is_causal", True) or query.shape[-2] == 1:
+        return None
+    q_len, k_len = query.shape[-2], key.shape[-2]
+    return torch.ones(q_len, k_len, dtype=torch.bool, device=query.device).tril(k_len - q_len)
 
 
 def _repeat_heads(states: torch.Tensor, groups: int) -> torch.Tensor:
@@ -81,12 +93,12 @@ def newcompute_attention_forward(
     scores = matmuls.qk(query, key) * scale
     if softcap is not None:
         scores = torch.tanh(scores / softcap) * softcap
-    if attention_mask is not None:
+    if attention_mask is not None and attention_mask.dtype != torch.bool:
         scores = scores + attention_mask[..., : key.shape[-2]]
-    elif getattr(module, "is_causal", True) and query.shape[-2] > 1:
-        q_len, k_len = query.shape[-2], key.shape[-2]
-        keep = torch.ones(q_len, k_len, dtype=torch.bool, device=scores.device).tril(k_len - q_len)
-        scores = scores.masked_fill(~keep, float("-inf"))
+    else:
+        keep = attention_mask[..., : key.shape[-2]] if attention_mask is not None else _causal(module, query, key)
+        if keep is not None:
+            scores = scores.masked_fill(~keep, torch.finfo(scores.dtype).min)
     probs = F.softmax(scores, dim=-1, dtype=torch.float32).to(value.dtype)
     probs = F.dropout(probs, p=dropout, training=module.training)
     out = matmuls.pv(probs, value)
@@ -96,7 +108,7 @@ def newcompute_attention_forward(
 def register_implementation() -> None:
     """Make ``attn_implementation="newcompute"`` known to transformers (idempotent)."""
     AttentionInterface.register(IMPLEMENTATION, newcompute_attention_forward)
-    AttentionMaskInterface.register(IMPLEMENTATION, eager_mask)
+    AttentionMaskInterface.register(IMPLEMENTATION, sdpa_mask)
 
 
 def find_attention_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:

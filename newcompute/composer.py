@@ -142,7 +142,6 @@ def _intercept_attention(model: nn.Module, uses: list[ParadigmUse], registry: Re
             f"{type(model).__name__} has no attention modules that transformers' AttentionInterface calls, "
             f"so paradigm '{attention_uses[0].name}' cannot intercept attention."
         )
-    route_through_interface(model)
     owners: dict[str, str] = {}
     for name, attention in modules:
         for use in attention_uses:
@@ -162,6 +161,8 @@ def _intercept_attention(model: nn.Module, uses: list[ParadigmUse], registry: Re
             device = _module_device(attention)
             attention.add_module(MATMULS_ATTR, matmuls.to(device) if device is not None else matmuls)
             report.attention.setdefault(use.name, []).append(name)
+    if owners:
+        route_through_interface(model)
 
 
 def apply(

@@ -47,36 +47,49 @@ class DataSettings(Strict):
         description="'builtin:pydoc' (the text of Python's pydoc_data.topics, offline), a local "
         ".txt/.jsonl/.parquet file or folder, or a hub dataset id.",
     )
-    config_name: str | None = None
+    config_name: str | None = Field(None, description="The hub dataset's configuration, e.g. 'sample-10BT'.")
     split: str = "train"
     text_column: str = "text"
     streaming: bool = False
-    validation_fraction: float = Field(0.05, gt=0.0, lt=0.5)
+    validation_fraction: float = Field(
+        0.05, gt=0.0, le=0.5, description="Share of blocks held out: every round(1/fraction)-th block."
+    )
+    validation_max_blocks: int = Field(256, gt=0, description="At most this many validation blocks.")
     max_tokens: int | None = Field(None, gt=0, description="Stop reading the source after this many tokens.")
 
 
 class TrainSettings(Strict):
-    output_dir: str = "runs/latest"
+    output_dir: str | None = Field(None, description="The run folder; default runs/MODEL[-PARADIGM…].")
     steps: int | None = Field(None, gt=0, description="Optimizer steps; default from the token budget.")
-    tokens: int | None = Field(None, gt=0, description="Token budget; default 22 × params / 100 (NewComputeBench).")
+    tokens: int | None = Field(
+        None, gt=0, description="Token budget; default 22 × params / 100 (fine-tuning), 22 × params (scratch)."
+    )
     batch_size: int = Field(16, gt=0, description="Sequences per optimizer step, across processes.")
     micro_batch_size: int = Field(4, gt=0, description="Sequences per forward on one device.")
-    block_size: int = Field(1024, gt=1)
+    block_size: int | None = Field(
+        None, gt=1, description="Tokens per sequence; default 1024, or the model's context if shorter."
+    )
     lr: float | None = Field(None, gt=0.0, description="Default from the model-size table in docs/training.md.")
     weight_decay: float = Field(0.01, ge=0.0)
     betas: tuple[float, float] = (0.9, 0.95)
-    warmup_steps: int | None = Field(None, ge=0)
+    warmup_steps: int | None = Field(None, ge=0, description="Default 5% of the steps.")
     grad_clip: float | None = Field(1.0, gt=0.0)
-    seed: int = 0
-    eval_every: int = Field(50, gt=0)
-    eval_batches: int = Field(8, gt=0)
+    seed: int = Field(0, ge=0)
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = Field(
+        "auto", description="'auto': bf16 autocast on a GPU that supports it, fp32 otherwise."
+    )
+    eval_every: int | None = Field(None, gt=0, description="Validate every N steps; default a tenth of the run, ≤ 50.")
+    eval_batches: int = Field(8, gt=0, description="Micro-batches in a periodic evaluation; the final one uses all.")
     save_every: int = Field(200, gt=0)
+    keep_checkpoints: int = Field(2, gt=0, description="Checkpoints kept in RUN/checkpoints (newest first).")
     compile: bool = False
     lora: bool = False
     lora_rank: int = Field(8, gt=0)
+    lora_alpha: float = Field(16.0, gt=0.0)
+    lora_dropout: float = Field(0.0, ge=0.0, lt=1.0)
     report_to: Literal["none", "tensorboard", "wandb", "trackio"] = "none"
-    divergence_factor: float = Field(2.0, gt=1.0)
-    divergence_patience: int = Field(20, gt=0)
+    divergence_factor: float = Field(2.0, gt=1.0, description="Stop when loss > factor × its running minimum …")
+    divergence_patience: int = Field(20, gt=0, description="… for this many steps in a row.")
 
 
 class RunConfig(Strict):
@@ -206,7 +219,11 @@ def _unknown_keys(model: type[BaseModel], table: dict[str, Any], prefix: str = "
 
 
 def resolve_paradigm(registry: Registry, name: str, table: dict[str, Any]) -> ParadigmUse:
-    """Validate one ``[paradigm.NAME]`` table against the plugin's config model."""
+    """Validate one ``[paradigm.NAME]`` table (config fields plus ``include``/``exclude``) into a ParadigmUse.
+
+    The way to configure a paradigm from code: ``apply(model,
+    [resolve_paradigm(registry, "optical", {"fc": {"q_levels": 128}})])``.
+    """
     paradigm = registry.get(name)
     options = dict(table)
     rules = Rules.from_table(options, where=f"paradigm.{name}")
