@@ -22,7 +22,7 @@ install: $(BIN)/.installed
 
 demo: install
 	$(BIN)/newcompute list-paradigms
-	$(BIN)/newcompute train --model tiny --init scratch --paradigm optical --output-dir $(DEMO_RUN)
+	$(BIN)/newcompute train --model tiny --init scratch --paradigm optical --steps 60 --output-dir $(DEMO_RUN) --overwrite
 	$(BIN)/newcompute eval $(DEMO_RUN)
 
 test: install

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from newcompute.errors import ConfigError
+from newcompute.errors import ConfigError, RunError
 from newcompute.paradigm import Paradigm
 from newcompute.plugins import Registry, did_you_mean
 from newcompute.rules import Rules
@@ -115,7 +115,19 @@ class ParadigmUse:
         return self.paradigm.name
 
     def to_table(self) -> dict[str, Any]:
-        return {**self.config.model_dump(mode="json"), **self.rules.to_table()}
+        """The config as a TOML table that validates back to the same config.
+
+        TOML has no null, so ``None`` values are left out; that is exact only
+        when the field's default is ``None`` too, which is checked here rather
+        than discovered when the run is reloaded.
+        """
+        table = self.config.model_dump(mode="json", exclude_none=True)
+        if self.paradigm.config.model_validate(table) != self.config:
+            raise RunError(
+                f"Paradigm '{self.name}': its config cannot be written to TOML exactly; a field set to None "
+                "has a default that is not None. Set it to a value instead."
+            )
+        return {**table, **self.rules.to_table()}
 
 
 def _model_at(model: type[BaseModel], path: tuple[Any, ...]) -> type[BaseModel] | None:

@@ -25,11 +25,13 @@ def default_optimizer(params: list[ParamInfo], settings: OptimizerSettings) -> t
         {"params": decay, "weight_decay": settings.weight_decay, "name": "adamw (decay)"},
         {"params": rest, "weight_decay": 0.0, "name": "adamw (no decay)"},
     ]
+    on_cuda = all(info.param.is_cuda for info in params)
     return torch.optim.AdamW(
         [g for g in groups if g["params"]],
         lr=settings.lr,
         betas=settings.betas,
         eps=settings.eps,
+        fused=on_cuda or None,
     )
 
 

@@ -27,6 +27,7 @@ from newcompute.models import tokenizer_for
 from newcompute.plugins import Registry, get_registry
 
 RECORD_FILE = "newcompute.toml"
+ADAPTER_DIR = "adapter"
 
 
 def run_record(run: RunConfig, model: nn.Module) -> dict[str, Any]:
@@ -97,7 +98,7 @@ def read_record(folder: Path) -> RunConfig:
 
 
 def load(folder: str | Path, registry: Registry | None = None) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Rebuild a saved transformed model exactly: architecture, paradigms, weights and paradigm state."""
+    """Rebuild a saved transformed model exactly: architecture, paradigms, weights, paradigm state, LoRA adapters."""
     folder = Path(folder)
     run = read_record(folder)
     registry = registry or get_registry()
@@ -106,4 +107,8 @@ def load(folder: str | Path, registry: Registry | None = None) -> tuple[PreTrain
     apply(model, resolve_paradigms(registry, run), registry=registry)
     _load_weights(model, folder)
     tokenizer, _ = tokenizer_for(str(folder), model)
+    if (folder / ADAPTER_DIR).is_dir():
+        from newcompute.train.lora import attach_saved_adapters  # peft is optional: only LoRA runs need it
+
+        model = attach_saved_adapters(model, folder)
     return model, tokenizer

@@ -1,0 +1,362 @@
+"""Benchmark the mx plugin's simulated MXFP8 against bf16, torchao's emulation and mase-triton.
+
+Everything is measured in one process on one GPU and printed as ratios to
+the bf16 baseline measured right next to it:
+
+1. the fused quantize-dequantize kernel: effective bandwidth per tile shape;
+2. one linear layer, forward + backward, M = 8192 and K, N in {1024 … 8192}:
+   bf16 ``nn.Linear``, ours (``mxfp8`` recipe), torchao's emulated MX linear;
+   forward only: bf16, ours, mase-triton's ``MXFPLinearPTQ`` (inference-only);
+3. a whole training step (forward, backward, AdamW) of a ~400M Llama
+   (dim 960, 30 layers, 15 heads, 5 KV heads, MLP 3328, vocab 49152),
+   batch 8 × 1024, bf16 autocast: bf16 vs ``mxfp8``.
+
+Usage: ``python benchmarks/mx.py [--quick] [--json results.json] [--steps-variants ...]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+SIZES = (1024, 2048, 4096, 8192)
+TOKENS = 8192
+MXFP8_ROLES = {
+    "fwd_input": "e4m3",
+    "fwd_weight": "e4m3",
+    "dgrad_grad_output": "e5m2",
+    "dgrad_weight": "e4m3",
+    "wgrad_grad_output": "e5m2",
+    "wgrad_input": "e4m3",
+}
+
+
+def bench(fn: Callable[[], Any], warmup_ms: float = 25, rep_ms: float = 100) -> float:
+    """Median milliseconds of ``fn`` (triton.testing.do_bench: CUDA events, L2 flushed between runs)."""
+    import triton.testing
+
+    return float(triton.testing.do_bench(fn, warmup=warmup_ms, rep=rep_ms, return_mode="median"))
+
+
+def bench_graphed(fn: Callable[[], Any]) -> float | None:
+    """Like :func:`bench`, replaying ``fn`` from a CUDA graph: GPU time without Python launch overhead."""
+    try:
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(3):
+                fn()
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            fn()
+        return bench(graph.replay)
+    except Exception:  # a capture failure only loses this column
+        traceback.print_exc()
+        return None
+
+
+def kernel_bandwidth(results: dict[str, Any]) -> None:
+    from newcompute_mx.formats import FORMATS
+    from newcompute_mx.triton_kernels import mx_pair
+
+    x = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
+    copy_ms = bench(lambda: x.clone())
+    moved = 3 * x.numel() * x.element_size()  # one read, two writes
+    rows = []
+    for tile, warps in (((64, 64), 4), ((32, 128), 4), ((64, 128), 4), ((64, 128), 8), ((128, 64), 8), ((128, 128), 8)):
+        ms = bench(lambda: mx_pair(x, FORMATS["e4m3"], FORMATS["e4m3"], 32, False, torch.bfloat16, tile, warps))
+        rows.append({"tile": tile, "warps": warps, "ms": ms, "GB/s": moved / ms / 1e6})
+        print(f"  pair kernel tile={tile} warps={warps}: {ms:.3f} ms, {moved / ms / 1e6:.0f} GB/s")
+    print(f"  reference: x.clone() {copy_ms:.3f} ms, {2 * x.numel() * 2 / copy_ms / 1e6:.0f} GB/s")
+    results["kernel"] = {"clone_ms": copy_ms, "pair": rows, "launch_us": launch_overhead()}
+
+
+def launch_overhead() -> dict[str, float]:
+    """Host time per call on a tiny tensor, with and without the direct launcher (CPU-bound by design)."""
+    from newcompute_mx import triton_kernels
+    from newcompute_mx.formats import FORMATS
+
+    small = torch.randn(64, 256, device="cuda", dtype=torch.bfloat16)
+    timings = {}
+    for direct in (True, False):
+        triton_kernels._pair_launcher.enabled = direct
+        for _ in range(20):
+            triton_kernels.mx_pair(small, FORMATS["e4m3"], FORMATS["e4m3"], 32, False, torch.bfloat16)
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        for _ in range(2000):
+            triton_kernels.mx_pair(small, FORMATS["e4m3"], FORMATS["e4m3"], 32, False, torch.bfloat16)
+        torch.cuda.synchronize()
+        timings["direct" if direct else "triton"] = (time.perf_counter() - start) / 2000 * 1e6
+    triton_kernels._pair_launcher.enabled = True
+    print(
+        f"  host time per mx_pair call: {timings['direct']:.1f} us with the direct launcher, "
+        f"{timings['triton']:.1f} us through Triton's launch path"
+    )
+    return timings
+
+
+def _torchao_linear() -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None:
+    """torchao's MX training matmul with KernelPreference.EMULATED (its location moved between releases)."""
+    try:
+        try:
+            from torchao.prototype.moe_training.mxfp8_linear import mx_mm
+        except ImportError:
+            from torchao.prototype.mx_formats.mx_linear import mx_mm
+        from torchao.prototype.mx_formats.config import (
+            MXFP8Dim0CastKernelChoice,
+            MXFP8Dim1CastKernelChoice,
+            ScaleCalculationMode,
+        )
+        from torchao.quantization.quantize_.common.kernel_preference import KernelPreference
+    except Exception:  # torchao is optional here
+        traceback.print_exc()
+        return None
+
+    def run(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        return mx_mm.apply(
+            x,
+            w,
+            torch.float8_e4m3fn,
+            torch.float8_e4m3fn,
+            torch.float8_e5m2,
+            32,
+            KernelPreference.EMULATED,
+            MXFP8Dim0CastKernelChoice.TORCH,
+            MXFP8Dim1CastKernelChoice.TORCH,
+            ScaleCalculationMode.FLOOR,
+            False,
+        )
+
+    return run
+
+
+def _mase_linear(linear: nn.Linear) -> nn.Module | None:
+    try:
+        from mase_triton.mxfp.layers import MXFPLinearPTQ
+        from mase_triton.mxfp.meta import MXFP8_E4M3_fn
+
+        return MXFPLinearPTQ.from_linear(linear, MXFP8_E4M3_fn, MXFP8_E4M3_fn, None, "XqWqB", "separate")
+    except Exception:  # mase-triton is optional here
+        traceback.print_exc()
+        return None
+
+
+def linear_layers(results: dict[str, Any], sizes: tuple[int, ...]) -> None:
+    from newcompute_mx.linear import QuantizedLinear
+    from newcompute_mx.quantizers import MXQuantizer
+
+    torchao_mm = _torchao_linear()
+    warm = torch.randn(TOKENS, 1024, device="cuda", dtype=torch.bfloat16)
+    bench(lambda: warm @ warm.t())
+    rows = []
+    print(
+        f"  {'K':>5} {'N':>5} | fwd+bwd ms: bf16   ours (x)        torchao (x)     "
+        "| CUDA graph: bf16  ours (x)      | fwd ms: bf16   ours (x)        mase (x)"
+    )
+    for k in sizes:
+        for n in sizes:
+            linear = nn.Linear(k, n, bias=False, device="cuda", dtype=torch.bfloat16)
+            ours = QuantizedLinear(linear, MXQuantizer(MXFP8_ROLES, 32, "floor"))
+            x = torch.randn(TOKENS, k, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+            grad = torch.randn(TOKENS, n, device="cuda", dtype=torch.bfloat16)
+            params = [x, linear.weight]
+
+            def train(module: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[], Any]:
+                return lambda: torch.autograd.grad(module(x), params, grad)
+
+            row: dict[str, Any] = {"K": k, "N": n}
+            row["bf16_fb"] = bench(train(linear))
+            row["ours_fb"] = bench(train(ours))
+            row["torchao_fb"] = bench(train(lambda t: torchao_mm(t, linear.weight))) if torchao_mm else None
+            row["bf16_graph"] = bench_graphed(train(linear))
+            row["ours_graph"] = bench_graphed(train(ours))
+            with torch.no_grad():
+                row["bf16_f"] = bench(lambda: linear(x))
+                row["ours_f"] = bench(lambda: ours(x))
+                mase = _mase_linear(linear)
+                row["mase_f"] = bench(lambda: mase(x)) if mase is not None else None
+            rows.append(row)
+
+            def ratio(key: str, base: str) -> str:
+                return f"{row[key]:7.3f} ({row[key] / row[base]:4.2f}x)" if row[key] is not None else "    n/a        "
+
+            print(
+                f"  {k:>5} {n:>5} | {row['bf16_fb']:7.3f} {ratio('ours_fb', 'bf16_fb')} {ratio('torchao_fb', 'bf16_fb')}"
+                f" | {row['bf16_graph'] or float('nan'):7.3f} "
+                f"{ratio('ours_graph', 'bf16_graph') if row['bf16_graph'] else 'n/a'}"
+                f" | {row['bf16_f']:7.3f} {ratio('ours_f', 'bf16_f')} {ratio('mase_f', 'bf16_f')}",
+                flush=True,
+            )
+            del linear, ours, x, grad
+    results["linear"] = rows
+    for key, label in (("fb", "eager"), ("graph", "CUDA graph")):
+        ratios = [r[f"ours_{key}"] / r[f"bf16_{key}"] for r in rows if r[f"ours_{key}"] and r[f"bf16_{key}"]]
+        if ratios:
+            print(f"  ours fwd+bwd / bf16 ({label}): median {statistics.median(ratios):.2f}x, worst {max(ratios):.2f}x")
+
+
+def llama_400m() -> nn.Module:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        hidden_size=960,
+        num_hidden_layers=30,
+        num_attention_heads=15,
+        num_key_value_heads=5,
+        intermediate_size=3328,
+        vocab_size=49152,
+        max_position_embeddings=2048,
+        tie_word_embeddings=True,
+    )
+    torch.manual_seed(0)
+    return LlamaForCausalLM(config).cuda()
+
+
+def _profile_step(step: Callable[[], None]) -> None:
+    """Print the GPU kernels and the Python functions of one step by time, to see where the overhead goes."""
+    import cProfile
+    import pstats
+
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        step()
+        torch.cuda.synchronize()
+    print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=8, max_name_column_width=50))
+    profiler = cProfile.Profile()
+    profiler.enable()
+    step()
+    torch.cuda.synchronize()
+    profiler.disable()
+    pstats.Stats(profiler).sort_stats("tottime").print_stats(14)
+
+
+STEP_VARIANTS = {
+    "bf16": (None, False, False),
+    "mxfp8": ("mxfp8", False, False),
+    "mxfp8, sdpa restored": ("mxfp8", True, False),
+    "bf16 compiled": (None, False, True),
+    "mxfp8 compiled": ("mxfp8", False, True),
+}
+"""name: (paradigm, put the model back on SDPA after apply, torch.compile the model)."""
+
+
+def training_step(
+    results: dict[str, Any], steps: int, batch: int, show_profile: bool, variants: list[str]
+) -> None:
+    """Median step time per variant. "sdpa restored" undoes the core's switch to its own attention
+    implementation (with eager masks) that happens even when no attention is intercepted."""
+    import newcompute
+    from newcompute import load_registry
+
+    registry = load_registry()
+    data = torch.randint(0, 49152, (batch, 1024), device="cuda")
+    timings: dict[str, float] = {}
+    for name in variants:
+        paradigm, restore_sdpa, compiled = STEP_VARIANTS[name]
+        model = llama_400m()
+        if paradigm:
+            newcompute.apply(model, [paradigm], registry=registry)
+        if restore_sdpa:
+            model.set_attn_implementation("sdpa")
+        forward = torch.compile(model) if compiled else model
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
+        losses: list[torch.Tensor] = []
+
+        def step() -> None:
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                loss = forward(input_ids=data, labels=data).loss
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            losses.append(loss.detach())
+
+        times = []
+        warmup = 3
+        started = time.perf_counter()
+        for index in range(steps + warmup):
+            if index == warmup:
+                print(f"  {name}: warm-up (compilation included) {time.perf_counter() - started:.0f} s", flush=True)
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            step()
+            end.record()
+            torch.cuda.synchronize()
+            if index >= warmup:
+                times.append(start.elapsed_time(end))
+        if show_profile and name == "mxfp8":
+            _profile_step(step)
+        timings[name] = statistics.median(times)
+        params = sum(p.numel() for p in model.parameters())
+        print(
+            f"  {name}: median step {timings[name]:.1f} ms over {steps} steps "
+            f"({params / 1e6:.0f}M params, loss {losses[-1].item():.3f}, "
+            f"peak {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB)",
+            flush=True,
+        )
+        del model, forward, optimizer, losses
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+        results["training_step"] = {**timings, "batch": batch, "sequence": 1024}
+    for quantized, baseline in (
+        ("mxfp8", "bf16"),
+        ("mxfp8, sdpa restored", "bf16"),
+        ("mxfp8 compiled", "bf16 compiled"),
+    ):
+        if quantized in timings and baseline in timings:
+            print(f"  whole training step {quantized} / {baseline}: {timings[quantized] / timings[baseline]:.2f}x")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer sizes and steps (a smoke test)")
+    parser.add_argument("--json", help="also write the measurements to this file")
+    parser.add_argument("--skip", nargs="*", default=[], choices=["kernel", "linear", "step"])
+    parser.add_argument("--profile", action="store_true", help="print the GPU kernels of one training step")
+    parser.add_argument(
+        "--steps-variants",
+        nargs="*",
+        default=["bf16", "mxfp8", "mxfp8, sdpa restored"],
+        choices=list(STEP_VARIANTS),
+        help="which training-step variants to time (the compiled ones take a minute or two to compile)",
+    )
+    args = parser.parse_args()
+    if not torch.cuda.is_available():
+        print("benchmarks/mx.py needs a CUDA GPU", file=sys.stderr)
+        return 2
+    results: dict[str, Any] = {"device": torch.cuda.get_device_name(), "torch": torch.__version__}
+    print(f"device: {results['device']}, torch {torch.__version__}")
+    if "kernel" not in args.skip:
+        print("[1] fused MX quantize-dequantize kernel, 8192 x 8192 bf16, both axes")
+        kernel_bandwidth(results)
+    if "linear" not in args.skip:
+        print(f"[2] linear layer, M = {TOKENS}, bf16, mxfp8 recipe (E4M3 operands, E5M2 gradients)")
+        linear_layers(results, SIZES[:2] if args.quick else SIZES)
+    if "step" not in args.skip:
+        print("[3] whole training step, ~400M Llama, batch 8 x 1024, bf16 autocast, fused AdamW")
+        training_step(
+            results,
+            steps=3 if args.quick else 10,
+            batch=2 if args.quick else 8,
+            show_profile=args.profile,
+            variants=args.steps_variants,
+        )
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as handle:
+            json.dump(results, handle, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,89 @@
+"""Data-parallel scaling: tokens/s on 1 and N GPUs for each paradigm, on the same global batch.
+
+Every cell is a real ``newcompute train --num-processes N`` run (accelerate
+DDP) of a clm-400m-shaped Llama built from scratch; tokens/s is the median
+over the steps after the warm-up, read from the run's ``metrics.jsonl``.
+Because the global batch, seed and data order are the same, the loss curves
+of the 1-GPU and N-GPU runs must agree up to bf16 noise; the largest gap is
+printed beside the speed-up.
+
+    python3 benchmarks/scaling.py --gpus 1 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+VARIANTS: dict[str, list[str]] = {
+    "bf16": [],
+    "optical": ["--paradigm", "optical"],
+    "mxfp8": ["--paradigm", "mxfp8"],
+    "normuon": ["--paradigm", "normuon"],
+}
+
+
+def train(args: argparse.Namespace, variant: str, gpus: int) -> list[dict[str, float]] | None:
+    run_dir = Path(args.out) / f"{variant}-{gpus}gpu"
+    command = [
+        sys.executable, "-m", "newcompute", "train",
+        "--model", args.model, "--init", "scratch", *VARIANTS[variant],
+        "--steps", str(args.steps), "--batch-size", str(args.batch_size),
+        "--micro-batch-size", str(args.micro_batch_size), "--block-size", str(args.block_size),
+        "--lr", str(args.lr), "--eval-every", str(10 * args.steps), "--save-every", str(10 * args.steps),
+        "--output-dir", str(run_dir), "--overwrite", "--num-processes", str(gpus),
+    ]  # fmt: skip
+    started = time.perf_counter()
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=args.timeout)
+    except subprocess.TimeoutExpired:
+        print(f"  {variant:8s} {gpus} GPU(s): no result, over {args.timeout} s", flush=True)
+        return None
+    if result.returncode != 0:
+        print(result.stdout[-2000:], result.stderr[-2000:], sep="\n")
+        print(f"  {variant:8s} {gpus} GPU(s): failed with exit code {result.returncode}", flush=True)
+        return None
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    print(f"  {variant:8s} {gpus} GPU(s): {time.perf_counter() - started:.0f} s wall", flush=True)
+    return [r for r in records if r.get("kind") == "train"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="clm-400m")
+    parser.add_argument("--gpus", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--steps", type=int, default=14)
+    parser.add_argument("--warmup", type=int, default=4, help="Steps left out of the tokens/s median.")
+    parser.add_argument("--batch-size", type=int, default=16, help="Global sequences per step.")
+    parser.add_argument("--micro-batch-size", type=int, default=8)
+    parser.add_argument("--block-size", type=int, default=1024)
+    parser.add_argument("--lr", type=float, default=2e-4)
+    parser.add_argument("--timeout", type=int, default=300)
+    parser.add_argument("--out", default="/tmp/newcompute-scaling")
+    args = parser.parse_args()
+
+    rows = []
+    for variant in args.variants:
+        runs = {gpus: train(args, variant, gpus) for gpus in args.gpus}
+        if any(records is None for records in runs.values()):
+            continue
+        speed = {g: statistics.median(r["tokens_per_s"] for r in runs[g][args.warmup :]) for g in args.gpus}
+        base = args.gpus[0]
+        for gpus in args.gpus[1:]:
+            gap = max(abs(a["loss"] - b["loss"]) for a, b in zip(runs[base], runs[gpus], strict=True))
+            rows.append((variant, speed[base], gpus, speed[gpus], speed[gpus] / speed[base], gap))
+
+    print(f"\n{args.model}, global batch {args.batch_size} × {args.block_size} tokens, {args.steps} steps")
+    print(f"{'variant':10s} {'tok/s 1 GPU':>12s} {'GPUs':>5s} {'tok/s':>10s} {'speed-up':>9s} {'max |Δloss|':>12s}")
+    for variant, one, gpus, many, ratio, gap in rows:
+        print(f"{variant:10s} {one:12,.0f} {gpus:5d} {many:10,.0f} {ratio:8.2f}× {gap:12.4f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,42 @@
+"""The ``newcompute`` entry point of the bitflip plugin: declares the paradigm and replaces linear layers."""
+
+from __future__ import annotations
+
+from torch import nn
+
+import newcompute as nc
+from newcompute_bitflip.config import BitFlipConfig
+from newcompute_bitflip.layer import BitFlipLinear
+
+newcompute_api = ">=1.0,<2"
+
+DOCS = """\
+Every linear layer but the output head computes with operands whose bits flip at random, as
+NewComputeBench's bitflip CLM experiments do (mase-triton's random_bitflip): each sign/exponent
+bit and each fraction bit of the input and of the weight flips independently, with its own
+probability (rounded down to a power of two), anew on every call. Inputs or weights whose
+magnitude after flipping reaches the zero-out threshold, or that became NaN, are set to 0 and
+pass no gradient; other gradients pass straight through. Flips are reproducible: they depend on
+the seed, the layer's name and its call counter, which is saved with the model."""
+
+
+@nc.hookimpl
+def newcompute_register_paradigms() -> list[nc.Paradigm]:
+    return [
+        nc.Paradigm(
+            name="bitflip",
+            summary="Random bit flips in the exponent and fraction of linear-layer inputs and weights",
+            config=BitFlipConfig,
+            roles=frozenset({nc.Role.LAYER}),
+            docs=DOCS,
+        )
+    ]
+
+
+@nc.hookimpl
+def newcompute_replace_layer(
+    paradigm: nc.Paradigm, config: BitFlipConfig, name: str, module: nn.Module
+) -> nn.Module | None:
+    if not nc.is_linear_like(module):
+        return None
+    return BitFlipLinear(module, config, name)

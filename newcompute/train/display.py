@@ -1,0 +1,92 @@
+"""What a run prints: what was used and why, a live progress bar, evaluations.
+
+Only the main process prints. On a terminal the progress bar shows step,
+loss, lr, tokens/s and ETA; when output goes to a file or CI log, where a
+live bar would print nothing until the end, a plain line is printed every
+tenth of the run instead.
+"""
+
+from __future__ import annotations
+
+from types import TracebackType
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from newcompute.evaluate import EvalResult
+
+
+class RunDisplay:
+    def __init__(self, console: Console, enabled: bool) -> None:
+        self.console = console
+        self.enabled = enabled
+        self._progress: Progress | None = None
+        self._task: int | None = None
+        self._line_every = 1
+        self._total = 0
+
+    def used(self, rows: list[tuple[str, str]]) -> None:
+        """A two-column table of every choice the run made and where it came from."""
+        if not self.enabled:
+            return
+        table = Table(title="Training run", show_header=False, title_justify="left")
+        table.add_column(style="bold")
+        table.add_column()
+        for key, value in rows:
+            table.add_row(key, value)
+        self.console.print(table)
+
+    def print(self, renderable: object) -> None:
+        if self.enabled:
+            self.console.print(renderable, highlight=False)
+
+    def start(self, first_step: int, total: int) -> None:
+        self._total = total
+        self._line_every = max(1, total // 10)
+        if not self.enabled or not self.console.is_terminal:
+            return
+        self._progress = Progress(
+            TextColumn("step"),
+            MofNCompleteColumn(),
+            BarColumn(),
+            TextColumn("loss {task.fields[loss]}  lr {task.fields[lr]}  {task.fields[speed]} tok/s"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=self.console,
+        )
+        self._task = self._progress.add_task("train", total=total, completed=first_step, loss="—", lr="—", speed="—")
+        self._progress.start()
+
+    def step(self, step: int, loss: float, lr: float, tokens_per_s: float) -> None:
+        if not self.enabled:
+            return
+        fields = {"loss": f"{loss:.4f}", "lr": f"{lr:.3g}", "speed": f"{tokens_per_s:,.0f}"}
+        if self._progress is not None and self._task is not None:
+            self._progress.update(self._task, completed=step, **fields)
+        elif step % self._line_every == 0 or step == self._total:
+            self.console.print(
+                f"step {step}/{self._total}  loss {fields['loss']}  lr {fields['lr']}  {fields['speed']} tok/s",
+                highlight=False,
+            )
+
+    def evaluation(self, step: int, result: EvalResult, final: bool = False) -> None:
+        label = "final validation" if final else "validation"
+        self.print(
+            f"step {step}: {label} loss {result.loss:.4f}, perplexity {result.perplexity:.2f} "
+            f"({result.blocks} blocks, {result.tokens:,} predicted tokens)"
+        )
+
+    def stop(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+
+    def __enter__(self) -> RunDisplay:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        self.stop()

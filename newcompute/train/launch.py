@@ -1,0 +1,58 @@
+"""``newcompute train --num-processes N``: the same command under ``accelerate launch``.
+
+Distribution is accelerate's (DDP, or FSDP2 with ``--fsdp``); this only
+builds the launcher's command line and runs it, so a user can also write
+``accelerate launch [their own config] -m newcompute.train …`` directly.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+_FSDP2 = (
+    "--use_fsdp",
+    "--fsdp_version",
+    "2",
+    "--fsdp_auto_wrap_policy",
+    "TRANSFORMER_BASED_WRAP",
+    "--fsdp_state_dict_type",
+    "SHARDED_STATE_DICT",
+    "--fsdp_reshard_after_forward",
+    "true",
+)
+
+
+def inside_launcher() -> bool:
+    """True in a process started by a distributed launcher (torchrun, accelerate launch)."""
+    return "LOCAL_RANK" in os.environ
+
+
+def train_arguments(argv: list[str]) -> list[str]:
+    """``newcompute train`` arguments without the launcher's own flags."""
+    kept: list[str] = []
+    skip = False
+    for item in argv:
+        if skip:
+            skip = False
+            continue
+        if item == "--num-processes":
+            skip = True
+            continue
+        if item.startswith("--num-processes=") or item == "--fsdp":
+            continue
+        kept.append(item)
+    return kept
+
+
+def launcher_command(arguments: list[str], processes: int, fsdp: bool) -> list[str]:
+    """accelerate's torchrun-based launcher; on a machine without CUDA its processes use gloo on the CPU."""
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(processes)]
+    command += _FSDP2 if fsdp else ("--multi_gpu",)
+    return [*command, "-m", "newcompute.train", *arguments]
+
+
+def relaunch(argv: list[str], processes: int, fsdp: bool) -> int:
+    """Run ``newcompute train`` on ``processes`` processes and return the launcher's exit code."""
+    return subprocess.call(launcher_command(train_arguments(argv), processes, fsdp))

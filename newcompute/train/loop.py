@@ -1,0 +1,369 @@
+"""The training loop: accumulate, clip, step, evaluate, checkpoint, stop safely.
+
+Every optimizer step consumes ``batch_size`` samples of the seeded block
+order; process ``r`` takes its micro-batches from interleaved slices of
+them, so the global batch is the same whatever the number of processes
+and the data position is just the step number. Together with accelerate's
+saved model, optimizer, scheduler and RNG states, that makes a resumed run
+on CPU repeat the losses of an uninterrupted one bit for bit.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from accelerate.utils import DistributedType
+from rich.console import Console
+from torch import nn
+from transformers import AutoModelForCausalLM
+from transformers.utils import logging as hf_logging
+
+from newcompute import __version__
+from newcompute.cli.render import report_tables
+from newcompute.composer import apply
+from newcompute.config import RunConfig
+from newcompute.errors import RunError
+from newcompute.evaluate import EvalResult, evaluate_loss
+from newcompute.plugins import Registry
+from newcompute.record import save_transformed
+from newcompute.train import checkpoint
+from newcompute.train.display import RunDisplay
+from newcompute.train.guard import Diverged, DivergenceGuard
+from newcompute.train.interrupt import StopRequest
+from newcompute.train.metrics import MetricsLog, peak_memory, truncate_metrics, write_summary
+from newcompute.train.packing import as_batch
+from newcompute.train.setup import Session, build_session
+
+StepCallback = Callable[[int, float], None]
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    status: Literal["finished", "interrupted"]
+    step: int
+    losses: dict[int, float] = field(default_factory=dict)
+    final: EvalResult | None = None
+
+
+@dataclass(frozen=True)
+class StepOutcome:
+    loss: float
+    lr: float
+    grad_norm: float | None
+    seconds: float
+    stop: bool
+
+
+@contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """No tqdm bar from ``save_pretrained`` in the middle of the run's own output."""
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
+def _flat(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Tracker configs take flat scalars: ``{"train.lr": 1e-3, …}``, lists as text."""
+    flat: dict[str, Any] = {}
+    for key, value in table.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(_flat(value, name + "."))
+        else:
+            flat[name] = value if isinstance(value, (int, float, str, bool)) else str(value)
+    return flat
+
+
+class Trainer:
+    def __init__(self, session: Session, display: RunDisplay, on_step: StepCallback | None) -> None:
+        self.s = session
+        self.display = display
+        self.on_step = on_step
+        settings = session.run.train
+        self.guard = DivergenceGuard(settings.divergence_factor, settings.divergence_patience)
+        self.step = 0
+        self.saved_step = -1
+        self.best_val = math.inf
+        self.losses: dict[int, float] = {}
+        self.speed = (0, 0.0)
+        self.metrics = MetricsLog(session.run_dir, enabled=False)
+
+    def _trainer_state(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "guard": self.guard.state_dict(),
+            "best_val_loss": self.best_val,
+            "run": self.s.record,
+            "newcompute_version": __version__,
+        }
+
+    def _restore(self, folder: Path) -> None:
+        self.s.accelerator.load_state(str(folder))
+        state = checkpoint.read_state(folder)
+        self.step = self.saved_step = int(state["step"])
+        self.guard.load_state_dict(state["guard"])
+        self.best_val = float(state["best_val_loss"])
+        if self.s.accelerator.is_main_process:
+            truncate_metrics(self.s.run_dir, self.step)
+
+    def _save(self) -> None:
+        accelerator = self.s.accelerator
+
+        def write(folder: Path) -> None:
+            accelerator.save_state(str(folder), safe_serialization=True)
+            if accelerator.is_main_process:
+                checkpoint.write_state(folder, self._trainer_state())
+
+        checkpoint.write_checkpoint(
+            self.s.run_dir,
+            self.step,
+            self.s.run.train.keep_checkpoints,
+            write,
+            is_main=accelerator.is_main_process,
+            wait=accelerator.wait_for_everyone,
+        )
+        self.saved_step = self.step
+
+    def train_step(self, stop_requested: bool = False) -> StepOutcome:
+        s, plan, accelerator = self.s, self.s.plan, self.s.accelerator
+        clip = s.run.train.grad_clip
+        started = time.perf_counter()
+        lr = float(s.optimizer.param_groups[0]["lr"])
+        total = torch.zeros((), device=accelerator.device)
+        grad_norm: torch.Tensor | None = None
+        for micro in range(plan.accumulation):
+            first = self.step * plan.batch_size + (micro * plan.processes + accelerator.process_index) * (
+                plan.micro_batch_size
+            )
+            batch = as_batch(s.corpus.train[s.order.indices(first, plan.micro_batch_size)], accelerator.device)
+            with accelerator.accumulate(s.model):
+                loss = s.model(input_ids=batch, labels=batch, use_cache=False).loss
+                accelerator.backward(loss)
+                total += loss.detach().float()
+                if accelerator.sync_gradients:
+                    if clip is not None:
+                        grad_norm = accelerator.clip_grad_norm_(s.model.parameters(), clip)
+                    s.optimizer.step()
+                    s.scheduler.step()
+                    s.optimizer.zero_grad(set_to_none=True)
+        shared = torch.stack([total / plan.accumulation, torch.tensor(float(stop_requested), device=total.device)])
+        if plan.processes > 1:
+            shared = accelerator.reduce(shared, reduction="mean")
+        loss_value, stop = shared.tolist()
+        return StepOutcome(
+            loss=loss_value,
+            lr=lr,
+            grad_norm=float(grad_norm) if grad_norm is not None else None,
+            seconds=time.perf_counter() - started,
+            stop=stop > 0,
+        )
+
+    def _record_step(self, outcome: StepOutcome) -> None:
+        plan = self.s.plan
+        tokens_per_s = plan.tokens_per_step / outcome.seconds
+        if self.losses:
+            tokens, seconds = self.speed
+            self.speed = (tokens + plan.tokens_per_step, seconds + outcome.seconds)
+        self.losses[self.step] = outcome.loss
+        record = {
+            "kind": "train",
+            "step": self.step,
+            "loss": outcome.loss,
+            "lr": outcome.lr,
+            "grad_norm": outcome.grad_norm,
+            "tokens": self.step * plan.tokens_per_step,
+            "tokens_per_s": tokens_per_s,
+        }
+        self.metrics.write(record)
+        self.s.accelerator.log(
+            {"train/loss": outcome.loss, "train/lr": outcome.lr, "train/tokens_per_s": tokens_per_s}, step=self.step
+        )
+        self.display.step(self.step, outcome.loss, outcome.lr, tokens_per_s)
+
+    def _evaluate(self, final: bool) -> EvalResult:
+        s = self.s
+        result = evaluate_loss(
+            s.model,
+            s.corpus.validation,
+            s.plan.micro_batch_size,
+            s.accelerator,
+            seed=s.run.train.seed,
+            max_batches=None if final else s.run.train.eval_batches,
+        )
+        self.best_val = min(self.best_val, result.loss)
+        record = {
+            "kind": "eval",
+            "step": self.step,
+            "val_loss": result.loss,
+            "val_ppl": result.perplexity,
+            "blocks": result.blocks,
+            "final": final,
+        }
+        self.metrics.write(record)
+        s.accelerator.log({"eval/loss": result.loss, "eval/perplexity": result.perplexity}, step=self.step)
+        self.display.evaluation(self.step, result, final)
+        return result
+
+    def run(self) -> TrainResult:
+        s = self.s
+        settings = s.run.train
+        if s.resume_from is not None:
+            self._restore(s.resume_from)
+        self.metrics = MetricsLog(s.run_dir, s.accelerator.is_main_process)
+        if s.accelerator.is_main_process and settings.report_to != "none":
+            s.accelerator.init_trackers("newcompute", config=_flat(s.record))
+        try:
+            with StopRequest(self.display.print) as stop, self.display:
+                self.display.start(self.step, s.plan.steps)
+                while self.step < s.plan.steps:
+                    outcome = self.train_step(stop.requested)
+                    self.step += 1
+                    self.guard.check(self.step, outcome.loss)
+                    self._record_step(outcome)
+                    if self.on_step is not None:
+                        self.on_step(self.step, outcome.loss)
+                    if self.step % s.plan.eval_every == 0 and self.step < s.plan.steps:
+                        self._evaluate(final=False)
+                    due = self.step % settings.save_every == 0 or outcome.stop
+                    if due and self.guard.suspicious:
+                        self.display.print(
+                            f"step {self.step}: checkpoint held back while the loss is above its guard line"
+                        )
+                    elif due:
+                        self._save()
+                    if outcome.stop:
+                        return self._interrupted()
+            return self._finish()
+        except Diverged as exc:
+            raise RunError(self._divergence_message(str(exc))) from None
+        finally:
+            self.metrics.close()
+            s.accelerator.end_training()
+
+    def _interrupted(self) -> TrainResult:
+        self.display.stop()
+        newest = checkpoint.latest_checkpoint(self.s.run_dir)
+        held = "" if self.saved_step == self.step else " (none written now: the loss was above the guard line)"
+        self.display.print(
+            f"Stopped at step {self.step}. Newest checkpoint: {newest}{held}. "
+            "Repeat the command with --resume to continue from it."
+        )
+        return TrainResult(self.s.run_dir, "interrupted", self.step, self.losses)
+
+    def _divergence_message(self, what: str) -> str:
+        lr = self.s.plan.lr
+        kept = checkpoint.latest_checkpoint(self.s.run_dir)
+        where = f"The last good checkpoint is {kept}." if kept else "No checkpoint had been written yet."
+        return (
+            f"Training diverged: {what}. The learning rate {lr:.3g} is probably too high for this model and "
+            f"paradigm: start again with a lower one, e.g. --lr {lr / 10:.2g}. {where}"
+        )
+
+    def _finish(self) -> TrainResult:
+        s = self.s
+        if self.saved_step != self.step:
+            self._save()
+        final = self._evaluate(final=True)
+        self._save_model()
+        if s.accelerator.is_main_process:
+            self._write_summary(final)
+        s.accelerator.wait_for_everyone()
+        self.display.print(
+            f"Done: {self.step} steps. Final validation loss {final.loss:.4f}, perplexity {final.perplexity:.2f}. "
+            f"Model saved in {s.run_dir} (newcompute eval {s.run_dir} reloads it)."
+        )
+        return TrainResult(s.run_dir, "finished", self.step, self.losses, final)
+
+    def _final_model(self) -> nn.Module | None:
+        """The model to save, on the main process (None elsewhere); gathered from its shards under FSDP.
+
+        An FSDP2 module holds sharded parameters, so the full state dict is
+        gathered (a collective: every process takes part) and loaded into a
+        plain copy rebuilt with the same paradigms.
+        """
+        s = self.s
+        accelerator = s.accelerator
+        if accelerator.distributed_type != DistributedType.FSDP:
+            return accelerator.unwrap_model(s.model, keep_torch_compile=False) if accelerator.is_main_process else None
+        state = accelerator.get_state_dict(s.model)
+        if not accelerator.is_main_process:
+            return None
+        config = accelerator.unwrap_model(s.model).config
+        plain = AutoModelForCausalLM.from_config(config, trust_remote_code=s.run.model.trust_remote_code)
+        apply(plain, s.report.uses, registry=s.registry)
+        plain.load_state_dict(state)
+        return plain
+
+    def _save_model(self) -> None:
+        s = self.s
+        model = self._final_model()
+        if model is None:
+            return
+        if s.plan.mode == "lora":
+            from newcompute.train.lora import save_adapters
+
+            model = save_adapters(model, s.run_dir)
+        with quiet_transformers():
+            save_transformed(model, s.tokenizer, s.run, s.run_dir)
+
+    def _write_summary(self, final: EvalResult) -> None:
+        s = self.s
+        tokens, seconds = self.speed
+        memory, memory_kind = peak_memory()
+        write_summary(
+            s.run_dir,
+            {
+                "model": s.run.model.name,
+                "paradigms": s.report.paradigms,
+                "mode": s.plan.mode,
+                "params": s.plan.params,
+                "steps": self.step,
+                "tokens": self.step * s.plan.tokens_per_step,
+                "lr": s.plan.lr,
+                "final_val_loss": final.loss,
+                "final_val_ppl": final.perplexity,
+                "best_val_loss": self.best_val,
+                "tokens_per_s": tokens / seconds if seconds else None,
+                "peak_memory_bytes": memory,
+                "peak_memory_kind": memory_kind,
+                "device": str(s.accelerator.device),
+                "processes": s.plan.processes,
+                "precision": s.accelerator.mixed_precision,
+            },
+        )
+
+
+def train(
+    run: RunConfig,
+    registry: Registry | None = None,
+    paradigms: list[str] | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    console: Console | None = None,
+    on_step: StepCallback | None = None,
+) -> TrainResult:
+    """Train (or resume) the run ``run`` describes; ``paradigms`` overrides the file's paradigm list.
+
+    Returns when the run finishes or is stopped by Ctrl-C (after saving a
+    checkpoint); raises :class:`~newcompute.RunError` when it diverges and
+    :class:`~newcompute.ConfigError` for bad settings. ``on_step(step,
+    loss)`` is called after every optimizer step.
+    """
+    session = build_session(run, registry=registry, paradigms=paradigms, resume=resume, overwrite=overwrite)
+    display = RunDisplay(console or Console(), session.accelerator.is_main_process)
+    display.used(session.used)
+    for table in report_tables(session.report):
+        display.print(table)
+    return Trainer(session, display, on_step).run()

@@ -1,0 +1,325 @@
+"""Everything a run needs before its first step, each choice recorded with its reason.
+
+Order matters: the model is built and transformed first (its size decides
+the budget and lr), then the plan, then the data (how much to read depends
+on the plan), then LoRA, the accelerator, optimizer and schedule. The
+resolved settings (every default filled in) are what the run records, so
+``newcompute train --config RUN/newcompute.toml`` repeats it and
+``--resume`` can refuse a command that would continue a different run.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator, PartialState
+from accelerate.utils import (
+    DistributedType,
+    is_tensorboard_available,
+    is_trackio_available,
+    is_wandb_available,
+    parse_flag_from_env,
+    set_seed,
+)
+from torch import nn
+from transformers import PreTrainedTokenizerBase, get_linear_schedule_with_warmup
+
+from newcompute.composer import ComposeReport, apply, verify_attention
+from newcompute.config import RunConfig, resolve_paradigms
+from newcompute.errors import ConfigError
+from newcompute.models import load_model, parameter_count
+from newcompute.optim import build_optimizer
+from newcompute.params import OptimizerSettings
+from newcompute.plugins import Registry, get_registry
+from newcompute.record import RECORD_FILE, run_record
+from newcompute.train import checkpoint
+from newcompute.train.budget import Mode, Plan, make_plan
+from newcompute.train.metrics import METRICS_FILE, SUMMARY_FILE
+from newcompute.train.packing import BlockOrder, PackedCorpus, pack, validation_period
+from newcompute.train.runs import ADAPTER_DIR, default_run_dir
+from newcompute.train.sources import open_source
+
+SESSION_FIELDS = frozenset(
+    {
+        "eval_every",
+        "eval_batches",
+        "save_every",
+        "keep_checkpoints",
+        "report_to",
+        "compile",
+        "divergence_factor",
+        "divergence_patience",
+    }
+)
+"""Train settings a resumed run may change: they do not alter what the run computes."""
+
+_RUN_FILES = (checkpoint.CHECKPOINTS, METRICS_FILE, SUMMARY_FILE, RECORD_FILE, ADAPTER_DIR)
+"""What marks a folder as holding a run, and what ``--overwrite`` deletes (the weights are rewritten at the end)."""
+
+_TRACKERS = {"tensorboard": is_tensorboard_available, "wandb": is_wandb_available, "trackio": is_trackio_available}
+
+
+@dataclass
+class Session:
+    run: RunConfig
+    record: dict[str, Any]
+    run_dir: Path
+    plan: Plan
+    accelerator: Accelerator
+    model: nn.Module
+    tokenizer: PreTrainedTokenizerBase
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    corpus: PackedCorpus
+    order: BlockOrder
+    report: ComposeReport
+    used: list[tuple[str, str]]
+    resume_from: Path | None
+    registry: Registry
+
+
+def max_positions(model: nn.Module) -> int | None:
+    config = model.config.get_text_config()
+    return getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+
+
+def mixed_precision(choice: str) -> str:
+    if choice != "auto":
+        return choice
+    return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+
+
+def precision_text(precision: str, device: torch.device) -> str:
+    return {"no": f"fp32 on {device}", "bf16": f"bf16 autocast on {device}", "fp16": f"fp16 autocast on {device}"}[
+        precision
+    ]
+
+
+def _trackers(report_to: str) -> str | None:
+    if report_to == "none":
+        return None
+    if not _TRACKERS[report_to]():
+        raise ConfigError(f"train.report_to '{report_to}' needs the {report_to} package: pip install {report_to}.")
+    return report_to
+
+
+def _check_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> Path | None:
+    """The checkpoint to resume from, after checking the folder holds what the flags expect."""
+    if resume:
+        found = checkpoint.latest_checkpoint(run_dir)
+        if found is None:
+            raise ConfigError(
+                f"--resume: {run_dir} has no checkpoint to resume from (looked in {run_dir}/checkpoints)."
+            )
+        return found
+    if not overwrite and any((run_dir / name).exists() for name in _RUN_FILES):
+        raise ConfigError(
+            f"{run_dir} already holds a run. Pass --resume to continue it, --overwrite to start it again, "
+            "or --output-dir for a new folder."
+        )
+    return None
+
+
+def _ready_run_dir(run_dir: Path, resume: bool) -> None:
+    """Once every setting checked out: clear what a previous run left (new run) or a broken write (resume)."""
+    if resume:
+        checkpoint.remove_temporary(run_dir)
+        return
+    for path in (run_dir / name for name in _RUN_FILES):
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+
+def _mode(run: RunConfig, init: str) -> Mode:
+    if run.train.lora:
+        return "lora"
+    return "scratch" if init == "scratch" else "fine-tune"
+
+
+def _read_limit(run: RunConfig, plan: Plan, bounded: bool) -> int | None:
+    """Tokens to read: all of a local source, else the budget plus what the validation rule can use."""
+    if run.data.max_tokens is not None or bounded:
+        return run.data.max_tokens
+    validation = validation_period(run.data.validation_fraction) * run.data.validation_max_blocks * plan.block_size
+    return plan.steps * plan.tokens_per_step + validation
+
+
+def _resolved(run: RunConfig, plan: Plan, run_dir: Path, limit: int | None) -> RunConfig:
+    resolved = run.model_copy(deep=True)
+    train = resolved.train
+    train.output_dir, train.block_size, train.steps, train.tokens = str(run_dir), plan.block_size, plan.steps, None
+    train.lr, train.warmup_steps, train.eval_every = plan.lr, plan.warmup_steps, plan.eval_every
+    resolved.data.max_tokens = limit
+    return resolved
+
+
+def comparable(record: dict[str, Any]) -> dict[str, Any]:
+    """The parts of a run record that a resumed run must share with its checkpoint."""
+    kept = {k: v for k, v in record.items() if k != "record"}
+    kept["train"] = {k: v for k, v in record.get("train", {}).items() if k not in SESSION_FIELDS and k != "output_dir"}
+    return kept
+
+
+def check_resumable(saved: dict[str, Any], now: dict[str, Any]) -> None:
+    differences = _differences(comparable(saved), comparable(now))
+    if differences:
+        shown = "; ".join(f"{key}: {old!r} in the checkpoint, {new!r} now" for key, old, new in differences[:6])
+        raise ConfigError(
+            f"--resume continues the run as it was started, but these settings differ: {shown}. "
+            "Repeat the original command with --resume, or start a new run with --output-dir."
+        )
+
+
+def _differences(old: Any, new: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        found = []
+        for key in sorted(set(old) | set(new)):
+            found += _differences(old.get(key), new.get(key), f"{prefix}.{key}" if prefix else key)
+        return found
+    return [] if old == new else [(prefix, old, new)]
+
+
+def build_session(
+    run: RunConfig,
+    registry: Registry | None = None,
+    paradigms: list[str] | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+) -> Session:
+    state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.cuda.is_available())
+    registry = registry or get_registry()
+    uses = resolve_paradigms(registry, run, paradigms)
+    run_dir = Path(run.train.output_dir) if run.train.output_dir else default_run_dir(run, [u.name for u in uses])
+    resume_from = _check_run_dir(run_dir, resume, overwrite)
+    used: list[tuple[str, str]] = []
+
+    set_seed(run.train.seed)
+    loaded = load_model(run.model, seed=run.train.seed)
+    model = loaded.model
+    if run.model.dtype == "auto" and next(model.parameters()).dtype != torch.float32:
+        used.append(("Weights", f"upcast from {next(model.parameters()).dtype} to float32 for training"))
+        model = model.float()
+    report = apply(model, uses, registry=registry)
+    model.eval()
+    verify_attention(model)
+    model.train()
+
+    plan = make_plan(
+        run.train, parameter_count(model), _mode(run, loaded.init), max_positions(model), state.num_processes
+    )
+    source = open_source(run.data)
+    limit = _read_limit(run, plan, source.bounded)
+    with state.main_process_first():
+        corpus = pack(source, loaded.tokenizer, plan.block_size, run.data, run.train.seed, limit)
+
+    resolved = _resolved(run, plan, run_dir, limit)
+    if plan.mode == "lora":
+        from newcompute.train.lora import add_lora
+
+        model = add_lora(model, run.train)
+
+    accelerator = Accelerator(
+        gradient_accumulation_steps=plan.accumulation,
+        mixed_precision=mixed_precision(run.train.mixed_precision),
+        log_with=_trackers(run.train.report_to),
+        project_dir=str(run_dir),
+        step_scheduler_with_optimizer=False,
+    )
+    if plan.mode == "lora" and accelerator.distributed_type == DistributedType.FSDP:
+        raise ConfigError(
+            "--lora is not supported with FSDP yet: adapters are small, so run LoRA with DDP (drop --fsdp)."
+        )
+    model.to(accelerator.device)
+    if run.train.compile:
+        model.compile()
+    optimizer = build_optimizer(
+        model,
+        OptimizerSettings(lr=plan.lr, weight_decay=run.train.weight_decay, betas=run.train.betas),
+        registry=registry,
+    )
+    scheduler = get_linear_schedule_with_warmup(optimizer, plan.warmup_steps, plan.steps)
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+
+    record = run_record(resolved, accelerator.unwrap_model(model))
+    if resume_from is not None:
+        check_resumable(checkpoint.read_state(resume_from)["run"], record)
+    if accelerator.is_main_process:
+        _ready_run_dir(run_dir, resume)
+    accelerator.wait_for_everyone()
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    used += _used_rows(loaded, resolved, plan, corpus, source.description, report, accelerator, trainable)
+    used.append(("Run folder", f"{run_dir}" + (f" (resuming from {resume_from.name})" if resume_from else "")))
+    return Session(
+        run=resolved,
+        record=record,
+        run_dir=run_dir,
+        plan=plan,
+        accelerator=accelerator,
+        model=model,
+        tokenizer=loaded.tokenizer,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        corpus=corpus,
+        order=BlockOrder(corpus.train.shape[0], run.train.seed),
+        report=report,
+        used=used,
+        resume_from=resume_from,
+        registry=registry,
+    )
+
+
+_MODES = {
+    "scratch": "training from scratch",
+    "fine-tune": "full fine-tuning of the loaded weights (continual pretraining)",
+    "lora": "LoRA adapters on top of the (paradigm) layers; base weights frozen",
+}
+
+
+def _used_rows(
+    loaded: Any,
+    run: RunConfig,
+    plan: Plan,
+    corpus: PackedCorpus,
+    source: str,
+    report: ComposeReport,
+    accelerator: Accelerator,
+    trainable: int,
+) -> list[tuple[str, str]]:
+    read = "all of it" if corpus.exhausted else f"first {corpus.tokens_read:,} tokens"
+    passes = plan.tokens / max(1, corpus.train_tokens)
+    optimizer = report.optimizer_paradigm or f"AdamW (weight decay {run.train.weight_decay:g}, betas {run.train.betas})"
+    mode = _MODES[plan.mode] + (f", rank {run.train.lora_rank}" if plan.mode == "lora" else "")
+    return [
+        ("Model", loaded.source),
+        ("Tokenizer", loaded.tokenizer_source),
+        ("Mode", mode),
+        ("Paradigms", ", ".join(report.paradigms) or "none (baseline)"),
+        ("Parameters", f"{plan.params:,} ({trainable:,} trainable)"),
+        ("Data", f"{source}: {read}, {corpus.documents:,} documents joined by {corpus.separator}"),
+        (
+            "Blocks",
+            f"{corpus.train.shape[0]:,} train + {corpus.validation.shape[0]:,} validation of {plan.block_size} tokens "
+            f"(block size: {plan.reasons['block_size']})",
+        ),
+        ("Budget", f"{plan.tokens:,} tokens ({plan.reasons['tokens']}), {passes:.2f} passes over the train blocks"),
+        (
+            "Steps",
+            f"{plan.steps:,} ({plan.reasons['steps']}); batch {plan.batch_size} = micro-batch "
+            f"{plan.micro_batch_size} × accumulation {plan.accumulation} × {plan.processes} process(es)",
+        ),
+        ("Learning rate", f"{plan.lr:.3g} ({plan.reasons['lr']})"),
+        (
+            "Schedule",
+            f"linear warm-up for {plan.warmup_steps} steps ({plan.reasons['warmup_steps']}), then linear decay to 0",
+        ),
+        ("Optimizer", optimizer),
+        ("Precision", precision_text(accelerator.mixed_precision, accelerator.device)),
+        ("Compile", "torch.compile" if run.train.compile else "off (--compile to enable)"),
+    ]

@@ -1,0 +1,113 @@
+"""The ``mx`` plugin: OCP MX formats and per-tensor FP8 as newcompute paradigms.
+
+Defaults follow the published training recipes (docs/mx.md says where each
+comes from): MXFP8 with E4M3 weights and activations and E5M2 gradients
+(the MX paper's and Transformer Engine's hybrid), MXFP6 in E3M2 throughout,
+MXFP4 weights with MXFP6 activations and gradients (the MX paper's sub-8-bit
+training configuration). Only linear layers are replaced; norms, embeddings
+and the output head stay in high precision (the head through the core's
+default rules), since quantizing norm affine parameters is a known source of
+loss spikes (Su et al. 2025).
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel
+from torch import nn
+
+from newcompute import AttentionMatmuls, Paradigm, Role, hookimpl, is_linear_like
+from newcompute_mx.attention import QuantizedAttentionMatmuls
+from newcompute_mx.config import ROLES, FP8Config, MXConfig, QuantizedLayers, mx_config_class
+from newcompute_mx.formats import NO_QUANTIZATION
+from newcompute_mx.fp8_scaling import AmaxHistory
+from newcompute_mx.linear import QuantizedLinear
+from newcompute_mx.quantizers import FP8Quantizer, MXQuantizer, OperandQuantizer
+
+newcompute_api = ">=1.0,<2"
+
+DOCS = "docs/mx.md"
+ROLES_LAYER_AND_ATTENTION = frozenset({Role.LAYER, Role.ATTENTION})
+
+
+def _all(fmt: str) -> dict[str, str]:
+    return {role: fmt for role in ROLES} | {"attention_format": fmt, "attention_grad_format": fmt}
+
+
+_MX_RECIPES: dict[str, tuple[str, dict[str, str]]] = {
+    "mxfp8": ("MXFP8: E4M3 weights and activations, E5M2 gradients, 32-element E8M0 blocks.", {}),
+    "mxfp8-e5m2": ("MXFP8 with E5M2 elements for every operand.", _all("e5m2")),
+    "mxfp6": ("MXFP6 with E3M2 elements for every operand.", _all("e3m2")),
+    "mxfp6-e2m3": ("MXFP6 with E2M3 elements for every operand.", _all("e2m3")),
+    "mxfp4": (
+        "MXFP4 (E2M1) weights with MXFP6 (E3M2) activations and gradients.",
+        _all("e3m2") | {"fwd_weight": "e2m1", "dgrad_weight": "e2m1"},
+    ),
+    "mxint8": ("MXINT8: 8-bit integer elements (step 2^-6) for every operand.", _all("int8")),
+}
+
+
+def _class_name(paradigm: str) -> str:
+    return "".join(part.capitalize() for part in paradigm.replace("-", "_").split("_")) + "Config"
+
+
+PARADIGMS: list[Paradigm] = [
+    Paradigm(
+        name=name,
+        summary=summary,
+        config=mx_config_class(_class_name(name), summary, **defaults),
+        roles=ROLES_LAYER_AND_ATTENTION,
+        docs=DOCS,
+    )
+    for name, (summary, defaults) in _MX_RECIPES.items()
+] + [
+    Paradigm(
+        name="fp8",
+        summary="Per-tensor scaled FP8 (Transformer Engine hybrid): E4M3 forward, E5M2 gradients, delayed or current scaling.",
+        config=FP8Config,
+        roles=ROLES_LAYER_AND_ATTENTION,
+        docs=DOCS,
+    )
+]
+
+
+def build_quantizer(config: QuantizedLayers, formats: dict[str, str], attention: bool = False) -> OperandQuantizer:
+    """The quantizer for one layer (or one attention module: per-tensor FP8 there uses current scaling,
+    since Q, K, P and V share no history)."""
+    if isinstance(config, MXConfig):
+        return MXQuantizer(formats, config.block_size, config.scale_mode)
+    if isinstance(config, FP8Config):
+        scaling = "current" if attention else config.scaling
+        history_len = config.amax_history_len if scaling == "delayed" else 1
+        history = AmaxHistory(scaling, history_len, config.amax_compute, config.margin, config.reduce_amax)
+        return FP8Quantizer(formats, history)
+    raise TypeError(f"{type(config).__name__} is not a configuration of the mx plugin")
+
+
+def attention_formats(config: QuantizedLayers) -> dict[str, str]:
+    """Q, K, P and V take ``attention_format`` in every GEMM; the gradients ``attention_grad_format``."""
+    grads = {"dgrad_grad_output", "wgrad_grad_output"}
+    return {role: config.attention_grad_format if role in grads else config.attention_format for role in ROLES}
+
+
+@hookimpl
+def newcompute_register_paradigms() -> list[Paradigm]:
+    return list(PARADIGMS)
+
+
+@hookimpl
+def newcompute_replace_layer(paradigm: Paradigm, config: BaseModel, name: str, module: nn.Module) -> nn.Module | None:
+    if not is_linear_like(module) or not isinstance(config, QuantizedLayers):
+        return None
+    formats = config.role_formats(name)
+    if all(fmt == NO_QUANTIZATION for fmt in formats.values()):
+        return None
+    return QuantizedLinear(module, build_quantizer(config, formats))
+
+
+@hookimpl
+def newcompute_attention_matmuls(
+    paradigm: Paradigm, config: BaseModel, name: str, attention: nn.Module
+) -> AttentionMatmuls | None:
+    if not isinstance(config, QuantizedLayers) or not config.attention:
+        return None
+    return QuantizedAttentionMatmuls(build_quantizer(config, attention_formats(config), attention=True))

@@ -1,0 +1,316 @@
+"""Triton kernels: fused MX quantize-dequantize and the per-tensor FP8 cast.
+
+One pass reads a tile of the operand and writes its quantize-dequantized
+copy in the GEMM's dtype, so a simulated MX GEMM costs the real GEMM plus a
+memory-bound pass per operand. Every operand of a linear layer is needed
+along two axes (the forward GEMM reduces over its last dimension, one
+backward GEMM over its rows), so the pair kernel quantizes one loaded tile
+both ways and writes two outputs: half the reads of two separate passes.
+
+The arithmetic mirrors :mod:`newcompute_mx.reference` bit for bit, using only
+float32 operations that are exact (multiplying by powers of two built from
+their bits) plus one rounding done with the classic ``(u + 1.5·2^23) − 1.5·2^23``
+trick, which rounds half to even for |u| < 2^22 and needs no libdevice call,
+so the same code runs under ``TRITON_INTERPRET=1`` on CPU.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from newcompute_mx.formats import ElementFormat
+
+ROUNDING_MAGIC: tl.constexpr = tl.constexpr(12582912.0)  # 1.5 * 2**23
+PAIR_TILE = (32, 128)
+PAIR_WARPS = 4
+CAST_TILE = 2048
+
+
+@triton.jit
+def _pow2(exponent):
+    """2**exponent as float32, for integer exponents in [-126, 127]."""
+    return ((exponent + 127) << 23).to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def _exponent_field(x):
+    """floor(log2(x)) for positive normal float32 x; -127 for zero and subnormals, 128 for inf/NaN."""
+    return ((x.to(tl.int32, bitcast=True) >> 23) & 0xFF) - 127
+
+
+@triton.jit
+def _load_float32(pointers, mask, BF16: tl.constexpr):
+    """Load as float32; bfloat16 arrives as raw int16 bits and widens by a shift (exact, subnormals included)."""
+    if BF16:
+        bits = tl.load(pointers, mask=mask, other=0).to(tl.int32) << 16
+        return bits.to(tl.float32, bitcast=True)
+    return tl.load(pointers, mask=mask, other=0.0).to(tl.float32)
+
+
+@triton.jit
+def _store_from_float32(pointers, values, mask, BF16: tl.constexpr):
+    """Store float32 values; for bfloat16 round to nearest even on the bits (NaN → the quiet NaN) and store int16."""
+    if BF16:
+        bits = values.to(tl.int32, bitcast=True)
+        rounded = tl.where(values != values, 0x7FC0, (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16)
+        tl.store(pointers, rounded.to(tl.int16), mask=mask)
+    else:
+        tl.store(pointers, values.to(pointers.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _with_sign_of(magnitude, signed):
+    sign = signed.to(tl.int32, bitcast=True) & -2147483648
+    return (magnitude.to(tl.int32, bitcast=True) | sign).to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def _round_to_element(magnitude, mantissa_bits, min_exponent, max_normal):
+    """Nearest element value to a non-negative float32: ties to even, inf and overflow saturate.
+
+    NaN inputs give an unspecified value; callers put NaN back themselves.
+    """
+    exponent = tl.minimum(tl.maximum(_exponent_field(magnitude), min_exponent), 127)
+    step = exponent - mantissa_bits
+    units = magnitude * _pow2(-step)
+    rounded = (units + ROUNDING_MAGIC) - ROUNDING_MAGIC
+    return tl.minimum(rounded * _pow2(step), max_normal)
+
+
+@triton.jit
+def _mx_groups(values, AXIS: tl.constexpr, mantissa_bits, min_exponent, max_exponent, max_normal, CEIL: tl.constexpr):
+    """Quantize-dequantize each block (a slice along ``AXIS``) of a float32 tile."""
+    magnitude = tl.abs(values)
+    amax = tl.max(magnitude, axis=AXIS, keep_dims=True)
+    not_finite = (values != values) | (magnitude == float("inf"))
+    poisoned = tl.max(not_finite.to(tl.int32), axis=AXIS, keep_dims=True)
+    if CEIL:
+        ratio = tl.math.div_rn(amax, tl.zeros_like(amax) + max_normal)
+        bits = ratio.to(tl.int32, bitcast=True)
+        field = (bits >> 23) & 0xFF
+        fraction = bits & 0x7FFFFF
+        subnormal = tl.where(fraction > 0x400000, -126, -127)
+        shared = tl.where(field == 0, subnormal, field - 127 + (fraction != 0).to(tl.int32))
+    else:
+        shared = _exponent_field(amax) - max_exponent
+    shared = tl.minimum(tl.maximum(shared, -127), 127)
+    down = (magnitude * tl.where(shared == 127, 0.5, 1.0)) * _pow2(-tl.minimum(shared, 126))
+    element = _round_to_element(down, mantissa_bits, min_exponent, max_normal)
+    decoded = (element * tl.where(shared == -127, 0.5, 1.0)) * _pow2(tl.maximum(shared, -126))
+    return tl.where(poisoned > 0, float("nan"), _with_sign_of(decoded, values))
+
+
+FORMAT_ARGS = ["l_mantissa", "l_min_exp", "l_max_exp", "r_mantissa", "r_min_exp", "r_max_exp"]
+
+
+@triton.jit(do_not_specialize=FORMAT_ARGS)
+def _mx_pair_kernel(
+    x_ptr,
+    last_ptr,
+    rows_ptr,
+    n_rows,
+    n_cols,
+    stride_batch,
+    stride_row,
+    stride_col,
+    l_mantissa,
+    l_min_exp,
+    l_max_exp,
+    l_max,
+    r_mantissa,
+    r_min_exp,
+    r_max_exp,
+    r_max,
+    IN_BF16: tl.constexpr,
+    OUT_BF16: tl.constexpr,
+    BLOCK: tl.constexpr,
+    CEIL: tl.constexpr,
+    LAST: tl.constexpr,
+    ROWS: tl.constexpr,
+    TILE_R: tl.constexpr,
+    TILE_C: tl.constexpr,
+):
+    """One (TILE_R, TILE_C) tile of batch item ``program_id(2)``: blocks along columns and/or rows.
+
+    Tiles start at multiples of BLOCK in both directions, so every block lies
+    inside one tile; the ragged end of a dimension loads as zeros, which leave
+    a block's maximum unchanged.
+    """
+    rows = tl.program_id(0) * TILE_R + tl.arange(0, TILE_R)
+    cols = tl.program_id(1) * TILE_C + tl.arange(0, TILE_C)
+    batch = tl.program_id(2).to(tl.int64)
+    mask = (rows[:, None] < n_rows) & (cols[None, :] < n_cols)
+    source = x_ptr + batch * stride_batch + rows.to(tl.int64)[:, None] * stride_row + cols[None, :] * stride_col
+    tile = _load_float32(source, mask, IN_BF16)
+    target = batch * n_rows * n_cols + rows.to(tl.int64)[:, None] * n_cols + cols[None, :]
+    if LAST:
+        groups = tl.reshape(tile, [TILE_R, TILE_C // BLOCK, BLOCK])
+        out = _mx_groups(groups, 2, l_mantissa, l_min_exp, l_max_exp, l_max, CEIL)
+        _store_from_float32(last_ptr + target, tl.reshape(out, [TILE_R, TILE_C]), mask, OUT_BF16)
+    if ROWS:
+        groups = tl.reshape(tile, [TILE_R // BLOCK, BLOCK, TILE_C])
+        out = _mx_groups(groups, 1, r_mantissa, r_min_exp, r_max_exp, r_max, CEIL)
+        _store_from_float32(rows_ptr + target, tl.reshape(out, [TILE_R, TILE_C]), mask, OUT_BF16)
+
+
+@triton.jit(do_not_specialize=["mantissa_bits", "min_exponent"])
+def _scaled_cast_kernel(
+    x_ptr,
+    out_ptr,
+    scale_ptr,
+    n,
+    mantissa_bits,
+    min_exponent,
+    max_normal,
+    IN_BF16: tl.constexpr,
+    OUT_BF16: tl.constexpr,
+    TILE: tl.constexpr,
+):
+    offsets = tl.program_id(0).to(tl.int64) * TILE + tl.arange(0, TILE)
+    mask = offsets < n
+    values = _load_float32(x_ptr + offsets, mask, IN_BF16)
+    scaled = values * tl.load(scale_ptr)
+    element = _round_to_element(tl.abs(scaled), mantissa_bits, min_exponent, max_normal)
+    out = tl.where(scaled != scaled, scaled, _with_sign_of(element, scaled))
+    _store_from_float32(out_ptr + offsets, out, mask, OUT_BF16)
+
+
+def _format_args(fmt: ElementFormat | None) -> tuple[int, int, int, float]:
+    """The kernel's runtime description of a format (placeholders when that output is skipped)."""
+    if fmt is None:
+        return (0, 0, 0, 1.0)
+    return (fmt.mantissa_bits, fmt.min_exponent, fmt.max_exponent, fmt.max_normal)
+
+
+def _batched(x: torch.Tensor) -> tuple[torch.Tensor, int, int, int, int]:
+    """``x`` with its leading dimensions merged: (tensor, batch, batch stride, rows, columns)."""
+    if x.dim() == 2:
+        return x, 1, 0, x.shape[0], x.shape[1]
+    merged = x.reshape(-1, *x.shape[-2:])
+    return merged, merged.shape[0], merged.stride(0), merged.shape[1], merged.shape[2]
+
+
+def _raw(x: torch.Tensor) -> torch.Tensor:
+    """What the kernel reads or writes: bfloat16 as its int16 bits (see ``_load_float32``)."""
+    return x.view(torch.int16) if x.dtype == torch.bfloat16 else x
+
+
+def _int_traits(value: int) -> tuple[bool, bool, bool]:
+    """What Triton specializes an integer argument on: equal to 1, divisible by 16, beyond int32."""
+    return value == 1, value % 16 == 0, value >= 2**31
+
+
+class _DirectLauncher:
+    """Launches a kernel's compiled binaries without Triton's per-call argument binding.
+
+    Triton's ``kernel[grid](...)`` re-derives the specialization of every
+    argument on each call, which costs more CPU time than a small kernel takes
+    on the GPU. The first launch of each specialization goes through it (and
+    compiles); later launches with the same traits — the dtypes, constexprs,
+    16-byte pointer alignment and integer traits Triton specializes on — call
+    the compiled kernel with the same arguments directly. If the compiled
+    kernel rejects the call (a Triton version with another launch
+    convention), the launcher uses the regular path from then on.
+    """
+
+    def __init__(self, kernel: triton.runtime.JITFunction) -> None:
+        self.kernel = kernel
+        self.compiled: dict[tuple[object, ...], object] = {}
+        self.enabled = True
+
+    def __call__(
+        self,
+        grid: tuple[int, int, int],
+        pointers: tuple[torch.Tensor, ...],
+        integers: tuple[int, ...],
+        others: tuple[object, ...],
+        constexprs: dict[str, object],
+        num_warps: int,
+    ) -> None:
+        key = (
+            pointers[0].device,
+            tuple((p.dtype, p.data_ptr() % 16 == 0) for p in pointers),
+            tuple(_int_traits(i) for i in integers),
+            tuple(constexprs.values()),
+            num_warps,
+        )
+        compiled = self.compiled.get(key) if self.enabled else None
+        if compiled is not None:
+            try:
+                compiled[grid](*pointers, *integers, *others, *constexprs.values())  # type: ignore[index]
+                return
+            except Exception:  # another Triton launch convention: use Triton's own path from now on
+                self.enabled = False
+        compiled = self.kernel[grid](*pointers, *integers, *others, **constexprs, num_warps=num_warps)
+        if self.enabled and compiled is not None:
+            self.compiled[key] = compiled
+
+
+_pair_launcher = _DirectLauncher(_mx_pair_kernel)
+
+
+def mx_pair(
+    x: torch.Tensor,
+    last: ElementFormat | None,
+    rows: ElementFormat | None,
+    block_size: int,
+    ceil: bool,
+    out_dtype: torch.dtype,
+    tile: tuple[int, int] = PAIR_TILE,
+    num_warps: int = PAIR_WARPS,
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """Quantize-dequantize ``x`` (≥ 2-D) along its last dimension with ``last`` and along dim -2 with ``rows``.
+
+    Either format may be ``None`` to skip that output. Outputs are contiguous
+    in ``out_dtype``; ``x`` may have any strides. ``tile`` (rows, columns) and
+    ``num_warps`` tune the launch; tiles grow to at least one block.
+    """
+    source, batch, stride_batch, n_rows, n_cols = _batched(x)
+    out_last = torch.empty(x.shape, dtype=out_dtype, device=x.device) if last is not None else None
+    out_rows = torch.empty(x.shape, dtype=out_dtype, device=x.device) if rows is not None else None
+    tile_r, tile_c = (max(tile[0], block_size), max(tile[1], block_size))
+    grid = (triton.cdiv(n_rows, tile_r), triton.cdiv(n_cols, tile_c), batch)
+    _pair_launcher(
+        grid,
+        (
+            _raw(source),
+            _raw(out_last if out_last is not None else out_rows),  # type: ignore[arg-type]
+            _raw(out_rows if out_rows is not None else out_last),  # type: ignore[arg-type]
+        ),
+        (n_rows, n_cols, stride_batch, source.stride(-2), source.stride(-1)),
+        (*_format_args(last), *_format_args(rows)),
+        {
+            "IN_BF16": x.dtype == torch.bfloat16,
+            "OUT_BF16": out_dtype == torch.bfloat16,
+            "BLOCK": block_size,
+            "CEIL": ceil,
+            "LAST": last is not None,
+            "ROWS": rows is not None,
+            "TILE_R": tile_r,
+            "TILE_C": tile_c,
+        },
+        num_warps,
+    )
+    return out_last, out_rows
+
+
+def scaled_cast(x: torch.Tensor, fmt: ElementFormat, scale: torch.Tensor, out_dtype: torch.dtype) -> torch.Tensor:
+    """Per-tensor FP8 element values of ``x * scale`` (``scale`` a one-element float32 tensor on x's device)."""
+    source = x.contiguous()
+    out = torch.empty(x.shape, dtype=out_dtype, device=x.device)
+    n = source.numel()
+    _scaled_cast_kernel[(triton.cdiv(n, CAST_TILE),)](
+        _raw(source),
+        _raw(out),
+        scale.to(torch.float32).reshape(1),
+        n,
+        fmt.mantissa_bits,
+        fmt.min_exponent,
+        fmt.max_normal,
+        IN_BF16=x.dtype == torch.bfloat16,
+        OUT_BF16=out_dtype == torch.bfloat16,
+        TILE=CAST_TILE,
+    )
+    return out

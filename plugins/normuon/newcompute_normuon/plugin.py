@@ -1,0 +1,52 @@
+"""The ``normuon`` paradigm: registration and the optimizer hook."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import torch
+
+import newcompute
+from newcompute import OptimizerSettings, Paradigm, ParamInfo, Role
+
+from newcompute_normuon.config import NorMuonConfig
+from newcompute_normuon.optimizer import NorMuonAdamW
+from newcompute_normuon.wiring import build_groups
+
+newcompute_api = ">=1.0,<2"
+
+PARADIGM = Paradigm(
+    name="normuon",
+    summary="NorMuon (orthogonalised, per-neuron-normalised momentum) on hidden matrices, AdamW on the rest.",
+    config=NorMuonConfig,
+    roles=frozenset({Role.OPTIMIZER}),
+    docs="docs/normuon.md",
+)
+
+
+@newcompute.hookimpl
+def newcompute_register_paradigms() -> list[Paradigm]:
+    return [PARADIGM]
+
+
+def _on_cuda(params: list[ParamInfo]) -> bool:
+    return any(info.param.device.type == "cuda" for info in params)
+
+
+def _ns_kernel(setting: str, params: list[ParamInfo]) -> str:
+    if setting != "auto":
+        return setting
+    return "triton" if _on_cuda(params) and importlib.util.find_spec("triton") is not None else "torch"
+
+
+@newcompute.hookimpl
+def newcompute_build_optimizer(
+    paradigm: Paradigm, config: NorMuonConfig, params: list[ParamInfo], settings: OptimizerSettings
+) -> torch.optim.Optimizer:
+    groups = build_groups(config, params, settings)
+    return NorMuonAdamW(
+        groups,
+        compile=config.compile,
+        ns_kernel=_ns_kernel(config.ns_kernel, params),
+        distributed=config.distributed,
+    )

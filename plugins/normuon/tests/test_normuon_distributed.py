@@ -1,0 +1,139 @@
+"""Spreading the orthogonalisation over ranks gives the single-process step, exactly.
+
+Two gloo processes on CPU. Each builds the same parameters and gradients,
+takes steps with a single-process optimizer (``distributed='off'``) and
+with the distributed one, and compares: replicated tensors (the DDP case),
+hand-made ``Shard(0)`` DTensors with uneven shards, and a tiny Llama under
+real FSDP2 ``fully_shard``. Exact equality holds because every rank runs
+the same kernels on the same inputs; the distribution only decides who
+runs them.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from newcompute_normuon import NorMuonAdamW, NorMuonConfig, build_groups
+
+WORLD = 2
+STEPS = 2
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _tensors(seed: int) -> dict[str, torch.Tensor]:
+    """Shapes chosen to cover: several equal shapes (a real batch), tall and wide, odd row counts
+    (uneven shards), a 3-D tensor, a fused transposed Conv1D weight, and an AdamW bias."""
+    generator = torch.Generator().manual_seed(seed)
+    shapes = {
+        "a": (12, 8), "b": (12, 8), "c": (12, 8), "wide": (5, 16), "tall": (21, 6), "conv": (7, 3, 2),
+        "c_attn": (8, 24), "bias": (9,),
+    }
+    return {name: torch.randn(*shape, generator=generator) for name, shape in shapes.items()}
+
+
+def _groups(params: dict[str, torch.Tensor], ns_dtype: str) -> list[dict]:
+    common = {"optimizer": "normuon", "lr": 0.05, "weight_decay": 0.1, "ns_dtype": ns_dtype}
+    return [
+        common | {"params": [(n, params[n]) for n in ("a", "b", "c", "wide", "tall", "conv")], "name": "m"},
+        common | {"params": [("c_attn", params["c_attn"])], "transposed": True, "splits": 3, "name": "fused",
+                  "coefficients": "polar_express"},
+        {"optimizer": "adamw", "lr": 0.01, "params": [("bias", params["bias"])], "name": "adamw"},
+    ]
+
+
+def _run(params: dict[str, torch.Tensor], distributed: str, ns_dtype: str, mode: str, shard=None) -> dict:
+    live = {n: torch.nn.Parameter(shard(t) if shard else t.clone()) for n, t in params.items()}
+    optimizer = NorMuonAdamW(_groups(live, ns_dtype), distributed=distributed)
+    for step in range(STEPS):
+        for name, grad in _tensors(100 + step).items():
+            live[name].grad = shard(grad) if shard else grad
+        optimizer.step()
+    assert optimizer.mode == mode
+    return {n: (p.full_tensor() if shard else p).detach() for n, p in live.items()}
+
+
+def _assert_same(got: dict[str, torch.Tensor], want: dict[str, torch.Tensor], what: str) -> None:
+    for name in want:
+        assert torch.equal(got[name], want[name]), f"{what}: '{name}' differs by {(got[name] - want[name]).abs().max()}"
+
+
+def _fsdp_llama(rank: int) -> None:
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    import newcompute
+    import newcompute_normuon.plugin as plugin
+
+    registry = newcompute.Registry()
+    registry.register(plugin, name="normuon")
+    config = LlamaConfig(vocab_size=48, hidden_size=24, intermediate_size=40, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2)
+    settings = newcompute.OptimizerSettings(lr=3e-3, weight_decay=0.1)
+    tokens = torch.randint(0, 48, (2, 10), generator=torch.Generator().manual_seed(3))
+
+    def train(model: torch.nn.Module, mode: str) -> None:
+        if mode == "single":
+            groups = build_groups(NorMuonConfig(), newcompute.classify_parameters(model), settings)
+            optimizer = NorMuonAdamW(groups, distributed="off")
+        else:
+            optimizer = newcompute.build_optimizer(model, settings, registry=registry)
+        for _ in range(STEPS):
+            model(input_ids=tokens, labels=tokens).loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+        assert optimizer.mode == mode
+
+    torch.manual_seed(0)
+    single = LlamaForCausalLM(config)
+    sharded = LlamaForCausalLM(config)
+    sharded.load_state_dict(single.state_dict())
+    newcompute.apply(single, ["normuon"], registry=registry)
+    newcompute.apply(sharded, ["normuon"], registry=registry)
+    mesh = init_device_mesh("cpu", (WORLD,))
+    for layer in sharded.model.layers:
+        fully_shard(layer, mesh=mesh)
+    fully_shard(sharded, mesh=mesh)
+    train(single, "single")
+    train(sharded, "sharded")
+    for (name, want), got in zip(single.named_parameters(), sharded.parameters()):
+        full = got.full_tensor().detach()
+        assert torch.equal(full, want), f"FSDP2 '{name}' differs by {(full - want).abs().max()}"
+
+
+def _worker(rank: int, port: int) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=WORLD)
+    try:
+        from torch.distributed.device_mesh import init_device_mesh
+        from torch.distributed.tensor import Shard, distribute_tensor
+
+        mesh = init_device_mesh("cpu", (WORLD,))
+        params = _tensors(0)
+        for ns_dtype in ("float32", "bfloat16"):
+            single = _run(params, "off", ns_dtype, "single")
+            _assert_same(_run(params, "auto", ns_dtype, "replicated"), single, f"replicated {ns_dtype}")
+            _assert_same(
+                _run(params, "auto", ns_dtype, "sharded", shard=lambda t: distribute_tensor(t, mesh, [Shard(0)])),
+                single,
+                f"sharded {ns_dtype}",
+            )
+        _fsdp_llama(rank)
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not available")
+def test_distributed_step_equals_single_process() -> None:
+    mp.spawn(_worker, args=(_free_port(),), nprocs=WORLD, join=True)

@@ -1,0 +1,36 @@
+"""The ``optical`` paradigm's hook implementations (entry point ``newcompute: optical``)."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from newcompute import AttentionMatmuls, Paradigm, Role, hookimpl, is_linear_like
+from newcompute_optical.attention import OpticalAttentionMatmuls
+from newcompute_optical.config import OpticalConfig
+from newcompute_optical.linear import OpticalLinear
+
+newcompute_api = ">=1.0,<2"
+
+PARADIGM = Paradigm(
+    name="optical",
+    summary="Optical transformer (Anderson et al. 2023): limited-precision operands and a noisy read-out "
+    "in every linear layer but the head and in both attention products.",
+    config=OpticalConfig,
+    roles=frozenset({Role.LAYER, Role.ATTENTION}),
+    docs="docs/optical.md",
+)
+
+
+@hookimpl
+def newcompute_register_paradigms() -> list[Paradigm]:
+    return [PARADIGM]
+
+
+@hookimpl
+def newcompute_replace_layer(config: OpticalConfig, name: str, module: nn.Module) -> nn.Module | None:
+    return OpticalLinear(module, config.fc, name) if is_linear_like(module) else None
+
+
+@hookimpl
+def newcompute_attention_matmuls(config: OpticalConfig, name: str) -> AttentionMatmuls:
+    return OpticalAttentionMatmuls(config.attention, name)

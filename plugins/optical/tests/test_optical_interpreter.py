@@ -1,0 +1,17 @@
+"""The Triton kernels, run by Triton's CPU interpreter, reproduce the reference bit for bit (fp32)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+CHECK = Path(__file__).with_name("optical_interpreter_check.py")
+
+
+def test_triton_kernels_match_the_reference_under_the_interpreter() -> None:
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    result = subprocess.run([sys.executable, str(CHECK)], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count("identical") == 4, result.stdout

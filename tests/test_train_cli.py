@@ -1,0 +1,99 @@
+"""``newcompute train`` / ``eval`` from the command line: a run reloads to its loss; bad input gets a clear error."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from newcompute.cli.app import build_app
+from newcompute.plugins import get_registry
+
+SMALL = ["--model", "tiny", "--init", "scratch", "--batch-size", "4", "--micro-batch-size", "2", "--block-size", "32"]
+
+
+def _invoke(*args: str):
+    return CliRunner().invoke(build_app(), list(args), catch_exceptions=False)
+
+
+def _flat(text: str) -> str:
+    return re.sub(r"\s+", " ", text)
+
+
+def test_train_then_eval_reports_the_same_loss(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    trained = _invoke("train", *SMALL, "--steps", "4", "--max-tokens", "8192", "--eval-every", "2", "-o", str(run_dir))
+    assert trained.exit_code == 0, trained.output
+    output = _flat(trained.output)
+    for shown in ("pydoc_data.topics", "byte-level tokenizer", "4 (as set)", "micro-batch 2 × accumulation 2"):
+        assert shown in output
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert f"Final validation loss {summary['final_val_loss']:.4f}" in output
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["kind"], r["step"]) for r in records] == [
+        ("train", 1),
+        ("train", 2),
+        ("eval", 2),
+        ("train", 3),
+        ("train", 4),
+        ("eval", 4),
+    ]
+
+    evaluated = _invoke("eval", str(run_dir))
+    assert evaluated.exit_code == 0, evaluated.output
+    assert f"Validation loss {summary['final_val_loss']:.4f}" in _flat(evaluated.output)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--dataset", "./nowhere/corpus.jsonl"], "nowhere/corpus.jsonl does not exist"),
+        (["--block-size", "4096"], "block_size 4096 is larger than the model's context of 256 positions"),
+        (["--model", "tinny"], "Did you mean 'tiny'?"),
+        (["--micro-batch-size", "3"], "must be a multiple of micro_batch_size"),
+        (["--fsdp"], "--fsdp runs under accelerate launch: add --num-processes N"),
+        (["--report-to", "nothing"], "report_to"),
+    ],
+)
+def test_bad_input_is_one_clear_error(args: list[str], message: str) -> None:
+    result = _invoke("train", *SMALL, "--steps", "1", *args)
+    assert result.exit_code == 2, result.output
+    assert message in _flat(result.output)
+
+
+def test_unknown_text_column_names_the_columns(tmp_path: Path) -> None:
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text("\n".join(json.dumps({"body": "some text " * 20}) for _ in range(20)) + "\n")
+    result = _invoke("train", *SMALL, "--steps", "1", "--dataset", str(corpus), "-o", str(tmp_path / "run"))
+    assert result.exit_code == 2
+    assert "has no key 'text' (it has: body). Pass --text-column NAME." in _flat(result.output)
+
+
+FIRST_PARTY = {"optical", "normuon"}
+
+
+@pytest.mark.skipif(not FIRST_PARTY <= set(get_registry().paradigms), reason="optical and normuon are not installed")
+def test_optical_and_normuon_compose_in_a_run(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    result = _invoke(
+        "train",
+        *SMALL,
+        "--paradigm",
+        "optical",
+        "--paradigm",
+        "normuon",
+        "--steps",
+        "3",
+        "--max-tokens",
+        "8192",
+        "-o",
+        str(run_dir),
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["paradigms"] == ["optical", "normuon"]
+    evaluated = _invoke("eval", str(run_dir))
+    assert f"Validation loss {summary['final_val_loss']:.4f}" in _flat(evaluated.output)

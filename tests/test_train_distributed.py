@@ -1,0 +1,61 @@
+"""``--num-processes``: the same command under ``accelerate launch``, with the same global batch as one process."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from newcompute.train.launch import launcher_command, train_arguments
+
+ARGS = [
+    "--model",
+    "tiny",
+    "--init",
+    "scratch",
+    "--steps",
+    "3",
+    "--batch-size",
+    "4",
+    "--micro-batch-size",
+    "2",
+    "--block-size",
+    "32",
+    "--max-tokens",
+    "8192",
+]
+
+
+def test_launcher_flags_are_dropped_and_fsdp2_is_requested() -> None:
+    assert train_arguments(["--model", "tiny", "--num-processes", "4", "--fsdp", "--num-processes=2", "--lr", "1"]) == [
+        "--model",
+        "tiny",
+        "--lr",
+        "1",
+    ]
+    command = launcher_command(["--model", "tiny"], 4, fsdp=True)
+    assert command[1:5] == ["-m", "accelerate.commands.launch", "--num_processes", "4"]
+    assert command[command.index("--fsdp_version") + 1] == "2" and "--use_fsdp" in command
+    assert command[-4:] == ["-m", "newcompute.train", "--model", "tiny"]
+    assert "--multi_gpu" in launcher_command([], 2, fsdp=False)
+
+
+def _train_losses(run_dir: Path) -> list[float]:
+    return [
+        r["loss"] for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines()) if r["kind"] == "train"
+    ]
+
+
+@pytest.mark.slow
+def test_two_processes_train_on_the_same_global_batch_as_one(tmp_path: Path) -> None:
+    cli = [sys.executable, "-m", "newcompute.train", *ARGS]
+    single = subprocess.run([*cli, "-o", str(tmp_path / "one")], capture_output=True, text=True)
+    assert single.returncode == 0, single.stderr[-2000:]
+    double = subprocess.run([*cli, "-o", str(tmp_path / "two"), "--num-processes", "2"], capture_output=True, text=True)
+    assert double.returncode == 0, double.stderr[-3000:]
+    assert json.loads((tmp_path / "two" / "summary.json").read_text())["processes"] == 2
+    assert _train_losses(tmp_path / "two") == pytest.approx(_train_losses(tmp_path / "one"), rel=1e-5)
+    assert (tmp_path / "two" / "model.safetensors").is_file()

@@ -1,0 +1,35 @@
+"""On a GPU the trainer runs bf16 autocast over fp32 weights, and a saved run reloads to its reported loss."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from test_train_paradigms import make_registry, quiet, tiny_run
+
+from newcompute.train import train
+from newcompute.train.evaluation import evaluate_model, load_run_for_eval
+
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
+
+
+def test_bf16_run_on_gpu_reloads_to_its_loss(tmp_path: Path) -> None:
+    registry = make_registry()
+    result = train(tiny_run(tmp_path, {"int8ish": {}, "noisy-attention": {}}, steps=6), registry, console=quiet())
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["precision"] == "bf16" and summary["device"].startswith("cuda")
+    assert all(math.isfinite(loss) for loss in result.losses.values())
+    assert result.losses[6] < result.losses[1]
+    target = load_run_for_eval(tmp_path, registry=registry)
+    assert next(target.model.parameters()).dtype == torch.float32
+    assert evaluate_model(target) == result.final
+
+
+def test_compiled_run_matches_eager_closely(tmp_path: Path) -> None:
+    eager = train(tiny_run(tmp_path / "eager", steps=3), make_registry(), console=quiet())
+    compiled = train(tiny_run(tmp_path / "compiled", steps=3, compile=True), make_registry(), console=quiet())
+    for step in (1, 2, 3):
+        assert compiled.losses[step] == pytest.approx(eager.losses[step], rel=2e-2)
