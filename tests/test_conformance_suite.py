@@ -122,16 +122,29 @@ def test_bad_table_that_validates_is_caught() -> None:
 
 
 class WithNone(ShiftConfig):
-    limit: float | None = Field(None, description="Optional clamp.")
+    limit: float | None = Field(None, description="Optional clamp; None (the default) means no clamp.")
 
 
 class WithNonePlugin(ShiftPlugin):
     config = WithNone
 
 
-def test_config_field_that_validates_to_none_is_caught() -> None:
-    with pytest.raises(ConformanceFailure, match=r"fields \['limit'\] validate to None"):
-        check_config_record_round_trip(spec_for(WithNonePlugin()))
+class NoneOverDefault(ShiftConfig):
+    limit: float | None = Field(4.0, description="Clamp; None switches it off, which TOML cannot record.")
+
+
+class NoneOverDefaultPlugin(ShiftPlugin):
+    config = NoneOverDefault
+
+
+def test_none_default_round_trips_through_the_record() -> None:
+    check_config_record_round_trip(spec_for(WithNonePlugin()))
+
+
+def test_none_over_a_non_none_default_is_caught() -> None:
+    spec = spec_for(NoneOverDefaultPlugin(), table={"limit": None})
+    with pytest.raises(ConformanceFailure, match="cannot be written to TOML exactly"):
+        check_config_record_round_trip(spec)
 
 
 class Undocumented(ShiftConfig):

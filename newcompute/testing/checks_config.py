@@ -15,7 +15,7 @@ from typing import Any, Literal, Union, get_args, get_origin
 import tomli_w
 from pydantic import BaseModel
 
-from newcompute.errors import ConfigError
+from newcompute.errors import ConfigError, RunError
 from newcompute.testing.failure import ConformanceFailure, require
 from newcompute.testing.spec import ConformanceSpec
 
@@ -124,27 +124,14 @@ def check_bad_tables_rejected(spec: ConformanceSpec) -> None:
         _refused(spec, registry, table, _leaf_keys(table))
 
 
-def _none_paths(value: Any, path: str) -> list[str]:
-    if value is None:
-        return [path]
-    if isinstance(value, Mapping):
-        return [p for key, item in value.items() for p in _none_paths(item, f"{path}.{key}" if path else key)]
-    if isinstance(value, (list, tuple)):
-        return [p for index, item in enumerate(value) for p in _none_paths(item, f"{path}[{index}]")]
-    return []
-
-
 def check_config_record_round_trip(spec: ConformanceSpec) -> None:
-    """The validated config survives ``newcompute.toml`` (TOML has no null, so no field may hold ``None``)."""
+    """The validated config survives ``newcompute.toml`` (TOML has no null: ``None`` is only kept as a default)."""
     registry = spec.registry()
     use = spec.use(registry)
-    table = use.to_table()
-    empty = _none_paths(table, "")
-    require(
-        not empty,
-        f"Paradigm {spec.paradigm!r}: fields {empty} validate to None, which newcompute.toml cannot record "
-        "(TOML has no null), so saving a run fails. Give them concrete values (e.g. 0.0 or false for 'off').",
-    )
+    try:
+        table = use.to_table()
+    except RunError as exc:
+        raise ConformanceFailure(f"Paradigm {spec.paradigm!r}: {exc}") from None
     text = tomli_w.dumps({"paradigm": {spec.paradigm: table}})
     again = spec.use(registry, tomllib.loads(text)["paradigm"][spec.paradigm])
     require(
