@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -59,3 +60,20 @@ def test_two_processes_train_on_the_same_global_batch_as_one(tmp_path: Path) -> 
     assert json.loads((tmp_path / "two" / "summary.json").read_text())["processes"] == 2
     assert _train_losses(tmp_path / "two") == pytest.approx(_train_losses(tmp_path / "one"), rel=1e-5)
     assert (tmp_path / "two" / "model.safetensors").is_file()
+
+
+def test_a_checkpoint_of_two_processes_resumes_in_one(tmp_path: Path) -> None:
+    """World size may change between a checkpoint and its resume (DDP on 2 processes → 1 process)."""
+    run = tmp_path / "run"
+    cli = [sys.executable, "-m", "newcompute.train", *ARGS[:5], "4", *ARGS[6:], "--save-every", "2", "-o", str(run)]
+    double = subprocess.run([*cli, "--num-processes", "2"], capture_output=True, text=True)
+    assert double.returncode == 0, double.stderr[-3000:]
+    uninterrupted = _train_losses(run)
+    checkpoints = sorted((run / "checkpoints").iterdir())
+    assert [c.name for c in checkpoints] == ["step-00000002", "step-00000004"]
+    shutil.rmtree(checkpoints[-1])
+    (run / "model.safetensors").unlink()
+    single = subprocess.run([*cli, "--resume"], capture_output=True, text=True)
+    assert single.returncode == 0, single.stderr[-3000:]
+    assert "resuming from step-00000002" in " ".join(single.stdout.split())
+    assert _train_losses(run) == pytest.approx(uninterrupted, rel=1e-5)
