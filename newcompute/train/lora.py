@@ -22,7 +22,7 @@ from torch import nn
 from newcompute.config import TrainSettings
 from newcompute.errors import ConfigError
 from newcompute.layers import ReplacedLinear, is_linear_like
-from newcompute.train.runs import ADAPTER_DIR
+from newcompute.record import ADAPTER_DIR
 
 try:
     from peft import LoraConfig, PeftModel, get_peft_model

@@ -17,7 +17,7 @@ from transformers import PreTrainedTokenizerBase
 
 from newcompute.config import RunConfig
 from newcompute.plugins import Registry
-from newcompute.record import ADAPTER_DIR, load, read_record
+from newcompute.record import load, read_record
 
 RUNS_ROOT = Path("runs")
 

@@ -35,12 +35,12 @@ from newcompute.models import load_model, parameter_count
 from newcompute.optim import build_optimizer
 from newcompute.params import OptimizerSettings
 from newcompute.plugins import Registry, get_registry
-from newcompute.record import RECORD_FILE, run_record
+from newcompute.record import ADAPTER_DIR, RECORD_FILE, run_record
 from newcompute.train import checkpoint
 from newcompute.train.budget import Mode, Plan, make_plan
 from newcompute.train.metrics import METRICS_FILE, SUMMARY_FILE
 from newcompute.train.packing import BlockOrder, PackedCorpus, pack, validation_period
-from newcompute.train.runs import ADAPTER_DIR, default_run_dir
+from newcompute.train.runs import default_run_dir
 from newcompute.train.sources import open_source
 
 SESSION_FIELDS = frozenset(
