@@ -214,22 +214,29 @@ def _mase(model: nn.Module) -> None:
             model.get_submodule(parent).add_module(leaf, _mase_linear(module))
 
 
-STEP_VARIANTS: list[tuple[str, bool, Callable[[nn.Module], None] | None, bool]] = [
-    ("autocast: bf16", True, None, False),
-    ("autocast: optical linears", True, lambda m: _optical(m, attention=False), False),
-    ("autocast: optical linears + attention", True, lambda m: _optical(m, attention=True), False),
-    ("CUDA graph, autocast: bf16", True, None, True),
-    ("CUDA graph, autocast: optical linears", True, lambda m: _optical(m, attention=False), True),
-    ("CUDA graph, autocast: optical lin. + attn.", True, lambda m: _optical(m, attention=True), True),
-    ("bf16 weights: bf16", False, None, False),
-    ("bf16 weights: optical linears", False, lambda m: _optical(m, attention=False), False),
-    ("bf16 weights: mase-triton linears", False, _mase, False),
+Mode = str
+"""How a step runs: ``eager``; ``graph`` (captured once as a CUDA graph, then replayed); ``compile``
+(the model under ``torch.compile``, the optimizer eager)."""
+
+STEP_VARIANTS: list[tuple[str, bool, Callable[[nn.Module], None] | None, Mode]] = [
+    ("autocast: bf16", True, None, "eager"),
+    ("autocast: optical linears", True, lambda m: _optical(m, attention=False), "eager"),
+    ("autocast: optical linears + attention", True, lambda m: _optical(m, attention=True), "eager"),
+    ("CUDA graph, autocast: bf16", True, None, "graph"),
+    ("CUDA graph, autocast: optical linears", True, lambda m: _optical(m, attention=False), "graph"),
+    ("CUDA graph, autocast: optical lin. + attn.", True, lambda m: _optical(m, attention=True), "graph"),
+    ("compiled, autocast: bf16", True, None, "compile"),
+    ("compiled, autocast: optical linears", True, lambda m: _optical(m, attention=False), "compile"),
+    ("bf16 weights: bf16", False, None, "eager"),
+    ("bf16 weights: optical linears", False, lambda m: _optical(m, attention=False), "eager"),
+    ("bf16 weights: mase-triton linears", False, _mase, "eager"),
 ]
 
 
 def _step_run(
-    autocast: bool, transform: Callable[[nn.Module], None] | None, batch: int, steps: int, graph: bool
+    autocast: bool, transform: Callable[[nn.Module], None] | None, batch: int, steps: int, mode: Mode
 ) -> dict:
+    graph = mode == "graph"
     torch.manual_seed(0)
     with torch.device("cuda"):
         model = LlamaForCausalLM(clm400m())
@@ -239,11 +246,12 @@ def _step_run(
         transform(model)
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=True, capturable=graph)
+    forward = torch.compile(model) if mode == "compile" else model
     ids = torch.randint(0, 49152, (batch, 1024), device="cuda")
 
     def step() -> None:
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast, cache_enabled=not graph):
-            loss = model(input_ids=ids, labels=ids).loss
+            loss = forward(input_ids=ids, labels=ids).loss
         loss.backward()
         optimizer.step()
 
@@ -280,16 +288,18 @@ def _step_run(
     return result
 
 
-def training_steps(batch: int, steps: int) -> list[dict[str, Any]]:
+def training_steps(batch: int, steps: int, chosen: set[str] | None) -> list[dict[str, Any]]:
     rows = []
     print(f"\n## whole training step, clm-400m shape, batch {batch}x1024, fused AdamW")
     print(f"{'variant':<42} {'ms':>8} {'ratio':>6} {'peak GB':>8} {'ratio':>6}")
     baseline: dict[str, Any] = {}
-    for name, autocast, transform, graph in STEP_VARIANTS:
+    for name, autocast, transform, mode in STEP_VARIANTS:
+        if chosen is not None and name not in chosen and transform is not None:
+            continue
         if transform is _mase and _mase_linear(nn.Linear(2, 2, device="cuda")) is None:
             continue
         try:
-            result = _step_run(autocast, transform, batch, steps, graph)
+            result = _step_run(autocast, transform, batch, steps, mode)
         except Exception as exc:
             result = {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:100]}"}
             gc.collect()
@@ -316,6 +326,10 @@ def main() -> int:
     parser.add_argument("--parts", default="step,linear,breakdown", help="comma-separated: step, linear, breakdown")
     parser.add_argument("--batch", type=int, default=8, help="sequences of 1024 tokens per training step")
     parser.add_argument("--steps", type=int, default=6, help="timed training steps per variant")
+    parser.add_argument(
+        "--variants", nargs="*", choices=[name for name, *_ in STEP_VARIANTS], default=None,
+        help="training-step variants to time (default: all; each baseline runs whenever its group is chosen)",
+    )
     parser.add_argument("--json", default=None, help="also write the results to this file")
     args = parser.parse_args()
     if not torch.cuda.is_available():
@@ -325,7 +339,7 @@ def main() -> int:
     parts = set(args.parts.split(","))
     results: dict[str, Any] = {"device": torch.cuda.get_device_name()}
     sections = {
-        "step": lambda: training_steps(args.batch, args.steps),
+        "step": lambda: training_steps(args.batch, args.steps, set(args.variants) if args.variants else None),
         "linear": linear_sweep,
         "breakdown": breakdown,
     }

@@ -44,8 +44,13 @@ def train(args: argparse.Namespace, variant: str, gpus: int) -> list[dict[str, f
     except subprocess.TimeoutExpired:
         print(f"  {variant:8s} {gpus} GPU(s): no result, over {args.timeout} s", flush=True)
         return None
+    log = Path(args.out) / f"{variant}-{gpus}gpu.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text(f"$ {' '.join(command)}\n--- stdout\n{result.stdout}\n--- stderr\n{result.stderr}")
     if result.returncode != 0:
-        print(result.stdout[-2000:], result.stderr[-2000:], sep="\n")
+        errors = [line for line in result.stderr.splitlines() if "Error" in line or "error" in line]
+        print(*errors[-20:], result.stderr[-3000:], sep="\n")
+        print(f"  full output: {log}", flush=True)
         print(f"  {variant:8s} {gpus} GPU(s): failed with exit code {result.returncode}", flush=True)
         return None
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]

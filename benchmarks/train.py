@@ -1,4 +1,4 @@
-"""Training throughput and MFU of the trainer's own step, eager vs ``--compile``, side by side in one process.
+"""Training throughput and MFU of the trainer's own step, side by side in one process.
 
 Each variant is a real ``newcompute train`` session (accelerate, bf16
 autocast with fp32 master weights, the default AdamW, linear schedule,
@@ -17,18 +17,18 @@ dense bf16 datasheet figure.
     python benchmarks/train.py                          # clm-400m, 8 × 1024 tokens, eager and compiled
     python benchmarks/train.py --shape 24x1536          # NorMuon benchmark shape: 24 layers, width 1536
     python benchmarks/train.py --shape tiny --block 128 --steps 3 --warmup 1 --variants eager   # CPU smoke test
-    python benchmarks/train.py --variants compile,compile-fused --profile   # where the compiled step spends its time
+    python benchmarks/train.py --variants eager,graphs,optical@eager,optical@graphs   # a paradigm's cost per step
 
-``compile-fused`` is an experiment, not a trainer option: it swaps the
-core's AdamW for ``AdamW(fused=True)`` over the same parameter groups after
-the session is built, to measure what that core change would give.
-``--profile`` prints the CUDA kernels that take the most time over three
-steps of each variant.
+A variant is ``[PARADIGM@]MODE``: MODE is ``eager``, ``compile`` (``--compile``), ``graphs``
+(``--cuda-graphs``) or ``compile+graphs``; with a paradigm (``optical``, ``mxfp8``, ``normuon``…,
+``+``-joined for several) the step time is also given as a ratio to the baseline variant of the same
+mode. ``--profile`` prints the CUDA kernels that take the most time over three steps of each variant.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import io
 import json
 import statistics
@@ -42,8 +42,9 @@ from rich.console import Console
 from torch import nn
 from transformers import LlamaConfig
 
+from newcompute import ReplacedLinear
 from newcompute.config import RunConfig
-from newcompute.plugins import Registry
+from newcompute.plugins import Registry, get_registry
 from newcompute.train.display import RunDisplay
 from newcompute.train.loop import Trainer
 from newcompute.train.setup import build_session
@@ -72,7 +73,9 @@ def _write_24x1536(folder: Path) -> str:
 
 
 def flops_per_token(model: nn.Module, block: int) -> float:
-    linear = sum(m.in_features * m.out_features for m in model.modules() if isinstance(m, nn.Linear))
+    linear = sum(
+        m.in_features * m.out_features for m in model.modules() if isinstance(m, (nn.Linear, ReplacedLinear))
+    )
     config = model.config.get_text_config()
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
     attention = config.num_hidden_layers * 2 * 2 * block * config.num_attention_heads * head_dim
@@ -95,12 +98,15 @@ def measured_peak_tflops(size: int = 8192, repeats: int = 20) -> float:
     return 2 * size**3 / statistics.median(times) / 1e12
 
 
-def _use_fused_adamw(session: Any) -> None:
-    """The experiment: the same parameter groups (and so the same lr schedule) stepped by fused AdamW."""
-    wrapped = session.optimizer
-    groups = wrapped.optimizer.param_groups
-    wrapped.optimizer = torch.optim.AdamW(groups, fused=True)
-    session.scheduler.scheduler.optimizer = wrapped.optimizer
+MODES = {"eager": (False, False), "compile": (True, False), "graphs": (False, True), "compile+graphs": (True, True)}
+
+
+def parse_variant(variant: str) -> tuple[list[str], str]:
+    """``optical+normuon@graphs`` → (["optical", "normuon"], "graphs")."""
+    paradigms, _, mode = variant.rpartition("@")
+    if mode not in MODES:
+        raise SystemExit(f"variant {variant!r}: the mode after '@' must be one of {', '.join(MODES)}")
+    return [p for p in paradigms.split("+") if p], mode
 
 
 def profile_steps(trainer: Trainer, steps: int = 3, rows: int = 12) -> str:
@@ -115,7 +121,8 @@ def profile_steps(trainer: Trainer, steps: int = 3, rows: int = 12) -> str:
 def run_variant(
     model: dict[str, Any], variant: str, batch: int, block: int, warmup: int, steps: int, profiled: bool
 ) -> dict[str, Any]:
-    compiled = variant.startswith("compile")
+    paradigms, mode = parse_variant(variant)
+    compiled, graphs = MODES[mode]
     with tempfile.TemporaryDirectory() as folder:
         run = RunConfig.model_validate(
             {
@@ -127,14 +134,14 @@ def run_variant(
                     "block_size": block,
                     "lr": 1e-4,
                     "compile": compiled,
+                    "cuda_graphs": graphs,
                     "output_dir": folder,
                 },
                 "data": {"validation_max_blocks": 1},
+                "paradigm": {name: {} for name in paradigms},
             }
         )
-        session = build_session(run, registry=Registry(), overwrite=True)
-        if variant == "compile-fused":
-            _use_fused_adamw(session)
+        session = build_session(run, registry=get_registry() if paradigms else Registry(), overwrite=True)
         trainer = Trainer(session, RunDisplay(Console(file=io.StringIO()), enabled=False), on_step=None)
         started = time.perf_counter()
         first = trainer.train_step()
@@ -157,6 +164,7 @@ def run_variant(
         if profiled and torch.cuda.is_available():
             print(f"--- {variant}: CUDA kernels over 3 steps ---\n{profile_steps(trainer)}", flush=True)
         del trainer, session, unwrapped
+    gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
@@ -172,7 +180,7 @@ def main() -> None:
     parser.add_argument("--block", type=int, default=1024)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--variants", default="eager,compile", help="comma-separated: eager, compile, compile-fused")
+    parser.add_argument("--variants", default="eager,compile", help="comma-separated [PARADIGM@]MODE, see above")
     parser.add_argument("--profile", action="store_true", help="print the top CUDA kernels of each variant")
     parser.add_argument("--out", type=Path, default=None, help="also write the results as JSON here")
     args = parser.parse_args()
@@ -212,6 +220,12 @@ def main() -> None:
     for result in results[1:]:
         ratio = result["tokens_per_s"] / results[0]["tokens_per_s"]
         print(f"{result['variant']} / {results[0]['variant']} throughput: {ratio:.3f}×")
+    baselines = {parse_variant(r["variant"])[1]: r for r in results if not parse_variant(r["variant"])[0]}
+    for result in results:
+        paradigms, mode = parse_variant(result["variant"])
+        if paradigms and mode in baselines:
+            result["step_ratio"] = result["median_step_s"] / baselines[mode]["median_step_s"]
+            print(f"{result['variant']} step time / {mode} baseline: {result['step_ratio']:.3f}×")
     if args.out is not None:
         args.out.write_text(
             json.dumps({"shape": args.shape, "device": device, "peak_tflops": peak, "results": results}, indent=1)

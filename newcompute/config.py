@@ -83,6 +83,9 @@ class TrainSettings(Strict):
     save_every: int = Field(200, gt=0)
     keep_checkpoints: int = Field(2, gt=0, description="Checkpoints kept in RUN/checkpoints (newest first).")
     compile: bool = False
+    cuda_graphs: bool = Field(
+        False, description="Replay each micro-step as a captured CUDA graph (one CUDA GPU, one process)."
+    )
     lora: bool = False
     lora_rank: int = Field(8, gt=0)
     lora_alpha: float = Field(16.0, gt=0.0)

@@ -9,8 +9,11 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+from accelerate.utils import DistributedType
 
 from newcompute.train.launch import launcher_command, train_arguments
+from newcompute.train.setup import distribution_text
 
 ARGS = [
     "--model",
@@ -77,3 +80,43 @@ def test_a_checkpoint_of_two_processes_resumes_in_one(tmp_path: Path) -> None:
     assert single.returncode == 0, single.stderr[-3000:]
     assert "resuming from step-00000002" in " ".join(single.stdout.split())
     assert _train_losses(run) == pytest.approx(uninterrupted, rel=1e-5)
+
+
+def test_the_run_says_how_its_processes_share_the_work() -> None:
+    assert distribution_text(DistributedType.FSDP, 8, fsdp_requested=True) == "FSDP2 over 8 processes"
+    assert distribution_text(DistributedType.MULTI_GPU, 2, fsdp_requested=False) == "DDP over 2 processes"
+    assert "--fsdp is not applied on this machine" in distribution_text(DistributedType.MULTI_CPU, 2, True)
+    assert distribution_text(DistributedType.NO, 1, fsdp_requested=False) == "one process"
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="accelerate runs FSDP2 on 2 or more GPUs only")
+def test_an_fsdp2_checkpoint_resumes_in_one_process(tmp_path: Path) -> None:
+    """A sharded FSDP2 checkpoint of 2 GPUs is picked up by a single process where it stopped."""
+    run = tmp_path / "run"
+    cli = [sys.executable, "-m", "newcompute.train", *ARGS[:5], "4", *ARGS[6:], "--save-every", "2", "-o", str(run)]
+    sharded = subprocess.run([*cli, "--num-processes", "2", "--fsdp"], capture_output=True, text=True)
+    assert sharded.returncode == 0, sharded.stderr[-3000:]
+    assert "FSDP2 over 2 processes" in " ".join(sharded.stdout.split())
+    assert json.loads((run / "summary.json").read_text())["processes"] == 2
+    uninterrupted = _train_losses(run)
+    shutil.rmtree(run / "checkpoints" / "step-00000004")
+    (run / "model.safetensors").unlink()
+    single = subprocess.run([*cli, "--resume"], capture_output=True, text=True)
+    assert single.returncode == 0, single.stderr[-3000:]
+    assert "resuming from step-00000002" in " ".join(single.stdout.split())
+    assert _train_losses(run) == pytest.approx(uninterrupted, rel=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("paradigms", [["mxfp8"], ["normuon"]])
+def test_paradigms_train_on_two_processes_as_on_one(tmp_path: Path, paradigms: list[str]) -> None:
+    """Deterministic paradigms see the same global batch split into the same micro-batches either way, so only
+    the order of the gradient sums differs (all-reduce vs accumulation)."""
+    flags = [arg for name in paradigms for arg in ("--paradigm", name)]
+    cli = [sys.executable, "-m", "newcompute.train", *ARGS, *flags]
+    single = subprocess.run([*cli, "-o", str(tmp_path / "one")], capture_output=True, text=True)
+    assert single.returncode == 0, single.stderr[-2000:]
+    double = subprocess.run([*cli, "-o", str(tmp_path / "two"), "--num-processes", "2"], capture_output=True, text=True)
+    assert double.returncode == 0, double.stderr[-3000:]
+    assert _train_losses(tmp_path / "two") == pytest.approx(_train_losses(tmp_path / "one"), rel=1e-4)

@@ -33,3 +33,20 @@ def test_compiled_run_matches_eager_closely(tmp_path: Path) -> None:
     compiled = train(tiny_run(tmp_path / "compiled", steps=3, compile=True), make_registry(), console=quiet())
     for step in (1, 2, 3):
         assert compiled.losses[step] == pytest.approx(eager.losses[step], rel=2e-2)
+
+
+@pytest.mark.parametrize("paradigms", [None, {"optical": {}}, {"mxfp8": {}}], ids=["bf16", "optical", "mxfp8"])
+def test_cuda_graph_run_repeats_the_eager_losses(tmp_path: Path, paradigms: dict | None) -> None:
+    """Replaying captured micro-steps (with gradient accumulation: 2 per step) computes what eager launches do."""
+    from newcompute.plugins import get_registry
+
+    registry = get_registry() if paradigms else make_registry()
+    eager = train(tiny_run(tmp_path / "eager", paradigms, steps=6), registry, console=quiet())
+    console = quiet()
+    graphed = train(tiny_run(tmp_path / "graphed", paradigms, steps=6, cuda_graphs=True), registry, console=console)
+    shown = console.file.getvalue()
+    assert "CUDA graphs" in shown and "capturing the training step failed" not in shown, shown
+    for step in range(1, 7):
+        assert graphed.losses[step] == pytest.approx(eager.losses[step], rel=1e-3), step
+    assert graphed.final is not None and eager.final is not None
+    assert graphed.final.loss == pytest.approx(eager.final.loss, rel=1e-3)

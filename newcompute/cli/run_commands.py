@@ -46,6 +46,7 @@ _FLAG_KEYS = {
     "save_every": "train.save_every",
     "output_dir": "train.output_dir",
     "compile": "train.compile",
+    "cuda_graphs": "train.cuda_graphs",
     "lora": "train.lora",
     "lora_rank": "train.lora_rank",
     "report_to": "train.report_to",
@@ -113,6 +114,12 @@ def train(
         str | None, typer.Option("--output-dir", "-o", help="The run folder (default runs/MODEL[-PARADIGM…]).")
     ] = None,
     compile_: Annotated[bool, typer.Option("--compile", help="torch.compile the model.")] = False,
+    cuda_graphs: Annotated[
+        bool,
+        typer.Option(
+            "--cuda-graphs", help="Capture each micro-step as a CUDA graph and replay it (one GPU): no launch overhead."
+        ),
+    ] = False,
     lora: Annotated[
         bool, typer.Option("--lora", help="Train LoRA adapters (PEFT) on top of the paradigm layers.")
     ] = False,
@@ -164,6 +171,7 @@ def train(
         "save_every": save_every,
         "output_dir": output_dir,
         "compile": compile_,
+        "cuda_graphs": cuda_graphs,
         "lora": lora,
         "lora_rank": lora_rank,
         "report_to": report_to,

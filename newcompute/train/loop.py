@@ -35,6 +35,7 @@ from newcompute.plugins import Registry
 from newcompute.record import save_transformed
 from newcompute.train import checkpoint
 from newcompute.train.display import RunDisplay
+from newcompute.train.graphs import GraphedMicroStep
 from newcompute.train.guard import Diverged, DivergenceGuard
 from newcompute.train.interrupt import StopRequest
 from newcompute.train.metrics import MetricsLog, peak_memory, truncate_metrics, write_summary
@@ -99,6 +100,9 @@ class Trainer:
         self.losses: dict[int, float] = {}
         self.speed = (0, 0.0)
         self.metrics = MetricsLog(session.run_dir, enabled=False)
+        self.graphed = (
+            GraphedMicroStep(session.model, self._eager_micro_step, display.print) if settings.cuda_graphs else None
+        )
 
     def _trainer_state(self) -> dict[str, Any]:
         return {
@@ -136,6 +140,11 @@ class Trainer:
         )
         self.saved_step = self.step
 
+    def _eager_micro_step(self, batch: torch.Tensor) -> torch.Tensor:
+        loss = self.s.model(input_ids=batch, labels=batch, use_cache=False).loss
+        self.s.accelerator.backward(loss)
+        return loss
+
     def train_step(self, stop_requested: bool = False) -> StepOutcome:
         s, plan, accelerator = self.s, self.s.plan, self.s.accelerator
         clip = s.run.train.grad_clip
@@ -149,23 +158,23 @@ class Trainer:
             )
             batch = as_batch(s.corpus.train[s.order.indices(first, plan.micro_batch_size)], accelerator.device)
             with accelerator.accumulate(s.model):
-                loss = s.model(input_ids=batch, labels=batch, use_cache=False).loss
-                accelerator.backward(loss)
+                loss = self._eager_micro_step(batch) if self.graphed is None else self.graphed(batch)
                 total += loss.detach().float()
                 if accelerator.sync_gradients:
                     if clip is not None:
                         grad_norm = accelerator.clip_grad_norm_(s.model.parameters(), clip)
                     s.optimizer.step()
                     s.scheduler.step()
-                    s.optimizer.zero_grad(set_to_none=True)
+                    s.optimizer.zero_grad(set_to_none=self.graphed is None)
         shared = torch.stack([total / plan.accumulation, torch.tensor(float(stop_requested), device=total.device)])
         if plan.processes > 1:
             shared = accelerator.reduce(shared, reduction="mean")
-        loss_value, stop = shared.tolist()
+        norm = [grad_norm.detach().float().view(1)] if grad_norm is not None else []
+        loss_value, stop, *norm_value = torch.cat([shared, *norm]).tolist()
         return StepOutcome(
             loss=loss_value,
             lr=lr,
-            grad_norm=float(grad_norm) if grad_norm is not None else None,
+            grad_norm=norm_value[0] if norm_value else None,
             seconds=time.perf_counter() - started,
             stop=stop > 0,
         )

@@ -18,6 +18,8 @@ from typing import Any
 import torch
 from accelerate import Accelerator, PartialState
 from accelerate.utils import (
+    AutocastKwargs,
+    DistributedDataParallelKwargs,
     DistributedType,
     is_tensorboard_available,
     is_trackio_available,
@@ -51,6 +53,7 @@ SESSION_FIELDS = frozenset(
         "keep_checkpoints",
         "report_to",
         "compile",
+        "cuda_graphs",
         "divergence_factor",
         "divergence_patience",
     }
@@ -97,6 +100,18 @@ def precision_text(precision: str, device: torch.device) -> str:
     return {"no": f"fp32 on {device}", "bf16": f"bf16 autocast on {device}", "fp16": f"fp16 autocast on {device}"}[
         precision
     ]
+
+
+def distribution_text(distributed_type: DistributedType, processes: int, fsdp_requested: bool) -> str:
+    """How the processes share the work, saying so when ``--fsdp`` could not be honoured."""
+    if distributed_type == DistributedType.FSDP:
+        return f"FSDP2 over {processes} processes"
+    if processes == 1:
+        return "one process" + (" (--fsdp has nothing to shard over)" if fsdp_requested else "")
+    text = f"DDP over {processes} processes"
+    if fsdp_requested:
+        text += ": accelerate runs FSDP2 on GPUs only, so --fsdp is not applied on this machine"
+    return text
 
 
 def _trackers(report_to: str) -> str | None:
@@ -186,6 +201,24 @@ def _differences(old: Any, new: Any, prefix: str = "") -> list[tuple[str, Any, A
     return [] if old == new else [(prefix, old, new)]
 
 
+def _check_cuda_graphs(accelerator: Accelerator) -> None:
+    if accelerator.device.type != "cuda":
+        raise ConfigError(
+            f"--cuda-graphs (train.cuda_graphs) needs a CUDA GPU; this run is on {accelerator.device.type}. "
+            "Drop --cuda-graphs."
+        )
+    if accelerator.num_processes > 1:
+        raise ConfigError(
+            f"--cuda-graphs (train.cuda_graphs) runs on one process; this run has {accelerator.num_processes}. "
+            "Drop --cuda-graphs or --num-processes."
+        )
+    if accelerator.mixed_precision == "fp16":
+        raise ConfigError(
+            "--cuda-graphs (train.cuda_graphs) does not support fp16: its loss scaler checks for overflow on the "
+            "host. Use --precision bf16."
+        )
+
+
 def build_session(
     run: RunConfig,
     registry: Registry | None = None,
@@ -231,7 +264,13 @@ def build_session(
         log_with=_trackers(run.train.report_to),
         project_dir=str(run_dir),
         step_scheduler_with_optimizer=False,
+        kwargs_handlers=[
+            DistributedDataParallelKwargs(gradient_as_bucket_view=True),
+            AutocastKwargs(cache_enabled=False if run.train.cuda_graphs else None),
+        ],
     )
+    if run.train.cuda_graphs:
+        _check_cuda_graphs(accelerator)
     if plan.mode == "lora" and accelerator.distributed_type == DistributedType.FSDP:
         raise ConfigError(
             "--lora is not supported with FSDP yet: adapters are small, so run LoRA with DDP (drop --fsdp)."
@@ -321,5 +360,12 @@ def _used_rows(
         ),
         ("Optimizer", optimizer),
         ("Precision", precision_text(accelerator.mixed_precision, accelerator.device)),
+        (
+            "Distributed",
+            distribution_text(
+                accelerator.distributed_type, accelerator.num_processes, parse_flag_from_env("ACCELERATE_USE_FSDP")
+            ),
+        ),
         ("Compile", "torch.compile" if run.train.compile else "off (--compile to enable)"),
+        ("CUDA graphs", "on: each micro-step captured once, then replayed" if run.train.cuda_graphs else "off"),
     ]
