@@ -50,13 +50,14 @@ class AmaxHistory(nn.Module):
         compute: Literal["max", "most_recent"],
         margin: int,
         reduce: bool,
+        device: torch.device | None = None,
     ) -> None:
         super().__init__()
         self.scaling = scaling
         self.compute = compute
         self.margin = margin
         self.reduce = reduce
-        self.register_buffer("amax_history", torch.zeros(len(TensorKind), history_len))
+        self.register_buffer("amax_history", torch.zeros(len(TensorKind), history_len, device=device))
 
     def scales(
         self, kind: TensorKind, tensor: torch.Tensor, formats: list[ElementFormat]

@@ -12,6 +12,7 @@ loss spikes (Su et al. 2025).
 
 from __future__ import annotations
 
+import torch
 from pydantic import BaseModel
 from torch import nn
 
@@ -70,15 +71,20 @@ PARADIGMS: list[Paradigm] = [
 ]
 
 
-def build_quantizer(config: QuantizedLayers, formats: dict[str, str], attention: bool = False) -> OperandQuantizer:
+def build_quantizer(
+    config: QuantizedLayers, formats: dict[str, str], device: torch.device | None, attention: bool = False
+) -> OperandQuantizer:
     """The quantizer for one layer (or one attention module: per-tensor FP8 there uses current scaling,
-    since Q, K, P and V share no history)."""
+    since Q, K, P and V share no history). Its state lives on ``device``, the module's own, so a model
+    transformed after it was moved to a GPU works as one transformed first."""
     if isinstance(config, MXConfig):
         return MXQuantizer(formats, config.block_size, config.scale_mode)
     if isinstance(config, FP8Config):
         scaling = "current" if attention else config.scaling
         history_len = config.amax_history_len if scaling == "delayed" else 1
-        history = AmaxHistory(scaling, history_len, config.amax_compute, config.margin, config.reduce_amax)
+        history = AmaxHistory(
+            scaling, history_len, config.amax_compute, config.margin, config.reduce_amax, device=device
+        )
         return FP8Quantizer(formats, history)
     raise TypeError(f"{type(config).__name__} is not a configuration of the mx plugin")
 
@@ -101,7 +107,7 @@ def newcompute_replace_layer(paradigm: Paradigm, config: BaseModel, name: str, m
     formats = config.role_formats(name)
     if all(fmt == NO_QUANTIZATION for fmt in formats.values()):
         return None
-    return QuantizedLinear(module, build_quantizer(config, formats))
+    return QuantizedLinear(module, build_quantizer(config, formats, module.weight.device))
 
 
 @hookimpl
@@ -110,4 +116,6 @@ def newcompute_attention_matmuls(
 ) -> AttentionMatmuls | None:
     if not isinstance(config, QuantizedLayers) or not config.attention:
         return None
-    return QuantizedAttentionMatmuls(build_quantizer(config, attention_formats(config), attention=True))
+    first = next(attention.parameters(), None)
+    device = first.device if first is not None else None
+    return QuantizedAttentionMatmuls(build_quantizer(config, attention_formats(config), device, attention=True))

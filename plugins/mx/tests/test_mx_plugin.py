@@ -135,6 +135,16 @@ def test_fp8_history_is_saved_with_the_model(registry: Registry) -> None:
     assert torch.equal(model.state_dict()[key], history)
 
 
+def test_fp8_state_is_created_on_the_device_of_the_layer_it_replaces(registry: Registry) -> None:
+    """A model moved to a GPU before it is transformed keeps every FP8 history beside its weights
+    (the meta device stands in for the GPU here: buffers made on the CPU would show as cpu)."""
+    with torch.device("meta"):
+        model = LlamaForCausalLM(LLAMA)
+    newcompute.apply(model, [resolve_paradigm(registry, "fp8", {"attention": True})], registry=registry)
+    histories = {name: buffer.device.type for name, buffer in model.named_buffers() if name.endswith("amax_history")}
+    assert len(histories) == 2 * (7 + 1) and set(histories.values()) == {"meta"}, histories
+
+
 def test_evaluation_without_autograd_equals_the_training_forward(registry: Registry) -> None:
     model, _ = apply(registry, "mxfp8")
     ids = torch.randint(0, 128, (2, 16))
