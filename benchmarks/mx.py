@@ -7,9 +7,10 @@ the bf16 baseline measured right next to it:
 2. one linear layer, forward + backward, M = 8192 and K, N in {1024 … 8192}:
    bf16 ``nn.Linear``, ours (``mxfp8`` recipe), torchao's emulated MX linear;
    forward only: bf16, ours, mase-triton's ``MXFPLinearPTQ`` (inference-only);
-3. a whole training step (forward, backward, AdamW) of a ~400M Llama
-   (dim 960, 30 layers, 15 heads, 5 KV heads, MLP 3328, vocab 49152),
-   batch 8 × 1024, bf16 autocast: bf16 vs ``mxfp8``.
+3. a whole training step of ``newcompute train`` on clm-400m (dim 960, 30
+   layers, 15 heads, 5 KV heads, MLP 3328, vocab 49152), batch 8 × 1024,
+   bf16 autocast, timed by benchmarks/train.py's code: bf16 vs ``mxfp8``,
+   launched eagerly and with ``--cuda-graphs`` (``--compile`` on request).
 
 Usage: ``python benchmarks/mx.py [--quick] [--json results.json] [--steps-variants ...]``.
 """
@@ -17,12 +18,14 @@ Usage: ``python benchmarks/mx.py [--quick] [--json results.json] [--steps-varian
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import statistics
 import sys
 import time
 import traceback
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -206,116 +209,38 @@ def linear_layers(results: dict[str, Any], sizes: tuple[int, ...]) -> None:
             print(f"  ours fwd+bwd / bf16 ({label}): median {statistics.median(ratios):.2f}x, worst {max(ratios):.2f}x")
 
 
-def llama_400m() -> nn.Module:
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    config = LlamaConfig(
-        hidden_size=960,
-        num_hidden_layers=30,
-        num_attention_heads=15,
-        num_key_value_heads=5,
-        intermediate_size=3328,
-        vocab_size=49152,
-        max_position_embeddings=2048,
-        tie_word_embeddings=True,
-    )
-    torch.manual_seed(0)
-    return LlamaForCausalLM(config).cuda()
+STEP_VARIANTS = ("eager", "mxfp8@eager", "graphs", "mxfp8@graphs", "compile", "mxfp8@compile")
+"""``[PARADIGM@]MODE`` as in benchmarks/train.py: eager launches, ``--cuda-graphs`` or ``--compile``."""
 
 
-def _profile_step(step: Callable[[], None]) -> None:
-    """Print the GPU kernels and the Python functions of one step by time, to see where the overhead goes."""
-    import cProfile
-    import pstats
-
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        step()
-        torch.cuda.synchronize()
-    print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=8, max_name_column_width=50))
-    profiler = cProfile.Profile()
-    profiler.enable()
-    step()
-    torch.cuda.synchronize()
-    profiler.disable()
-    pstats.Stats(profiler).sort_stats("tottime").print_stats(14)
+def _trainer_benchmark() -> Any:
+    """benchmarks/train.py as a module: the step is timed through the real trainer, by one piece of code."""
+    spec = importlib.util.spec_from_file_location("train_benchmark", Path(__file__).with_name("train.py"))
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-STEP_VARIANTS = {
-    "bf16": (None, False, False),
-    "mxfp8": ("mxfp8", False, False),
-    "mxfp8, sdpa restored": ("mxfp8", True, False),
-    "bf16 compiled": (None, False, True),
-    "mxfp8 compiled": ("mxfp8", False, True),
-}
-"""name: (paradigm, put the model back on SDPA after apply, torch.compile the model)."""
-
-
-def training_step(
-    results: dict[str, Any], steps: int, batch: int, show_profile: bool, variants: list[str]
-) -> None:
-    """Median step time per variant. "sdpa restored" undoes the core's switch to its own attention
-    implementation (with eager masks) that happens even when no attention is intercepted."""
-    import newcompute
-    from newcompute import load_registry
-
-    registry = load_registry()
-    data = torch.randint(0, 49152, (batch, 1024), device="cuda")
-    timings: dict[str, float] = {}
+def training_step(results: dict[str, Any], steps: int, batch: int, profile: bool, variants: list[str]) -> None:
+    """clm-400m's ``newcompute train`` step under ``mxfp8`` and without, each mode against its own baseline."""
+    trainer = _trainer_benchmark()
+    model = trainer.SHAPES["clm-400m"]
+    timings: dict[str, dict[str, Any]] = {}
     for name in variants:
-        paradigm, restore_sdpa, compiled = STEP_VARIANTS[name]
-        model = llama_400m()
-        if paradigm:
-            newcompute.apply(model, [paradigm], registry=registry)
-        if restore_sdpa:
-            model.set_attn_implementation("sdpa")
-        forward = torch.compile(model) if compiled else model
-        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
-        losses: list[torch.Tensor] = []
-
-        def step() -> None:
-            with torch.autocast("cuda", dtype=torch.bfloat16):
-                loss = forward(input_ids=data, labels=data).loss
-            loss.backward()
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            losses.append(loss.detach())
-
-        times = []
-        warmup = 3
-        started = time.perf_counter()
-        for index in range(steps + warmup):
-            if index == warmup:
-                print(f"  {name}: warm-up (compilation included) {time.perf_counter() - started:.0f} s", flush=True)
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            step()
-            end.record()
-            torch.cuda.synchronize()
-            if index >= warmup:
-                times.append(start.elapsed_time(end))
-        if show_profile and name == "mxfp8":
-            _profile_step(step)
-        timings[name] = statistics.median(times)
-        params = sum(p.numel() for p in model.parameters())
+        result = trainer.run_variant(model, name, batch, 1024, 4, steps, profile)
+        timings[name] = result
         print(
-            f"  {name}: median step {timings[name]:.1f} ms over {steps} steps "
-            f"({params / 1e6:.0f}M params, loss {losses[-1].item():.3f}, "
-            f"peak {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB)",
+            f"  {name}: median step {result['median_step_s'] * 1e3:.1f} ms over {steps} steps "
+            f"({result['params'] / 1e6:.0f}M params, peak {result['peak_memory_gib'] or 0:.1f} GiB)",
             flush=True,
         )
-        del model, forward, optimizer, losses
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
-        results["training_step"] = {**timings, "batch": batch, "sequence": 1024}
-    for quantized, baseline in (
-        ("mxfp8", "bf16"),
-        ("mxfp8, sdpa restored", "bf16"),
-        ("mxfp8 compiled", "bf16 compiled"),
-    ):
-        if quantized in timings and baseline in timings:
-            print(f"  whole training step {quantized} / {baseline}: {timings[quantized] / timings[baseline]:.2f}x")
+    for name, result in timings.items():
+        paradigms, mode = trainer.parse_variant(name)
+        if paradigms and mode in timings:
+            ratio = result["median_step_s"] / timings[mode]["median_step_s"]
+            print(f"  whole training step {name} / {mode}: {ratio:.2f}x")
+    results["training_step"] = {name: r["median_step_s"] * 1e3 for name, r in timings.items()}
 
 
 def main() -> int:
@@ -323,12 +248,12 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="fewer sizes and steps (a smoke test)")
     parser.add_argument("--json", help="also write the measurements to this file")
     parser.add_argument("--skip", nargs="*", default=[], choices=["kernel", "linear", "step"])
-    parser.add_argument("--profile", action="store_true", help="print the GPU kernels of one training step")
+    parser.add_argument("--profile", action="store_true", help="print the top CUDA kernels of each step variant")
     parser.add_argument(
         "--steps-variants",
         nargs="*",
-        default=["bf16", "mxfp8", "mxfp8, sdpa restored"],
-        choices=list(STEP_VARIANTS),
+        default=["eager", "mxfp8@eager", "graphs", "mxfp8@graphs"],
+        choices=STEP_VARIANTS,
         help="which training-step variants to time (the compiled ones take a minute or two to compile)",
     )
     args = parser.parse_args()
@@ -344,12 +269,12 @@ def main() -> int:
         print(f"[2] linear layer, M = {TOKENS}, bf16, mxfp8 recipe (E4M3 operands, E5M2 gradients)")
         linear_layers(results, SIZES[:2] if args.quick else SIZES)
     if "step" not in args.skip:
-        print("[3] whole training step, ~400M Llama, batch 8 x 1024, bf16 autocast, fused AdamW")
+        print("[3] whole training step of newcompute train, clm-400m from scratch, batch 8 x 1024, bf16 autocast")
         training_step(
             results,
             steps=3 if args.quick else 10,
             batch=2 if args.quick else 8,
-            show_profile=args.profile,
+            profile=args.profile,
             variants=args.steps_variants,
         )
     if args.json:

@@ -37,6 +37,7 @@ def train(args: argparse.Namespace, variant: str, gpus: int) -> list[dict[str, f
         "--micro-batch-size", str(args.micro_batch_size), "--block-size", str(args.block_size),
         "--lr", str(args.lr), "--eval-every", str(10 * args.steps), "--save-every", str(10 * args.steps),
         "--output-dir", str(run_dir), "--overwrite", "--num-processes", str(gpus),
+        *(["--fsdp"] if args.fsdp and gpus > 1 else []),
     ]  # fmt: skip
     started = time.perf_counter()
     try:
@@ -71,6 +72,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=2e-4)
     parser.add_argument("--timeout", type=int, default=300)
     parser.add_argument("--out", default="/tmp/newcompute-scaling")
+    parser.add_argument("--fsdp", action="store_true", help="Shard the multi-GPU runs with FSDP2 instead of DDP.")
     args = parser.parse_args()
 
     rows = []
@@ -83,8 +85,10 @@ def main() -> None:
         for gpus in args.gpus[1:]:
             gap = max(abs(a["loss"] - b["loss"]) for a, b in zip(runs[base], runs[gpus], strict=True))
             rows.append((variant, speed[base], gpus, speed[gpus], speed[gpus] / speed[base], gap))
+            print(f"  {variant}: {speed[gpus] / speed[base]:.2f}× on {gpus} GPUs, max |Δloss| {gap:.4f}", flush=True)
 
-    print(f"\n{args.model}, global batch {args.batch_size} × {args.block_size} tokens, {args.steps} steps")
+    sharding = "FSDP2" if args.fsdp else "DDP"
+    print(f"\n{args.model}, {sharding}, global batch {args.batch_size} × {args.block_size} tokens, {args.steps} steps")
     print(f"{'variant':10s} {'tok/s 1 GPU':>12s} {'GPUs':>5s} {'tok/s':>10s} {'speed-up':>9s} {'max |Δloss|':>12s}")
     for variant, one, gpus, many, ratio, gap in rows:
         print(f"{variant:10s} {one:12,.0f} {gpus:5d} {many:10,.0f} {ratio:8.2f}× {gap:12.4f}")

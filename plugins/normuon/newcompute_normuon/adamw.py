@@ -1,9 +1,13 @@
 """AdamW for the parameters NorMuon does not train (embeddings, head, norms, biases, scalars).
 
-Written with ``torch._foreach_*`` ops so a group costs a few kernel
-launches, and kept arithmetically identical to ``torch.optim.AdamW``
-(decoupled decay ``p·(1 − lr·wd)``, bias-corrected moments) so that runs
-compare with the core's default optimizer. State per parameter:
+On CUDA a group is one launch of torch's fused AdamW kernel (the arithmetic
+of ``torch.optim.AdamW(fused=True)``, which the core's default optimizer
+uses there): it reads and writes each tensor once, where the ``_foreach``
+sequence below makes eight passes, about 1.3 ms a step on the 75M-element
+embedding of the benchmark set. Elsewhere ``torch._foreach_*`` ops keep it
+arithmetically identical to ``torch.optim.AdamW`` (decoupled decay
+``p·(1 − lr·wd)``, bias-corrected moments), so runs compare with the core's
+default optimizer on either device. State per parameter:
 ``exp_avg``, ``exp_avg_sq`` (the parameter's shape and sharding) and an
 integer ``step``.
 """
@@ -19,6 +23,14 @@ import torch
 from newcompute_normuon.topology import local
 
 
+def _fusable(values: list[torch.Tensor], grads: list[torch.Tensor]) -> bool:
+    """The fused kernel takes one CUDA device and one floating dtype per launch."""
+    first = values[0]
+    return first.is_cuda and all(
+        t.device == first.device and t.dtype == first.dtype and t.dtype.is_floating_point for t in (*values, *grads)
+    )
+
+
 def adamw_group(params: list[torch.Tensor], group: dict[str, Any], state: MutableMapping[torch.Tensor, dict]) -> None:
     """One AdamW step for the parameters of ``group`` that have gradients."""
     if not params:
@@ -31,6 +43,14 @@ def adamw_group(params: list[torch.Tensor], group: dict[str, Any], state: Mutabl
     for p in params:
         state[p]["step"] += 1
     steps = [state[p]["step"] for p in params]
+    if _fusable(values, grads):
+        step_tensors = [torch.full((), float(s), dtype=torch.float32, device=v.device) for v, s in zip(values, steps)]
+        torch._fused_adamw_(
+            values, grads, exp_avgs, exp_avg_sqs, [], step_tensors,
+            lr=lr, beta1=beta1, beta2=beta2, weight_decay=decay, eps=eps,
+            amsgrad=False, maximize=False, grad_scale=None, found_inf=None,
+        )  # fmt: skip
+        return
     if decay:
         torch._foreach_mul_(values, 1.0 - lr * decay)
     torch._foreach_lerp_(exp_avgs, grads, 1.0 - beta1)

@@ -85,10 +85,21 @@ class NorMuonConfig(Strict):
         description="Newton–Schulz products: 'torch' (cuBLAS bmm) or 'triton' (symmetric products on half the "
         "tiles, CUDA only); 'auto' picks triton on CUDA when it is installed.",
     )
+    elementwise: Literal["auto", "torch", "triton"] = Field(
+        "auto",
+        description="Momentum and update passes: 'triton' (fused kernels, one read of each tensor, CUDA only), "
+        "'torch' (torch._foreach ops); 'auto' picks triton on CUDA unless compile is on.",
+    )
+    overlap: bool = Field(
+        False,
+        description="On CUDA, run the memory-bound work (momentum, row statistics, updates, AdamW) on a second "
+        "stream beside the Newton–Schulz iterations (measured 0.7 ms slower on an H100, hence off). "
+        "No effect on CPU or under FSDP2.",
+    )
     compile: bool = Field(
         False,
-        description="torch.compile the step's elementwise kernels. Off by default: on an H100 with torch 2.11 the "
-        "compiled step measured slower than eager (docs/benchmarks.md).",
+        description="torch.compile the step's torch functions (with elementwise = 'torch' or 'auto'). Off by "
+        "default: on an H100 with torch 2.11 the compiled step measured slower than eager (docs/benchmarks.md).",
     )
     distributed: Literal["auto", "off"] = Field(
         "auto",

@@ -8,16 +8,18 @@ on every rank).
 
 from __future__ import annotations
 
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 from newcompute_normuon import exchange
-from newcompute_normuon.coefficients import schedule
+from newcompute_normuon.coefficients import Schedule, schedule
 from newcompute_normuon.kernels import Kernels
+from newcompute_normuon.lanes import Lanes
 from newcompute_normuon.layout import block_view
-from newcompute_normuon.plan import GroupPlan, Plan, Slot
+from newcompute_normuon.plan import Bucket, GroupPlan, Plan, Slot
 from newcompute_normuon.topology import Topology, local, shard_rows
 
 DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}
@@ -25,13 +27,16 @@ DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}
 State = MutableMapping[torch.Tensor, dict[str, Any]]
 
 
-def run(plan: Plan, groups: list[dict[str, Any]], state: State, kernels: Kernels) -> None:
-    for group_plan in plan.groups:
-        group = groups[group_plan.group]
-        if plan.topology.mode == "sharded":
-            _sharded_group(group_plan, group, state, kernels, plan.topology)
-        else:
-            _stacked_group(group_plan, group, state, kernels, plan.topology)
+def run(
+    plan: Plan, groups: list[dict[str, Any]], state: State, kernels: Kernels, lanes: Lanes, beside: Callable[[], None]
+) -> None:
+    """One step of every NorMuon group of ``plan``; ``beside`` (the AdamW groups) runs on the side lane."""
+    if plan.topology.mode == "sharded":
+        beside()
+        for group_plan in plan.groups:
+            _sharded_group(group_plan, groups[group_plan.group], state, kernels, plan.topology)
+        return
+    _stacked(plan, groups, state, kernels, lanes, beside)
 
 
 def _scalars(group: dict[str, Any], device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -49,28 +54,172 @@ def _row_views(moments: list[torch.Tensor], slots: tuple[Slot, ...]) -> list[tor
     return [moments[s.index][s.block.start : s.block.stop] for s in slots]
 
 
-def _stacked_group(plan: GroupPlan, group: dict[str, Any], state: State, kernels: Kernels, topo: Topology) -> None:
+def _flattens_in_place(tensor: torch.Tensor) -> bool:
+    """Whether :func:`~newcompute_normuon.layout.logical` is a view (``flatten(1)`` of a 3-D+ tensor may copy)."""
+    if tensor.ndim <= 2:
+        return True
+    return all(tensor.stride(d) == tensor.stride(d + 1) * tensor.size(d + 1) for d in range(1, tensor.ndim - 1))
+
+
+@dataclass(eq=False)
+class _GroupStep:
+    """One NorMuon group's tensors and settings for this step."""
+
+    group: dict[str, Any]
+    params: list[torch.Tensor]
+    grads: list[torch.Tensor]
+    momenta: list[torch.Tensor]
+    moments: list[torch.Tensor]
+    fused: bool
+    schedule: Schedule
+    neg_lr: torch.Tensor
+    decay: torch.Tensor | None
+    unstacked: list[int] = field(default_factory=list)
+    """Parameters none of whose blocks this rank stacks: their momenta are advanced on their own."""
+
+
+@dataclass
+class _BucketStep:
+    """One bucket's stack for this step."""
+
+    owner: _GroupStep
+    bucket: Bucket
+    mine: tuple[Slot, ...]
+    stack: torch.Tensor
+    advance: list[int] = field(default_factory=list)
+    """Torch path: parameters whose whole momentum is advanced before this stack is built (first use)."""
+    ready: torch.cuda.Event | None = None
+    inverse: torch.Tensor | None = None
+    """Symmetric kernels: the Newton–Schulz normalisation the first iteration applies (one per matrix)."""
+
+
+def _group_step(plan: GroupPlan, group: dict[str, Any], state: State, kernels: Kernels) -> _GroupStep:
     grads = [p.grad for p in plan.params]
     momenta = [state[p]["momentum_buffer"] for p in plan.params]
-    moments = [state[p]["second_moment"] for p in plan.params]
-    sched = schedule(group["coefficients"], group["ns_steps"])
-    specs = tuple(
-        (tuple((s.index, s.block) for s in b.mine(topo.rank)), b.tall, (min(b.rows, b.cols), max(b.rows, b.cols)))
-        for b in plan.buckets
+    device = grads[0].device
+    fused = kernels.fuses(device) and all(
+        g.dtype == m.dtype and all(_flattens_in_place(t) for t in (p, g, m))
+        for p, g, m in zip(plan.params, grads, momenta)
     )
-    stacks = kernels.momentum_and_stacks(
-        grads, momenta, group["momentum"], group["nesterov"], DTYPES[group["ns_dtype"]], group["transposed"], specs
+    return _GroupStep(
+        group,
+        plan.params,
+        grads,
+        momenta,
+        [state[p]["second_moment"] for p in plan.params],
+        fused,
+        schedule(group["coefficients"], group["ns_steps"]),
+        *_scalars(group, device),
     )
-    neg_lr, decay = _scalars(group, grads[0].device)
-    for bucket, stack in zip(plan.buckets, stacks):
-        ortho = kernels.orthogonalize(stack, sched) if stack.size(0) else stack
-        if topo.mode == "replicated":
-            ortho = exchange.all_gather_stack(ortho, bucket.counts, bucket.order, topo)
-        views = _row_views(moments, bucket.slots)
-        scales, updated = kernels.row_scales(ortho, torch.stack(views), group["beta2"], bucket.tall, bucket.shape_scale)
-        torch._foreach_copy_(views, list(updated.unbind(0)))
-        targets = [block_view(plan.params[s.index], group["transposed"], s.block, bucket.tall) for s in bucket.slots]
-        kernels.apply_updates(targets, ortho, scales, bucket.tall, neg_lr, decay)
+
+
+def _bucket_steps(plan: Plan, groups: list[dict[str, Any]], state: State, kernels: Kernels) -> list[_BucketStep]:
+    """Every bucket of every group, its stack allocated, in the order the step processes them.
+
+    The first bucket's preparation and the last bucket's update have nothing
+    to overlap with, so the smallest bucket goes first and the second
+    smallest last. Sizes count every slot, not this rank's, so that all
+    ranks issue their collectives in the same order.
+    """
+    works = []
+    for group_plan in plan.groups:
+        owner = _group_step(group_plan, groups[group_plan.group], state, kernels)
+        for bucket in group_plan.buckets:
+            mine = bucket.mine(plan.topology.rank)
+            shape = (len(mine), min(bucket.rows, bucket.cols), max(bucket.rows, bucket.cols))
+            stack = owner.grads[0].new_empty(shape, dtype=DTYPES[owner.group["ns_dtype"]])
+            works.append(_BucketStep(owner, bucket, mine, stack))
+    works.sort(key=lambda w: len(w.bucket.slots) * w.bucket.rows * w.bucket.cols)
+    if len(works) > 2:
+        works = [works[0], *works[2:], works[1]]
+    seen: dict[_GroupStep, set[int]] = {work.owner: set() for work in works}
+    for work in works:
+        first_uses = list(dict.fromkeys(s.index for s in work.mine if s.index not in seen[work.owner]))
+        seen[work.owner].update(first_uses)
+        work.advance = [] if work.owner.fused else first_uses
+    for owner, stacked in seen.items():
+        owner.unstacked = [i for i in range(len(owner.params)) if i not in stacked]
+    return works
+
+
+def _advance(owner: _GroupStep, indices: list[int], kernels: Kernels) -> None:
+    if indices:
+        kernels.advance_momenta(
+            [owner.momenta[i] for i in indices], [owner.grads[i] for i in indices], owner.group["momentum"]
+        )
+
+
+def _prepare(work: _BucketStep, kernels: Kernels) -> None:
+    """Momentum, Nesterov blend and cast into the stack, then the Newton–Schulz scaling: all memory-bound."""
+    owner, group = work.owner, work.owner.group
+    _advance(owner, work.advance, kernels)
+    if not work.mine:
+        return
+    tall, transposed = work.bucket.tall, group["transposed"]
+    grads = [block_view(owner.grads[s.index], transposed, s.block, tall) for s in work.mine]
+    momenta = [block_view(owner.momenta[s.index], transposed, s.block, tall) for s in work.mine]
+    if owner.fused:
+        kernels.fused.momentum_into_stack(grads, momenta, work.stack, group["momentum"], group["nesterov"])
+    else:
+        kernels.stack_sources(grads, momenta, work.stack, group["momentum"], group["nesterov"])
+    work.inverse = kernels.normalize_(work.stack, owner.schedule)
+
+
+def _finish(work: _BucketStep, ortho: torch.Tensor, kernels: Kernels) -> None:
+    """Row statistics, second-moment update and the weight update of one bucket: memory-bound."""
+    owner, bucket, group = work.owner, work.bucket, work.owner.group
+    views = _row_views(owner.moments, bucket.slots)
+    scales, updated = kernels.row_scales(ortho, torch.stack(views), group["beta2"], bucket.tall, bucket.shape_scale)
+    torch._foreach_copy_(views, list(updated.unbind(0)))
+    targets = [block_view(owner.params[s.index], group["transposed"], s.block, bucket.tall) for s in bucket.slots]
+    update = kernels.fused.apply_update if owner.fused else kernels.apply_updates
+    update(targets, ortho, scales, bucket.tall, owner.neg_lr, owner.decay)
+
+
+def _stacked(
+    plan: Plan, groups: list[dict[str, Any]], state: State, kernels: Kernels, lanes: Lanes, beside: Callable[[], None]
+) -> None:
+    """Single and replicated modes, pipelined over the two lanes.
+
+    The main lane builds the first stack (nothing can overlap it) and runs
+    every bucket's iterations; the side lane builds every other stack while
+    main iterates on the first, and each bucket's statistics and update run
+    on the side lane while main iterates on the next bucket. Without
+    streams this is the plain sequential step.
+    """
+    works = _bucket_steps(plan, groups, state, kernels)
+    lanes.fork()
+    with lanes.main():
+        _prepare(works[0], kernels)
+        pending = _orthogonalize(works[0], plan.topology, kernels, lanes)
+    with lanes.side():
+        beside()
+        for owner in dict.fromkeys(work.owner for work in works):
+            _advance(owner, owner.unstacked, kernels)
+        for work in works[1:]:
+            _prepare(work, kernels)
+            work.ready = lanes.mark()
+    with lanes.main():
+        for work, following in zip(works, [*works[1:], None]):
+            ortho, done = pending
+            if following is not None:
+                lanes.wait(following.ready)
+                pending = _orthogonalize(following, plan.topology, kernels, lanes)
+            with lanes.side():
+                lanes.wait(done)
+                lanes.lend(ortho)
+                _finish(work, ortho, kernels)
+    lanes.join()
+
+
+def _orthogonalize(
+    work: _BucketStep, topo: Topology, kernels: Kernels, lanes: Lanes
+) -> tuple[torch.Tensor, torch.cuda.Event | None]:
+    """Queue the bucket's Newton–Schulz iterations (and all-gather) on main; the result and its event."""
+    ortho = kernels.iterate(work.stack, work.owner.schedule, work.inverse) if work.mine else work.stack
+    if topo.mode == "replicated":
+        ortho = exchange.all_gather_stack(ortho, work.bucket.counts, work.bucket.order, topo)
+    return ortho, lanes.mark()
 
 
 def _sharded_group(plan: GroupPlan, group: dict[str, Any], state: State, kernels: Kernels, topo: Topology) -> None:
@@ -91,7 +240,7 @@ def _sharded_group(plan: GroupPlan, group: dict[str, Any], state: State, kernels
         if not mine:
             continue
         stack = torch.stack([block_view(fulls[s.index], transposed, s.block, bucket.tall) for s in mine])
-        ortho = kernels.orthogonalize(stack, sched)
+        ortho = kernels.iterate(stack, sched, kernels.normalize_(stack, sched))
         views = _row_views(moments, mine)
         scales, updated = kernels.row_scales(ortho, torch.stack(views), group["beta2"], bucket.tall, bucket.shape_scale)
         ortho_views = [block_view(ortho_fulls[s.index], transposed, s.block, bucket.tall) for s in mine]

@@ -1,7 +1,11 @@
 """The tensor math of one NorMuon step, as pure functions over stacks of equal-shape blocks.
 
-By default they run as ``torch._foreach_*`` and batched ops: a handful of
-kernel launches per bucket, whatever the number of parameters. With
+They run as ``torch._foreach_*`` and batched ops: a handful of kernel
+launches per bucket, whatever the number of parameters. On CUDA the two
+passes that touch every matrix element twice over (momentum into the
+stack, the update) run by default as the fused Triton kernels of
+:mod:`newcompute_normuon.fused`, with the same arithmetic; the functions
+here are the CPU path, the fallback and what ``compile`` compiles. With
 ``compile=True`` each function is one ``torch.compile`` region, which lets
 inductor fuse the elementwise passes; on an H100 with torch 2.11 that
 measured slower than eager (docs/benchmarks.md), hence the default. Stacks
@@ -12,54 +16,35 @@ that the logical rows (output neurons) are the stack's columns.
 from __future__ import annotations
 
 import functools
+import importlib.util
 import warnings
 from collections.abc import Callable
+from types import ModuleType
 
 import torch
 
 from newcompute_normuon.coefficients import Schedule
-from newcompute_normuon.layout import Block, block_view
-from newcompute_normuon.newton_schulz import orthogonalize
+from newcompute_normuon.newton_schulz import inverse_divisor, iterate, normalize_
 
 NORMALIZE_EPS = 1e-10
 
-SlotSpec = tuple[int, Block]
-"""(position of the parameter in the step's lists, rows of its logical matrix)."""
 
-StackSpec = tuple[tuple[SlotSpec, ...], bool, tuple[int, int]]
-
-
-def momentum_and_stacks(
-    grads: list[torch.Tensor],
-    momenta: list[torch.Tensor],
-    beta: float,
-    nesterov: bool,
-    dtype: torch.dtype,
-    transposed: bool,
-    stacks: tuple[StackSpec, ...],
-) -> list[torch.Tensor]:
-    """Advance the momenta in place and stack the blocks to orthogonalise.
-
-    ``stacks`` lists, per output stack, its slots, whether they are tall and
-    the ``(rows, cols)`` of one stacked block (a rank may own no slot). The
-    Nesterov blend is computed only for the parameters some stack uses
-    (under replication a rank stacks only the blocks it owns) and copied,
-    cast, straight into the preallocated stack.
-    """
+def advance_momenta(momenta: list[torch.Tensor], grads: list[torch.Tensor], beta: float) -> None:
+    """M ← β·M + (1 − β)·G, in place, on whole tensors."""
     torch._foreach_lerp_(momenta, grads, 1.0 - beta)
-    out = []
-    for slots, tall, shape in stacks:
-        stack = grads[0].new_empty((len(slots), *shape), dtype=dtype)
-        if slots:
-            momentum_views = [block_view(momenta[i], transposed, block, tall) for i, block in slots]
-            if nesterov:
-                grad_views = [block_view(grads[i], transposed, block, tall) for i, block in slots]
-                sources = torch._foreach_lerp(grad_views, momentum_views, beta)
-            else:
-                sources = momentum_views
-            torch._foreach_copy_(list(stack.unbind(0)), sources)
-        out.append(stack)
-    return out
+
+
+def stack_sources(
+    grads: list[torch.Tensor], momenta: list[torch.Tensor], stack: torch.Tensor, beta: float, nesterov: bool
+) -> None:
+    """Write each block's update source, cast, into its slot of the preallocated ``stack``.
+
+    ``grads`` and ``momenta`` are block views laid out like the slots; the
+    momenta have already been advanced. The Nesterov blend is rounded to the
+    momentum's dtype before the cast, which the fused kernel reproduces.
+    """
+    sources = torch._foreach_lerp(grads, momenta, beta) if nesterov else momenta
+    torch._foreach_copy_(list(stack.unbind(0)), sources)
 
 
 def momentum_and_sources(
@@ -189,32 +174,64 @@ def _compiled(fn: Callable[..., object]) -> Callable[..., object]:
     return call
 
 
+ELEMENTWISE = ("auto", "torch", "triton")
+"""Where the momentum and update passes run: the fused Triton kernels ("triton"; on CPU only under
+``TRITON_INTERPRET=1``), the functions above ("torch"), or "auto": Triton on CUDA unless ``compiled``."""
+
+
 class Kernels:
     """The step's functions, compiled once per process when ``compiled``.
 
     ``symmetric`` runs the Newton–Schulz Gram and polynomial products with
     the Triton kernels of :mod:`newcompute_normuon.symmetric` (CUDA only).
+    ``elementwise`` is one of :data:`ELEMENTWISE`.
     """
 
-    def __init__(self, compiled: bool, symmetric: bool = False) -> None:
+    def __init__(self, compiled: bool, symmetric: bool = False, elementwise: str = "torch") -> None:
         self.compiled = compiled
         self.symmetric = symmetric
+        self.elementwise = elementwise
+        self._has_triton = importlib.util.find_spec("triton") is not None
         self._compile: Callable[[Callable[..., object]], Callable[..., object]] = (
             _compiled if compiled else (lambda fn: fn)
         )
-        self.momentum_and_stacks = self._compile(momentum_and_stacks)
+        self.advance_momenta = self._compile(advance_momenta)
+        self.stack_sources = self._compile(stack_sources)
         self.momentum_and_sources = self._compile(momentum_and_sources)
         self.row_scales = self._compile(row_scales)
         self.apply_updates = self._compile(apply_updates)
         self.apply_local_updates = self._compile(apply_local_updates)
-        self._orthogonalizers: dict[Schedule, Callable[[torch.Tensor], torch.Tensor]] = {}
+        self._normalizers: dict[Schedule, Callable[[torch.Tensor], torch.Tensor]] = {}
+        self._iterators: dict[Schedule, Callable[[torch.Tensor], torch.Tensor]] = {}
 
-    def orthogonalize(self, stack: torch.Tensor, schedule: Schedule) -> torch.Tensor:
-        if schedule not in self._orthogonalizers:
-            if self.symmetric:
-                from newcompute_normuon.symmetric import orthogonalize_symmetric
+    def fuses(self, device: torch.device) -> bool:
+        """Whether the momentum and update passes of tensors on ``device`` run as fused Triton kernels."""
+        if self.elementwise == "auto":
+            return device.type == "cuda" and not self.compiled and self._has_triton
+        return self.elementwise == "triton"
 
-                self._orthogonalizers[schedule] = functools.partial(orthogonalize_symmetric, schedule=schedule)
-            else:
-                self._orthogonalizers[schedule] = self._compile(functools.partial(orthogonalize, schedule=schedule))
-        return self._orthogonalizers[schedule](stack)
+    @functools.cached_property
+    def fused(self) -> ModuleType:
+        """:mod:`newcompute_normuon.fused`, imported on first use so that CPU-only installs never need Triton."""
+        from newcompute_normuon import fused
+
+        return fused
+
+    def normalize_(self, stack: torch.Tensor, schedule: Schedule) -> torch.Tensor | None:
+        """Scale the stack for Newton–Schulz, or, for the symmetric kernels, return each matrix's inverse
+        divisor for :meth:`iterate` to apply inside its first products (one pass over the stack fewer)."""
+        if self.symmetric:
+            return inverse_divisor(stack, schedule)
+        if schedule not in self._normalizers:
+            self._normalizers[schedule] = self._compile(functools.partial(normalize_, schedule=schedule))
+        self._normalizers[schedule](stack)
+        return None
+
+    def iterate(self, stack: torch.Tensor, schedule: Schedule, inverse: torch.Tensor | None = None) -> torch.Tensor:
+        if self.symmetric:
+            from newcompute_normuon.symmetric import iterate_symmetric
+
+            return iterate_symmetric(stack, schedule, inverse)
+        if schedule not in self._iterators:
+            self._iterators[schedule] = self._compile(functools.partial(iterate, schedule=schedule))
+        return self._iterators[schedule](stack)

@@ -10,6 +10,7 @@ any torch optimizer. A group's ``optimizer`` key is ``"normuon"`` or
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -20,7 +21,8 @@ from newcompute import ConfigError
 from newcompute_normuon import engine
 from newcompute_normuon.adamw import adamw_group
 from newcompute_normuon.coefficients import schedule
-from newcompute_normuon.kernels import Kernels
+from newcompute_normuon.kernels import ELEMENTWISE, Kernels
+from newcompute_normuon.lanes import Lanes
 from newcompute_normuon.layout import logical_shape, resolve_blocks
 from newcompute_normuon.plan import Plan, build_plan
 from newcompute_normuon.topology import detect, local
@@ -76,6 +78,12 @@ def _validate(group: dict[str, Any]) -> None:
                 f"{label}: '{name}' has shape {tuple(param.shape)}; NorMuon trains tensors with 2 or more "
                 "dimensions (transposed ones exactly 2). Put it in an 'adamw' group."
             )
+        if param.ndim > 2 and not local(param).flatten(1)._is_view():
+            raise ConfigError(
+                f"{label}: '{name}' (shape {tuple(param.shape)}, strides {local(param).stride()}) cannot be seen as "
+                "an out × in matrix without a copy (a channels-last tensor, for one), so its updates would be "
+                "lost. Make it contiguous or put it in an 'adamw' group."
+            )
         out_features, _ = logical_shape(param.shape, group["transposed"])
         resolve_blocks(group["splits"], out_features, name)
 
@@ -83,26 +91,45 @@ def _validate(group: dict[str, Any]) -> None:
 class NorMuonAdamW(torch.optim.Optimizer):
     """NorMuon for hidden matrices and AdamW for the rest, in one optimizer.
 
-    ``compile`` wraps the step's kernels in ``torch.compile`` (worth it on
-    GPUs, where it fuses the elementwise passes); ``ns_kernel='triton'``
+    ``compile`` wraps the step's torch functions in ``torch.compile``
+    (measured slower than eager on an H100); ``ns_kernel='triton'``
     computes the symmetric Newton–Schulz products on half the tiles (CUDA
-    only, see :mod:`newcompute_normuon.symmetric`). ``distributed='auto'``
-    spreads the Newton–Schulz work over an initialised process group (see
+    only, see :mod:`newcompute_normuon.symmetric`). ``elementwise`` picks
+    the momentum and update passes: fused Triton kernels ('triton', see
+    :mod:`newcompute_normuon.fused`), ``torch._foreach`` ops ('torch'), or
+    'auto' (Triton on CUDA unless ``compile``). ``overlap`` runs the
+    memory-bound work (AdamW included) on one CUDA stream beside the
+    Newton–Schulz iterations on another (see :mod:`newcompute_normuon.lanes`);
+    it has no effect on CPU or under FSDP2. ``distributed='auto'`` spreads
+    the Newton–Schulz work over an initialised process group (see
     :mod:`newcompute_normuon.topology`); ``'off'`` keeps every rank doing all
     of it.
     """
 
     def __init__(
-        self, params: Iterable[Any], *, compile: bool = False, ns_kernel: str = "torch", distributed: str = "auto"
+        self,
+        params: Iterable[Any],
+        *,
+        compile: bool = False,
+        ns_kernel: str = "torch",
+        elementwise: str = "auto",
+        overlap: bool = False,
+        distributed: str = "auto",
     ) -> None:
         if distributed not in ("auto", "off"):
             raise ConfigError(f"distributed must be 'auto' or 'off', got {distributed!r}")
         if ns_kernel not in ("torch", "triton"):
             raise ConfigError(f"ns_kernel must be 'torch' or 'triton', got {ns_kernel!r}")
+        if elementwise not in ELEMENTWISE:
+            raise ConfigError(f"elementwise must be one of {list(ELEMENTWISE)}, got {elementwise!r}")
+        for name, choice in (("ns_kernel", ns_kernel), ("elementwise", elementwise)):
+            if choice == "triton" and importlib.util.find_spec("triton") is None:
+                raise ConfigError(f"{name} = 'triton' needs the triton package; install it or choose 'torch'.")
         self._plans: dict[tuple[tuple[int, ...], ...], Plan] = {}
         self._mode = ""
         self.distributed = distributed
-        self.kernels = Kernels(compile, symmetric=ns_kernel == "triton")
+        self.overlap = overlap
+        self.kernels = Kernels(compile, symmetric=ns_kernel == "triton", elementwise=elementwise)
         super().__init__(params, dict(DEFAULTS))
 
     @property
@@ -146,18 +173,35 @@ class NorMuonAdamW(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         members: list[list[int]] = []
+        adamw: list[tuple[list[torch.Tensor], dict[str, Any]]] = []
         for group in self.param_groups:
             present = [i for i, p in enumerate(group["params"]) if p.grad is not None]
             for i in present:
                 self._init_state(group, group["params"][i])
             if group["optimizer"] == "adamw":
-                adamw_group([group["params"][i] for i in present], group, self.state)
+                adamw.append(([group["params"][i] for i in present], group))
                 members.append([])
             else:
                 members.append(present)
+
+        def adamw_groups() -> None:
+            for params, group in adamw:
+                adamw_group(params, group, self.state)
+
         if any(members):
-            engine.run(self._plan(members), self.param_groups, self.state, self.kernels)
+            plan = self._plan(members)
+            engine.run(plan, self.param_groups, self.state, self.kernels, self._lanes(plan), adamw_groups)
+        else:
+            adamw_groups()
         return loss
+
+    def _lanes(self, plan: Plan) -> Lanes:
+        """Streams when overlap is on and every NorMuon gradient is on one CUDA device (not under FSDP2)."""
+        if not self.overlap or plan.topology.mode == "sharded":
+            return Lanes()
+        devices = {p.grad.device for group_plan in plan.groups for p in group_plan.params}
+        device = devices.pop()
+        return Lanes(device) if not devices and device.type == "cuda" else Lanes()
 
     def _init_state(self, group: dict[str, Any], param: torch.Tensor) -> None:
         state = self.state[param]

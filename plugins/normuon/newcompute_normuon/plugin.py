@@ -48,5 +48,7 @@ def newcompute_build_optimizer(
         groups,
         compile=config.compile,
         ns_kernel=_ns_kernel(config.ns_kernel, params),
+        elementwise=config.elementwise,
+        overlap=config.overlap,
         distributed=config.distributed,
     )

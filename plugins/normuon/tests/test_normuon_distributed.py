@@ -2,7 +2,9 @@
 
 Two gloo processes on CPU. Each builds the same parameters and gradients,
 takes steps with a single-process optimizer (``distributed='off'``) and
-with the distributed one, and compares: replicated tensors (the DDP case),
+with the distributed one, and compares weights and optimizer state:
+replicated tensors (the DDP case, also with the fused kernels in Triton's
+interpreter),
 hand-made ``Shard(0)`` DTensors with uneven shards, and a tiny Llama under
 real FSDP2 ``fully_shard``. Exact equality holds because every rank runs
 the same kernels on the same inputs; the distribution only decides who
@@ -11,6 +13,7 @@ runs them.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import socket
 
@@ -52,15 +55,22 @@ def _groups(params: dict[str, torch.Tensor], ns_dtype: str) -> list[dict]:
     ]
 
 
-def _run(params: dict[str, torch.Tensor], distributed: str, ns_dtype: str, mode: str, shard=None) -> dict:
+def _run(
+    params: dict[str, torch.Tensor], distributed: str, ns_dtype: str, mode: str, shard=None, elementwise: str = "torch"
+) -> dict:
     live = {n: torch.nn.Parameter(shard(t) if shard else t.clone()) for n, t in params.items()}
-    optimizer = NorMuonAdamW(_groups(live, ns_dtype), distributed=distributed)
+    optimizer = NorMuonAdamW(_groups(live, ns_dtype), distributed=distributed, elementwise=elementwise)
     for step in range(STEPS):
         for name, grad in _tensors(100 + step).items():
             live[name].grad = shard(grad) if shard else grad
         optimizer.step()
     assert optimizer.mode == mode
-    return {n: (p.full_tensor() if shard else p).detach() for n, p in live.items()}
+    whole = {n: (p.full_tensor() if shard else p).detach() for n, p in live.items()}
+    for name, param in live.items():
+        for key, value in optimizer.state[param].items():
+            if torch.is_tensor(value):
+                whole[f"{name} {key}"] = value.full_tensor() if hasattr(value, "full_tensor") else value
+    return whole
 
 
 def _assert_same(got: dict[str, torch.Tensor], want: dict[str, torch.Tensor], what: str) -> None:
@@ -113,7 +123,8 @@ def _fsdp_llama(rank: int) -> None:
 
 
 def _worker(rank: int, port: int) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    # the fused kernels, imported only when first used, then run in Triton's CPU interpreter
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), TRITON_INTERPRET="1")
     dist.init_process_group("gloo", rank=rank, world_size=WORLD)
     try:
         from torch.distributed.device_mesh import init_device_mesh
@@ -129,6 +140,11 @@ def _worker(rank: int, port: int) -> None:
                 single,
                 f"sharded {ns_dtype}",
             )
+        if importlib.util.find_spec("triton") is not None:
+            # a rank advances the momenta of the matrices it does not stack on its own: the fused kernels must too
+            single = _run(params, "off", "float32", "single")
+            replicated = _run(params, "auto", "float32", "replicated", elementwise="triton")
+            _assert_same(replicated, single, "replicated, fused kernels")
         _fsdp_llama(rank)
     finally:
         dist.destroy_process_group()

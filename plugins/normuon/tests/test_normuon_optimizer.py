@@ -183,6 +183,11 @@ def _ones(*shape: int) -> torch.nn.Parameter:
     return torch.nn.Parameter(torch.ones(*shape))
 
 
+def _channels_last(*shape: int) -> torch.nn.Parameter:
+    """A conv weight whose ``flatten(1)`` is a copy, so an update written through it would be lost."""
+    return torch.nn.Parameter(torch.ones(*shape).to(memory_format=torch.channels_last))
+
+
 @pytest.mark.parametrize(
     ("group", "message"),
     [
@@ -195,12 +200,29 @@ def _ones(*shape: int) -> torch.nn.Parameter:
         ({"optimizer": "normuon", "coefficients": "cubic"}, "valid: 'quintic', 'polar_express'"),
         ({"optimizer": "normuon", "momentum": 1.0}, "must lie in \\[0, 1\\)"),
         ({"optimizer": "adamw", "betas": (0.9, 1.5)}, "must lie in \\[0, 1\\)"),
+        (
+            {"optimizer": "normuon", "params": [("conv.weight", _channels_last(8, 3, 2, 2))]},
+            "'conv.weight' \\(shape \\(8, 3, 2, 2\\), strides \\(12, 1, 6, 3\\)\\) cannot be seen as an out × in matrix",
+        ),
     ],
 )
 def test_bad_groups_are_rejected_by_name(group: dict, message: str) -> None:
     group = {"params": [torch.nn.Parameter(torch.ones(4, 4))]} | group
     with pytest.raises(ConfigError, match=message):
         NorMuonAdamW([group])
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"elementwise": "cuda"}, "elementwise must be one of \\['auto', 'torch', 'triton'\\], got 'cuda'"),
+        ({"ns_kernel": "cutlass"}, "ns_kernel must be 'torch' or 'triton', got 'cutlass'"),
+        ({"distributed": "on"}, "distributed must be 'auto' or 'off', got 'on'"),
+    ],
+)
+def test_bad_optimizer_options_are_rejected(options: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        NorMuonAdamW([normuon_group([torch.nn.Parameter(torch.ones(4, 4))])], **options)
 
 
 def test_rejected_group_is_not_kept() -> None:

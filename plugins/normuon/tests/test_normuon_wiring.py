@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import types
 
 import pytest
@@ -178,9 +179,19 @@ def test_fused_splits_and_explicit_weight_decay() -> None:
 
 
 def test_defaults_on_cpu_are_eager_torch_kernels() -> None:
-    kernels = _build(_llama()).kernels
+    optimizer = _build(_llama())
+    kernels = optimizer.kernels
     assert (kernels.compiled, kernels.symmetric) == (False, False)
+    assert kernels.elementwise == "auto" and not kernels.fuses(torch.device("cpu")) and not optimizer.overlap
+    assert kernels.fuses(torch.device("cuda")) == (importlib.util.find_spec("triton") is not None)
     assert _build(_llama(), {"compile": True, "ns_kernel": "triton"}).kernels.symmetric is True
+    assert not _build(_llama(), {"compile": True}).kernels.fuses(torch.device("cuda"))
+
+
+def test_elementwise_and_overlap_reach_the_optimizer() -> None:
+    optimizer = _build(_llama(), {"elementwise": "torch", "overlap": True})
+    assert not optimizer.kernels.fuses(torch.device("cuda")) and optimizer.overlap
+    assert _build(_llama(), {"elementwise": "triton"}).kernels.fuses(torch.device("cpu"))
 
 
 @pytest.mark.parametrize(
@@ -207,6 +218,7 @@ def test_bad_configs_name_the_parameter(table: dict, message: str) -> None:
         ({"overrides": [{"pattern": "x", "betas": [0.9, 1.0]}]}, "each beta must be in \\[0, 1\\)"),
         ({"ns_steps": 0}, "'ns_steps'"),
         ({"coefficients": "cubic"}, "'coefficients'"),
+        ({"elementwise": "cuda"}, "'elementwise'"),
     ],
 )
 def test_invalid_tables_are_config_errors(table: dict, message: str) -> None:
