@@ -14,7 +14,12 @@ Three parts, each printed as a table and saved to ``--json``:
 2. ``breakdown``: where our forward time goes (operand quantization, the
    GEMM with and without its fused read-out) next to cuBLAS, and a host
    profile of our eager forward.
-3. ``step``: a whole training step (forward, backward, fused AdamW) of a
+3. ``attention``: one causal attention layer of clm-400m's shape (batch 8 ×
+   1024 tokens, 15 query and 5 key heads of 64), bf16, forward+backward in
+   training and forward in eval: PyTorch's SDPA, our fused optical
+   attention, and our two optical products with the core's softmax between
+   them (what the fused kernels replace). Time and peak memory.
+4. ``step``: a whole training step (forward, backward, fused AdamW) of a
    Llama shaped like AICrossSim/clm-400m, batch 8 × 1024. Under autocast
    (fp32 master weights): bf16, our optical linears, our optical linears and
    attention, each eager and as a captured CUDA graph. With bf16 weights:
@@ -37,15 +42,16 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+from newcompute_optical import OpticalAttentionMatmuls, OpticalLinear, ProductSettings
+from newcompute_optical.kernels.gemm import multiply
+from newcompute_optical.kernels.quantize import quantize
+from newcompute_optical.kernels.readout import Noise, Readout
 from torch import nn
 from transformers import LlamaConfig, LlamaForCausalLM
 
 import newcompute as nc
+from newcompute.attention import MATMULS_ATTR, newcompute_attention_forward
 from newcompute.config import resolve_paradigm
-from newcompute_optical import OpticalLinear, ProductSettings
-from newcompute_optical.kernels.gemm import multiply
-from newcompute_optical.kernels.quantize import quantize
-from newcompute_optical.kernels.readout import Noise, Readout
 
 TOKENS = 8192
 SIZES = (1024, 2048, 4096, 8192)
@@ -193,6 +199,73 @@ def _host_profile(layer: nn.Module, x: torch.Tensor, calls: int = 200) -> list[s
     return top
 
 
+class _AttentionLayer(nn.Module):
+    """One attention layer as the core calls it: ``forward(q, k, v)`` → ``(B, T, H, D)``.
+
+    Unfused, it hands the core an explicit causal mask, which the core does
+    not offer to ``attend``, so the two products run.
+    """
+
+    def __init__(self, matmuls: nn.Module | None, fused: bool) -> None:
+        super().__init__()
+        self.is_causal = True
+        self.fused = fused
+        if matmuls is not None:
+            self.add_module(MATMULS_ATTR, matmuls)
+
+    def forward(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+        if not hasattr(self, MATMULS_ATTR):
+            out = nn.functional.scaled_dot_product_attention(query, key, value, is_causal=True, enable_gqa=True)
+            return out.transpose(1, 2)
+        if self.fused:
+            return newcompute_attention_forward(self, query, key, value, None)[0]
+        length = query.shape[-2]
+        causal = torch.ones(1, 1, length, length, dtype=torch.bool, device=query.device).tril()
+        return newcompute_attention_forward(self, query, key, value, causal)[0]
+
+
+def attention_layer(batch: int) -> list[dict[str, Any]]:
+    rows = []
+    print(f"\n## one causal attention layer, clm-400m shape (batch {batch}x1024, 15/5 heads of 64), bf16")
+    print(f"{'variant':<22} {'train ms':>9} {'ratio':>6} {'peak MiB':>9} {'ratio':>6} {'eval ms':>8} {'ratio':>6}")
+    shape = dict(device="cuda", dtype=torch.bfloat16)
+    generator = torch.Generator(device="cuda").manual_seed(0)
+    query = torch.randn(batch, 1024, 15, 64, generator=generator, **shape).transpose(1, 2).requires_grad_()
+    key = torch.randn(batch, 1024, 5, 64, generator=generator, **shape).transpose(1, 2).requires_grad_()
+    value = torch.randn(batch, 1024, 5, 64, generator=generator, **shape).transpose(1, 2).requires_grad_()
+    grad = torch.randn(batch, 1024, 15, 64, generator=generator, **shape)
+    variants = {
+        "SDPA (bf16)": _AttentionLayer(None, fused=False),
+        "ours, fused": _AttentionLayer(OpticalAttentionMatmuls(ProductSettings(), "bench"), fused=True),
+        "ours, two products": _AttentionLayer(OpticalAttentionMatmuls(ProductSettings(), "bench"), fused=False),
+    }
+    base: dict[str, float] = {}
+    for name, layer in variants.items():
+        layer.cuda().train()
+        layer(query, key, value).backward(grad)
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+        layer(query, key, value).backward(grad)
+        torch.cuda.synchronize()
+        row = {
+            "variant": name,
+            "train_ms": _bench(lambda layer=layer: layer(query, key, value).backward(grad), [query, key, value]),
+            "peak_mib": (torch.cuda.max_memory_allocated() - before) / 2**20,
+        }
+        layer.eval()
+        with torch.no_grad():
+            row["eval_ms"] = _bench(lambda layer=layer: layer(query, key, value))
+        base = base or row
+        rows.append(row)
+        print(
+            f"{name:<22} {row['train_ms']:9.3f} {row['train_ms'] / base['train_ms']:6.2f} {row['peak_mib']:9.0f} "
+            f"{row['peak_mib'] / base['peak_mib']:6.2f} {row['eval_ms']:8.3f} {row['eval_ms'] / base['eval_ms']:6.2f}",
+            flush=True,
+        )
+    return rows
+
+
 def clm400m() -> LlamaConfig:
     """AICrossSim/clm-400m's shape (see docs/models.md)."""
     return LlamaConfig(
@@ -323,7 +396,11 @@ def training_steps(batch: int, steps: int, chosen: set[str] | None) -> list[dict
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--parts", default="step,linear,breakdown", help="comma-separated: step, linear, breakdown")
+    parser.add_argument(
+        "--parts",
+        default="step,attention,linear,breakdown",
+        help="comma-separated: step, attention, linear, breakdown",
+    )
     parser.add_argument("--batch", type=int, default=8, help="sequences of 1024 tokens per training step")
     parser.add_argument("--steps", type=int, default=6, help="timed training steps per variant")
     parser.add_argument(
@@ -340,6 +417,7 @@ def main() -> int:
     results: dict[str, Any] = {"device": torch.cuda.get_device_name()}
     sections = {
         "step": lambda: training_steps(args.batch, args.steps, set(args.variants) if args.variants else None),
+        "attention": lambda: attention_layer(args.batch),
         "linear": linear_sweep,
         "breakdown": breakdown,
     }

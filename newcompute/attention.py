@@ -12,26 +12,35 @@ or none at all for plain causal attention) and the intercepted path
 accepts both. Masked scores are set to the dtype's minimum rather than −inf
 so a fully masked (padding) row gives uniform weights, not NaN, as eager
 attention does.
+
+A paradigm with a fused kernel may also take the whole attention through
+:meth:`AttentionMatmuls.attend`: materialising every layer's scores and
+probabilities costs more memory and time than the products themselves.
 """
 
 from __future__ import annotations
 
 import contextlib
+import inspect
 import re
 from collections.abc import Iterator
+from contextvars import ContextVar
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 from transformers import AttentionInterface, PreTrainedModel
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
-from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+from transformers.masking_utils import AttentionMaskInterface, causal_mask_function, sdpa_mask
 
 from newcompute.errors import ConfigError
 
 IMPLEMENTATION = "newcompute"
 MATMULS_ATTR = "newcompute_matmuls"
 _ATTENTION_CLASS = re.compile(r"Attention$")
+_PLAIN_CAUSAL = "_newcompute_plain_causal"
+_MASK_PARAMETERS = inspect.signature(sdpa_mask)
+_UNPACKED = ContextVar("newcompute_unpacked_sequences", default=False)
 _probe: set[int] | None = None
 
 
@@ -51,13 +60,83 @@ class AttentionMatmuls(nn.Module):
     def pv(self, probs: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def attend(
+        self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, scale: float, causal: bool
+    ) -> torch.Tensor | None:
+        """Optionally compute the whole attention in one call; ``None`` takes the ``qk``/``pv`` path.
+
+        The core offers the call only when nothing but scaling and an
+        optional causal mask stands between the two products: no padding or
+        other mask, no soft-capping, no dropout, no attention sinks.
+        ``key`` and ``value`` keep their own head count (grouped-query
+        attention: query head ``h`` reads key head ``h // (heads //
+        key_heads)``). ``causal`` masks key ``j`` for query ``i`` when ``j >
+        i + key_tokens − query_tokens`` (the queries are the last tokens).
+        The result, ``(batch, heads, q_tokens, head_dim)``, must be what
+        ``qk`` → scale → mask → fp32 softmax → ``pv`` would give, for
+        example through a flash-style kernel. The default declines, so
+        implementing ``qk`` and ``pv`` is enough.
+        """
+        return None
+
 
 def _causal(module: nn.Module, query: torch.Tensor, key: torch.Tensor) -> torch.Tensor | None:
     """The causal mask transformers leaves out when SDPA could use ``is_causal`` instead."""
-    if not getattr(module, "is_causal", True) or query.shape[-2] == 1:
+    if not _is_causal(module, query):
         return None
     q_len, k_len = query.shape[-2], key.shape[-2]
     return torch.ones(q_len, k_len, dtype=torch.bool, device=query.device).tril(k_len - q_len)
+
+
+def _is_causal(module: nn.Module, query: torch.Tensor) -> bool:
+    return getattr(module, "is_causal", True) and query.shape[-2] != 1
+
+
+def newcompute_mask(*args: object, **kwargs: object) -> torch.Tensor | None:
+    """transformers' SDPA mask, with masks that are nothing but causal marked as such.
+
+    transformers leaves a plain causal mask out (``None``) when it can, but
+    builds it in full while tracing or capturing a CUDA graph, where reading
+    a padding mask would synchronise. The mark lets a fused ``attend`` run
+    on such a mask as causal instead of declining it.
+    """
+    mask = sdpa_mask(*args, **kwargs)
+    if mask is not None:
+        given = _MASK_PARAMETERS.bind_partial(*args, **kwargs).arguments
+        plain = (
+            given.get("attention_mask") is None
+            and given.get("local_size") is None
+            and (given.get("mask_function", causal_mask_function) is causal_mask_function or _UNPACKED.get())
+        )
+        if plain:
+            setattr(mask, _PLAIN_CAUSAL, True)
+    return mask
+
+
+@contextlib.contextmanager
+def unpacked_sequences() -> Iterator[None]:
+    """Declare that model calls inside the block feed whole sequences: no padding, no packed documents.
+
+    Under tracing or CUDA-graph capture transformers cannot look at the
+    position ids for packed documents, so it combines the causal mask with a
+    document mask that, for one sequence per row, masks nothing more. Inside
+    this block such a mask (with no padding mask and no sliding window)
+    counts as plain causal. The trainer's blocks are single token streams.
+    """
+    token = _UNPACKED.set(True)
+    try:
+        yield
+    finally:
+        _UNPACKED.reset(token)
+
+
+def _attend_offered(
+    module: nn.Module, query: torch.Tensor, key: torch.Tensor, attention_mask: torch.Tensor | None
+) -> bool:
+    """No mask, or a square plain causal one: nothing a fused kernel needs to read."""
+    if attention_mask is None:
+        return True
+    return getattr(attention_mask, _PLAIN_CAUSAL, False) and query.shape[-2] == key.shape[-2] and _is_causal(module, query)
 
 
 def _repeat_heads(states: torch.Tensor, groups: int) -> torch.Tensor:
@@ -87,9 +166,14 @@ def newcompute_attention_forward(
         )
     if _probe is not None:
         _probe.add(id(module))
+    scale = query.shape[-1] ** -0.5 if scaling is None else scaling
+    plain = softcap is None and (dropout == 0.0 or not module.training)
+    if plain and _attend_offered(module, query, key, attention_mask):
+        fused = matmuls.attend(query, key, value, scale=scale, causal=_is_causal(module, query))
+        if fused is not None:
+            return fused.transpose(1, 2).contiguous(), None
     groups = query.shape[1] // key.shape[1]
     key, value = _repeat_heads(key, groups), _repeat_heads(value, groups)
-    scale = query.shape[-1] ** -0.5 if scaling is None else scaling
     scores = matmuls.qk(query, key) * scale
     if softcap is not None:
         scores = torch.tanh(scores / softcap) * softcap
@@ -108,7 +192,7 @@ def newcompute_attention_forward(
 def register_implementation() -> None:
     """Make ``attn_implementation="newcompute"`` known to transformers (idempotent)."""
     AttentionInterface.register(IMPLEMENTATION, newcompute_attention_forward)
-    AttentionMaskInterface.register(IMPLEMENTATION, sdpa_mask)
+    AttentionMaskInterface.register(IMPLEMENTATION, newcompute_mask)
 
 
 def find_attention_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:

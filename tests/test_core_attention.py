@@ -127,3 +127,108 @@ def test_verify_reports_layers_that_bypass_the_interface(registry: nc.Registry) 
 
 def test_find_attention_modules_names_each_layer() -> None:
     assert [n for n, _ in find_attention_modules(tiny("tiny-gpt2"))] == ["transformer.h.0.attn", "transformer.h.1.attn"]
+
+
+class WholeAttention(CountingMatmuls):
+    """Implements ``attend`` with plain PyTorch, recording the arguments it was offered."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.offers: list[tuple[torch.Size, torch.Size, float, bool]] = []
+
+    def attend(
+        self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, scale: float, causal: bool
+    ) -> torch.Tensor | None:
+        self.offers.append((query.shape, key.shape, scale, causal))
+        groups = query.shape[1] // key.shape[1]
+        key, value = key.repeat_interleave(groups, dim=1), value.repeat_interleave(groups, dim=1)
+        scores = (query @ key.transpose(-1, -2)).float() * scale
+        if causal:
+            q_len, k_len = scores.shape[-2:]
+            keep = torch.ones(q_len, k_len, dtype=torch.bool).tril(k_len - q_len)
+            scores = scores.masked_fill(~keep, float("-inf"))
+        return scores.softmax(-1).to(value.dtype) @ value
+
+
+class WholeAttentionPlugin(GqaPlugin):
+    @nc.hookimpl
+    def newcompute_attention_matmuls(self) -> nc.AttentionMatmuls:
+        return WholeAttention()
+
+
+def _whole_attention_model() -> tuple[nn.Module, torch.Tensor]:
+    registry = nc.Registry()
+    registry.register(WholeAttentionPlugin(), name="whole")
+    model = tiny("tiny")
+    with torch.no_grad():
+        reference = model(input_ids=_batch()[0]).logits
+    nc.apply(model, ["count"], registry=registry)
+    return model, reference
+
+
+def test_attend_takes_unmasked_causal_attention_with_its_own_key_heads() -> None:
+    model, reference = _whole_attention_model()
+    with torch.no_grad():
+        logits = model(input_ids=_batch()[0]).logits
+    matmuls = getattr(model.model.layers[0].self_attn, MATMULS_ATTR)
+    assert matmuls.offers == [(torch.Size([2, 4, 12, 16]), torch.Size([2, 2, 12, 16]), 16**-0.5, True)]
+    assert matmuls.shapes == []
+    torch.testing.assert_close(logits, reference, rtol=1e-4, atol=1e-5)
+
+
+def test_attend_is_not_offered_a_padding_mask_and_declining_falls_back_to_the_products() -> None:
+    model, _ = _whole_attention_model()
+    ids, mask = _batch()
+    with torch.no_grad():
+        model(input_ids=ids, attention_mask=mask)
+    matmuls = getattr(model.model.layers[0].self_attn, MATMULS_ATTR)
+    assert matmuls.offers == [] and len(matmuls.shapes) == 1
+    matmuls.attend = lambda *args, **kwargs: None  # a paradigm that declines this call
+    with torch.no_grad():
+        model(input_ids=ids)
+    assert len(matmuls.shapes) == 2
+
+
+def test_attend_is_offered_one_token_queries_as_not_causal() -> None:
+    model, _ = _whole_attention_model()
+    with torch.no_grad():
+        model(input_ids=torch.zeros(1, 1, dtype=torch.long))
+    matmuls = getattr(model.model.layers[0].self_attn, MATMULS_ATTR)
+    assert matmuls.offers[0][3] is False
+
+
+def test_attend_is_offered_the_full_causal_mask_transformers_builds_while_capturing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Under CUDA-graph capture transformers materialises the causal mask; it must still count as plain causal."""
+    import transformers.masking_utils as masking
+
+    monkeypatch.setattr(masking, "_ignore_causal_mask_sdpa", lambda *args, **kwargs: False)
+    model, reference = _whole_attention_model()
+    ids, mask = _batch()
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits
+        model(input_ids=ids, attention_mask=mask)
+    matmuls = getattr(model.model.layers[0].self_attn, MATMULS_ATTR)
+    assert [offer[3] for offer in matmuls.offers] == [True]
+    assert len(matmuls.shapes) == 1
+    torch.testing.assert_close(logits, reference, rtol=1e-4, atol=1e-5)
+
+
+def test_attend_is_offered_traced_calls_only_for_declared_unpacked_sequences(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Traced, transformers adds a document mask it cannot rule out; the trainer's declaration rules it out."""
+    import transformers.masking_utils as masking
+
+    from newcompute.attention import unpacked_sequences
+
+    monkeypatch.setattr(masking, "is_tracing", lambda *args, **kwargs: True)
+    model, reference = _whole_attention_model()
+    ids = _batch()[0]
+    matmuls = getattr(model.model.layers[0].self_attn, MATMULS_ATTR)
+    with torch.no_grad():
+        model(input_ids=ids, use_cache=False)
+        assert matmuls.offers == [] and len(matmuls.shapes) == 1
+        with unpacked_sequences():
+            logits = model(input_ids=ids, use_cache=False).logits
+    assert len(matmuls.offers) == 1 and len(matmuls.shapes) == 1
+    torch.testing.assert_close(logits, reference, rtol=1e-4, atol=1e-5)

@@ -33,6 +33,17 @@ ARGS = [
 ]
 
 
+RUN_LIMIT_S = 300
+
+
+def _run(args: list[str]) -> subprocess.CompletedProcess[str]:
+    """One training command; one that has not exited within RUN_LIMIT_S fails the test instead of stalling the suite."""
+    try:
+        return subprocess.run(args, capture_output=True, text=True, timeout=RUN_LIMIT_S)
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"{' '.join(args[2:])} did not exit within {RUN_LIMIT_S} s; stderr ends: {str(exc.stderr)[-2000:]}")
+
+
 def test_launcher_flags_are_dropped_and_fsdp2_is_requested() -> None:
     assert train_arguments(["--model", "tiny", "--num-processes", "4", "--fsdp", "--num-processes=2", "--lr", "1"]) == [
         "--model",
@@ -56,9 +67,9 @@ def _train_losses(run_dir: Path) -> list[float]:
 @pytest.mark.slow
 def test_two_processes_train_on_the_same_global_batch_as_one(tmp_path: Path) -> None:
     cli = [sys.executable, "-m", "newcompute.train", *ARGS]
-    single = subprocess.run([*cli, "-o", str(tmp_path / "one")], capture_output=True, text=True)
+    single = _run([*cli, "-o", str(tmp_path / "one")])
     assert single.returncode == 0, single.stderr[-2000:]
-    double = subprocess.run([*cli, "-o", str(tmp_path / "two"), "--num-processes", "2"], capture_output=True, text=True)
+    double = _run([*cli, "-o", str(tmp_path / "two"), "--num-processes", "2"])
     assert double.returncode == 0, double.stderr[-3000:]
     assert json.loads((tmp_path / "two" / "summary.json").read_text())["processes"] == 2
     assert _train_losses(tmp_path / "two") == pytest.approx(_train_losses(tmp_path / "one"), rel=1e-5)
@@ -69,14 +80,14 @@ def test_a_checkpoint_of_two_processes_resumes_in_one(tmp_path: Path) -> None:
     """World size may change between a checkpoint and its resume (DDP on 2 processes → 1 process)."""
     run = tmp_path / "run"
     cli = [sys.executable, "-m", "newcompute.train", *ARGS[:5], "4", *ARGS[6:], "--save-every", "2", "-o", str(run)]
-    double = subprocess.run([*cli, "--num-processes", "2"], capture_output=True, text=True)
+    double = _run([*cli, "--num-processes", "2"])
     assert double.returncode == 0, double.stderr[-3000:]
     uninterrupted = _train_losses(run)
     checkpoints = sorted((run / "checkpoints").iterdir())
     assert [c.name for c in checkpoints] == ["step-00000002", "step-00000004"]
     shutil.rmtree(checkpoints[-1])
     (run / "model.safetensors").unlink()
-    single = subprocess.run([*cli, "--resume"], capture_output=True, text=True)
+    single = _run([*cli, "--resume"])
     assert single.returncode == 0, single.stderr[-3000:]
     assert "resuming from step-00000002" in " ".join(single.stdout.split())
     assert _train_losses(run) == pytest.approx(uninterrupted, rel=1e-5)
@@ -95,14 +106,14 @@ def test_an_fsdp2_checkpoint_resumes_in_one_process(tmp_path: Path) -> None:
     """A sharded FSDP2 checkpoint of 2 GPUs is picked up by a single process where it stopped."""
     run = tmp_path / "run"
     cli = [sys.executable, "-m", "newcompute.train", *ARGS[:5], "4", *ARGS[6:], "--save-every", "2", "-o", str(run)]
-    sharded = subprocess.run([*cli, "--num-processes", "2", "--fsdp"], capture_output=True, text=True)
+    sharded = _run([*cli, "--num-processes", "2", "--fsdp"])
     assert sharded.returncode == 0, sharded.stderr[-3000:]
     assert "FSDP2 over 2 processes" in " ".join(sharded.stdout.split())
     assert json.loads((run / "summary.json").read_text())["processes"] == 2
     uninterrupted = _train_losses(run)
     shutil.rmtree(run / "checkpoints" / "step-00000004")
     (run / "model.safetensors").unlink()
-    single = subprocess.run([*cli, "--resume"], capture_output=True, text=True)
+    single = _run([*cli, "--resume"])
     assert single.returncode == 0, single.stderr[-3000:]
     assert "resuming from step-00000002" in " ".join(single.stdout.split())
     assert _train_losses(run) == pytest.approx(uninterrupted, rel=1e-5)
@@ -115,8 +126,8 @@ def test_paradigms_train_on_two_processes_as_on_one(tmp_path: Path, paradigms: l
     the order of the gradient sums differs (all-reduce vs accumulation)."""
     flags = [arg for name in paradigms for arg in ("--paradigm", name)]
     cli = [sys.executable, "-m", "newcompute.train", *ARGS, *flags]
-    single = subprocess.run([*cli, "-o", str(tmp_path / "one")], capture_output=True, text=True)
+    single = _run([*cli, "-o", str(tmp_path / "one")])
     assert single.returncode == 0, single.stderr[-2000:]
-    double = subprocess.run([*cli, "-o", str(tmp_path / "two"), "--num-processes", "2"], capture_output=True, text=True)
+    double = _run([*cli, "-o", str(tmp_path / "two"), "--num-processes", "2"])
     assert double.returncode == 0, double.stderr[-3000:]
     assert _train_losses(tmp_path / "two") == pytest.approx(_train_losses(tmp_path / "one"), rel=1e-4)

@@ -27,6 +27,7 @@ from transformers.utils import logging as hf_logging
 
 from newcompute import __version__
 from newcompute.cli.render import report_tables
+from newcompute.attention import unpacked_sequences
 from newcompute.composer import apply
 from newcompute.config import RunConfig
 from newcompute.errors import RunError
@@ -141,7 +142,8 @@ class Trainer:
         self.saved_step = self.step
 
     def _eager_micro_step(self, batch: torch.Tensor) -> torch.Tensor:
-        loss = self.s.model(input_ids=batch, labels=batch, use_cache=False).loss
+        with unpacked_sequences():
+            loss = self.s.model(input_ids=batch, labels=batch, use_cache=False).loss
         self.s.accelerator.backward(loss)
         return loss
 

@@ -4,6 +4,10 @@ Keys and values take the weight role (their own ranges and the look-up
 table snap), queries and probabilities the input role. The core applies
 scaling, masks, softmax and dropout between the two products, as
 NewComputeBench's attention does around mase-triton's products.
+
+On CUDA the whole attention usually takes fused kernels instead
+(:mod:`newcompute_optical.fused_attention`), which compute the same
+definition without materialising the scores.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import torch
 
 from newcompute import AttentionMatmuls
+from newcompute_optical import fused_attention
 from newcompute_optical.config import ProductSettings
 from newcompute_optical.product import OpticalProduct, compute_dtype
 
@@ -40,3 +45,11 @@ class OpticalAttentionMatmuls(AttentionMatmuls):
         if self.settings.q_bypass:
             return probs @ value
         return _per_head(self.context, probs, value.transpose(-1, -2))
+
+    def attend(
+        self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, scale: float, causal: bool
+    ) -> torch.Tensor | None:
+        dtype = compute_dtype(query, key)
+        if not fused_attention.applies(self.settings, query, dtype):
+            return None
+        return fused_attention.attention(self.scores, self.context, query, key, value, scale, causal, dtype)

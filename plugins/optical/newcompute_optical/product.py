@@ -65,13 +65,17 @@ def _calibrate(
     input_range, weight_range, output_range = ranges
     quantiles = settings.quantiles()
     for value_range, seen in ((input_range, a), (weight_range, b)):
-        batch = distributed.agreed_range(reference.batch_range(seen, quantiles))
-        value_range.copy_(torch.where(reference.is_set(value_range), value_range, batch))
+        fill_unset(value_range, reference.batch_range(seen, quantiles))
     aq = reference.quantize(a, input_range, settings.q_levels).to(dtype)
     bq = reference.quantize_weight(b, weight_range, settings.q_levels, settings.lut_min()).to(dtype)
     exact = torch.matmul(aq.float(), bq.float().transpose(-1, -2))
-    batch = distributed.agreed_range(reference.batch_range(exact, quantiles))
-    output_range.copy_(torch.where(reference.is_set(output_range), output_range, batch))
+    fill_unset(output_range, reference.batch_range(exact, quantiles))
+
+
+def fill_unset(value_range: torch.Tensor, batch: torch.Tensor) -> None:
+    """A range never set takes ``batch`` widened over every rank; a set one is kept."""
+    batch = distributed.agreed_range(batch)
+    value_range.copy_(torch.where(reference.is_set(value_range), value_range, batch))
 
 
 class OpticalProduct(nn.Module):
@@ -91,6 +95,14 @@ class OpticalProduct(nn.Module):
 
     def ranges(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         return self.input_range, self.weight_range, self.output_range
+
+    def is_calibrated(self) -> bool:
+        """Whether the first call after construction or loading has given every role a range."""
+        return self._calibrated
+
+    def mark_calibrated(self) -> None:
+        """Record that a caller computing this product elsewhere has filled its unset ranges."""
+        self._calibrated = True
 
     def noise_key(self) -> tuple[int, int]:
         stream = self.stream
