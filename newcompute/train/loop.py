@@ -26,8 +26,8 @@ from transformers import AutoModelForCausalLM
 from transformers.utils import logging as hf_logging
 
 from newcompute import __version__
-from newcompute.cli.render import report_tables
 from newcompute.attention import unpacked_sequences
+from newcompute.cli.render import report_tables
 from newcompute.composer import apply
 from newcompute.config import RunConfig
 from newcompute.errors import RunError

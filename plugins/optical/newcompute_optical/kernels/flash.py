@@ -265,7 +265,7 @@ def key_grads_kernel(
     begin = 0
     if CAUSAL:
         begin = (tl.maximum(first_col - offset, 0) // BLOCK_M) * BLOCK_M
-    for member in range(0, group):
+    for member in range(group):
         head = kv_head * group + member
         head_row = (batch * heads + head).to(tl.int64) * Tq
         q_base = q_ptr + batch.to(tl.int64) * sqb + head * sqh
