@@ -30,21 +30,19 @@ rounds identically in each.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
 import triton
 import triton.language as tl
-import triton.testing
 
 from newcompute_optical.kernels import numerics
+from newcompute_optical.kernels.gemm import INTERPRETING, input_precision, short_bench
 
 SCORES_OUT: tl.constexpr = tl.constexpr(4)
 """Offset of the output role's ``(−min, max)`` in a product's 3 × 2 statistics."""
 
-_INTERPRETING = os.environ.get("TRITON_INTERPRET") == "1"
 
 
 @triton.jit
@@ -373,16 +371,15 @@ def _configs() -> list[triton.Config]:
     ]
 
 
-def _short_bench(kernel_call: Callable[[], object], quantiles: list[float]) -> list[float]:
-    """Enough timing to rank tile shapes; every kernel here may run repeatedly (its atomics are maxima)."""
-    return triton.testing.do_bench(kernel_call, warmup=5, rep=25, quantiles=quantiles)
-
-
 def _tuned(kernel: triton.runtime.JITFunction) -> Callable[..., object]:
-    """The kernel autotuned per head size, mask and context-length class; untuned under the interpreter."""
-    if _INTERPRETING:
+    """The kernel autotuned per head size, mask and context-length class; untuned under the interpreter.
+
+    Tuning runs a kernel several times on the real arguments, which is safe:
+    each writes the same outputs every time and its statistics are atomic maxima.
+    """
+    if INTERPRETING:
         return lambda grid, *args, **kwargs: kernel[grid(_INTERPRETER_TILE)](*args, **kwargs, **_INTERPRETER_TILE)
-    tuned = triton.autotune(configs=_configs(), key=["D", "size_class", "CAUSAL"], do_bench=_short_bench)(kernel)
+    tuned = triton.autotune(configs=_configs(), key=["D", "size_class", "CAUSAL"], do_bench=short_bench)(kernel)
     return lambda grid, *args, **kwargs: tuned[grid](*args, **kwargs, enable_fp_fusion=False)
 
 
@@ -394,12 +391,6 @@ _query_grads = _tuned(query_grads_kernel)
 
 def _head_block(head_dim: int) -> int:
     return max(16, triton.next_power_of_2(head_dim))
-
-
-def _precision(dtype: torch.dtype) -> str:
-    if dtype == torch.float32 and torch.get_float32_matmul_precision() == "highest":
-        return "ieee"
-    return "tf32"
 
 
 def _strides(x: torch.Tensor) -> tuple[int, int, int]:
@@ -435,7 +426,7 @@ def forward(
     out = torch.empty(batch, q_len, heads, head_dim, device=qq.device, dtype=dtype).transpose(1, 2)
     pv = torch.empty(batch * heads, q_len, head_dim, device=qq.device, dtype=dtype) if save_pv else qq
     top = float(levels - 1)
-    flags = {"CAUSAL": causal, "STATS": training, "PRECISION": _precision(dtype), "BLOCK_D": _head_block(head_dim)}
+    flags = {"CAUSAL": causal, "STATS": training, "PRECISION": input_precision(dtype), "BLOCK_D": _head_block(head_dim)}
 
     def grid(meta: dict[str, int]) -> tuple[int, int]:
         return (triton.cdiv(q_len, meta["BLOCK_M"]), batch * heads)
@@ -489,7 +480,7 @@ def backward(
         *_strides(qq), *_strides(kq), *_strides(vq), *_strides(grad),
     )
     tail = (float(levels - 1), scale, *scores_key)
-    flags = {"CAUSAL": causal, "PRECISION": _precision(qq.dtype), "BLOCK_D": _head_block(head_dim)}
+    flags = {"CAUSAL": causal, "PRECISION": input_precision(qq.dtype), "BLOCK_D": _head_block(head_dim)}
     _key_grads(
         lambda meta: (triton.cdiv(k_len, meta["BLOCK_N"]), batch * kv_heads),
         qq, kq, vq, grad, saved.pv, saved.row_max, saved.row_sum, grad_k, grad_v,

@@ -129,20 +129,20 @@ def gemm_kernel(
     tl.store(out_ptrs, y.to(out_ptr.dtype.element_ty), mask=valid)
 
 
-def _short_bench(kernel_call: Callable[[], object], quantiles: list[float]) -> list[float]:
+def short_bench(kernel_call: Callable[[], object], quantiles: list[float]) -> list[float]:
     """Autotuning timings over ~25 ms per tile shape: enough to rank them, short enough for many shapes."""
     return triton.testing.do_bench(kernel_call, warmup=5, rep=25, quantiles=quantiles)
 
 
 _tuned_gemm = triton.autotune(
-    configs=_configs(), key=["size_class_m", "size_class_n", "size_class_k"], do_bench=_short_bench
+    configs=_configs(), key=["size_class_m", "size_class_n", "size_class_k"], do_bench=short_bench
 )(gemm_kernel)
 _INTERPRETER_TILE = {"BLOCK_M": 32, "BLOCK_N": 32, "GROUP_M": 2}
-_INTERPRETING = os.environ.get("TRITON_INTERPRET") == "1"
+INTERPRETING = os.environ.get("TRITON_INTERPRET") == "1"
 """Triton decides at import whether kernels are interpreted; the interpreter runs one small tile, untuned."""
 
 
-def _precision(dtype: torch.dtype) -> str:
+def input_precision(dtype: torch.dtype) -> str:
     """fp32 operands follow torch's matmul precision setting; 16-bit ones use the tensor cores as is."""
     if dtype == torch.float32 and torch.get_float32_matmul_precision() == "highest":
         return "ieee"
@@ -195,14 +195,14 @@ def multiply(
         "STATS": stats is not None,
         "HAS_BIAS": bias is not None,
         "EVEN_K": inner % BLOCK_K == 0,
-        "PRECISION": _precision(aq.dtype),
+        "PRECISION": input_precision(aq.dtype),
         "BLOCK_K": BLOCK_K,
     }
 
     def grid(meta: dict[str, int]) -> tuple[int]:
         return (batch * triton.cdiv(rows, meta["BLOCK_M"]) * triton.cdiv(cols, meta["BLOCK_N"]),)
 
-    if _INTERPRETING:
+    if INTERPRETING:
         gemm_kernel[grid(_INTERPRETER_TILE)](*args, **flags, **_INTERPRETER_TILE)
     else:
         _tuned_gemm[grid](*args, **flags, enable_fp_fusion=False)
