@@ -41,6 +41,7 @@ _ATTENTION_CLASS = re.compile(r"Attention$")
 _PLAIN_CAUSAL = "_newcompute_plain_causal"
 _MASK_PARAMETERS = inspect.signature(sdpa_mask)
 _UNPACKED = ContextVar("newcompute_unpacked_sequences", default=False)
+_PRODUCTS_ONLY = ContextVar("newcompute_products_only", default=False)
 _probe: set[int] | None = None
 
 
@@ -130,10 +131,26 @@ def unpacked_sequences() -> Iterator[None]:
         _UNPACKED.reset(token)
 
 
+@contextlib.contextmanager
+def products_only() -> Iterator[None]:
+    """Run attention inside the block through the paradigms' ``qk`` and ``pv``, never ``attend``.
+
+    The two products are the definition a fused ``attend`` must reproduce;
+    this is how to compare against it (the conformance suite does).
+    """
+    token = _PRODUCTS_ONLY.set(True)
+    try:
+        yield
+    finally:
+        _PRODUCTS_ONLY.reset(token)
+
+
 def _attend_offered(
     module: nn.Module, query: torch.Tensor, key: torch.Tensor, attention_mask: torch.Tensor | None
 ) -> bool:
     """No mask, or a square plain causal one: nothing a fused kernel needs to read."""
+    if _PRODUCTS_ONLY.get():
+        return False
     if attention_mask is None:
         return True
     return getattr(attention_mask, _PLAIN_CAUSAL, False) and query.shape[-2] == key.shape[-2] and _is_causal(module, query)

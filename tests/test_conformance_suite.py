@@ -19,6 +19,7 @@ from newcompute.testing import (
     ConformanceFailure,
     ConformanceSpec,
     check_api_declared,
+    check_attend,
     check_bad_tables_rejected,
     check_config_documented,
     check_config_record_round_trip,
@@ -265,3 +266,48 @@ def test_host_sync_check_passes_a_clean_plugin_and_catches_item_calls() -> None:
     check_no_host_sync(spec_for(ShiftPlugin(), gpu=True), "tiny-gpt2")
     with pytest.raises(ConformanceFailure, match="synchronises the host with the GPU"):
         check_no_host_sync(spec_for(SyncsHostPlugin(), gpu=True), "tiny-gpt2")
+
+
+class WholeAttention(nc.AttentionMatmuls):
+    """Exact products, and an ``attend`` computing the same attention in one call (times ``gain``)."""
+
+    def __init__(self, gain: float) -> None:
+        super().__init__()
+        self.gain = gain
+
+    def qk(self, query: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
+        return query @ key.transpose(-1, -2)
+
+    def pv(self, probs: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+        return probs @ value
+
+    def attend(
+        self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, scale: float, causal: bool
+    ) -> torch.Tensor | None:
+        groups = query.shape[1] // key.shape[1]
+        out = F.scaled_dot_product_attention(
+            query, key.repeat_interleave(groups, 1), value.repeat_interleave(groups, 1), is_causal=causal, scale=scale
+        )
+        return out * self.gain
+
+
+class WholeAttentionPlugin(ShiftPlugin):
+    gain = 1.0
+
+    @nc.hookimpl
+    def newcompute_register_paradigms(self) -> list[nc.Paradigm]:
+        return [nc.Paradigm("shift", "Whole attention", self.config, frozenset({nc.Role.ATTENTION}))]
+
+    @nc.hookimpl
+    def newcompute_attention_matmuls(self) -> nc.AttentionMatmuls:
+        return WholeAttention(self.gain)
+
+
+class WrongAttentionPlugin(WholeAttentionPlugin):
+    gain = 1.5
+
+
+def test_attend_that_matches_the_products_passes_and_one_that_does_not_is_caught() -> None:
+    check_attend(spec_for(WholeAttentionPlugin()), "tiny-gpt2")
+    with pytest.raises(ConformanceFailure, match="attention through attend differs from its qk/pv products"):
+        check_attend(spec_for(WrongAttentionPlugin()), "tiny-gpt2")

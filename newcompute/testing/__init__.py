@@ -23,6 +23,7 @@ from newcompute.testing.checks_config import (
     generated_bad_tables,
 )
 from newcompute.testing.checks_model import (
+    check_attend,
     check_identity,
     check_meta_device,
     check_transform,
@@ -45,6 +46,7 @@ __all__ = [
     "PartnerPlugin",
     "build_tiny",
     "check_api_declared",
+    "check_attend",
     "check_bad_tables_rejected",
     "check_composes",
     "check_config_documented",

@@ -8,6 +8,7 @@ unmodified model), and no tensor left behind on another device.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -15,6 +16,7 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel
 
+from newcompute.attention import products_only
 from newcompute.composer import ComposeReport, apply, verify_attention
 from newcompute.config import resolve_paradigm
 from newcompute.paradigm import Role
@@ -191,4 +193,44 @@ def check_identity(spec: ConformanceSpec, family: str = "tiny", table: Mapping[s
         not different,
         f"{spec.paradigm} on {family} with {dict(identity)}: gradients differ from the unmodified model's "
         f"for {different[:5]}.",
+    )
+
+
+def _largest_gap(got: torch.Tensor | None, expected: torch.Tensor | None) -> float:
+    """The largest difference relative to the largest expected magnitude (0 when both are missing)."""
+    if got is None or expected is None:
+        return 0.0 if got is None and expected is None else float("inf")
+    scale = expected.abs().max().clamp_min(1e-12)
+    return ((got - expected).abs().max() / scale).item()
+
+
+def check_attend(spec: ConformanceSpec, family: str = "tiny", device: str = "cpu", tolerance: float = 0.05) -> None:
+    """Where the paradigm takes the whole attention (``attend``), it computes what its two products compute.
+
+    Two copies of one model take one training step from the same state, one
+    with attention through ``attend`` wherever it is offered and one through
+    ``qk`` and ``pv`` only. A fused kernel sums in another order, so logits,
+    loss and gradients must agree within ``tolerance`` of their largest
+    magnitude rather than bit for bit. Paradigms that never take the whole
+    attention pass trivially.
+    """
+    registry = spec.registry()
+    use = spec.use(registry)
+    ids = sample_batch(device=device)
+    results = []
+    for fused in (True, False):
+        model = build_tiny(family, device=device)
+        apply(model, [use], registry=registry)
+        with contextlib.nullcontext() if fused else products_only():
+            logits = model(input_ids=ids).logits.detach()
+            loss, grads = _loss_and_grads(model, ids)
+        results.append((logits, loss, grads))
+    (logits, loss, grads), (expected_logits, expected_loss, expected_grads) = results
+    gaps = {"logits": _largest_gap(logits, expected_logits), "loss": _largest_gap(loss, expected_loss)}
+    gaps.update({name: _largest_gap(grads.get(name), grad) for name, grad in expected_grads.items()})
+    worst = max(gaps, key=gaps.__getitem__)
+    require(
+        gaps[worst] <= tolerance,
+        f"{spec.paradigm} on {family} ({device}): attention through attend differs from its qk/pv products "
+        f"by {gaps[worst]:.3g} of the largest value in {worst} (allowed {tolerance}).",
     )

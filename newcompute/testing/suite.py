@@ -18,7 +18,7 @@ from newcompute.testing.checks_config import (
     check_config_record_round_trip,
     check_defaults_validate,
 )
-from newcompute.testing.checks_model import check_identity, check_meta_device, check_transform
+from newcompute.testing.checks_model import check_attend, check_identity, check_meta_device, check_transform
 from newcompute.testing.checks_registration import check_entry_point, check_registers
 from newcompute.testing.checks_state import check_resume, check_save_load, check_state_dict_round_trip
 from newcompute.testing.checks_training import check_composes, check_no_host_sync, check_trains
@@ -74,6 +74,10 @@ def paradigm_conformance(spec: ConformanceSpec, *, entry_point: bool = True) -> 
             check_identity(spec, family)
 
         @families
+        def test_attend_matches_products(self, family: str) -> None:
+            check_attend(spec, family)
+
+        @families
         def test_state_dict_round_trip(self, family: str) -> None:
             check_state_dict_round_trip(spec, family)
 
@@ -99,6 +103,12 @@ def paradigm_conformance(spec: ConformanceSpec, *, entry_point: bool = True) -> 
         @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
         def test_no_host_sync(self) -> None:
             check_no_host_sync(spec, spec.families[0])
+
+        @pytest.mark.gpu
+        @pytest.mark.skipif(not spec.gpu, reason="the paradigm does not declare GPU support")
+        @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+        def test_attend_matches_products_on_gpu(self) -> None:
+            check_attend(spec, spec.families[0], device="cuda")
 
     name = _class_name(spec.paradigm)
     ParadigmConformance.__name__ = ParadigmConformance.__qualname__ = name
