@@ -47,7 +47,7 @@ def suite(plugin: ModuleType | None, paradigm: str, **options: object) -> type:
 
 
 TestOpticalConformance = suite(
-    OPTICAL, "optical", identity_table={"fc": {"q_bypass": True}, "attention": {"q_bypass": True}}
+    OPTICAL, "optical", identity_table={"fc": {"q_bypass": True}, "attention": {"q_bypass": True}}, gpu=True
 )
 TestMxfp8Conformance = suite(MX, "mxfp8")
 TestNormuonConformance = suite(NORMUON, "normuon")
