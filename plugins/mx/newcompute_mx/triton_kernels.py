@@ -12,9 +12,18 @@ float32 operations that are exact (multiplying by powers of two built from
 their bits) plus one rounding done with the classic ``(u + 1.5·2^23) − 1.5·2^23``
 trick, which rounds half to even for |u| < 2^22 and needs no libdevice call,
 so the same code runs under ``TRITON_INTERPRET=1`` on CPU.
+
+On GPUs with FP8 conversion instructions (compute capability 8.9 and up) the
+two FP8 element formats round with the hardware's own round-to-nearest-even
+cast instead, and bfloat16 converts natively. That is the same rounding in a
+handful of instructions rather than a few dozen integer operations, which
+matters because with two outputs per load the generic arithmetic, not
+memory, limits the kernel's speed.
 """
 
 from __future__ import annotations
+
+import functools
 
 import torch
 import triton
@@ -41,18 +50,18 @@ def _exponent_field(x):
 
 
 @triton.jit
-def _load_float32(pointers, mask, BF16: tl.constexpr):
-    """Load as float32; bfloat16 arrives as raw int16 bits and widens by a shift (exact, subnormals included)."""
-    if BF16:
+def _load_float32(pointers, mask, BF16: tl.constexpr, NATIVE: tl.constexpr):
+    """Load as float32; without NATIVE, bfloat16 arrives as raw int16 bits and widens by a shift (exact)."""
+    if BF16 and not NATIVE:
         bits = tl.load(pointers, mask=mask, other=0).to(tl.int32) << 16
         return bits.to(tl.float32, bitcast=True)
     return tl.load(pointers, mask=mask, other=0.0).to(tl.float32)
 
 
 @triton.jit
-def _store_from_float32(pointers, values, mask, BF16: tl.constexpr):
-    """Store float32 values; for bfloat16 round to nearest even on the bits (NaN → the quiet NaN) and store int16."""
-    if BF16:
+def _store_from_float32(pointers, values, mask, BF16: tl.constexpr, NATIVE: tl.constexpr):
+    """Store float32 values; without NATIVE, bfloat16 rounds to nearest even on the bits and stores as int16."""
+    if BF16 and not NATIVE:
         bits = values.to(tl.int32, bitcast=True)
         rounded = tl.where(values != values, 0x7FC0, (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16)
         tl.store(pointers, rounded.to(tl.int16), mask=mask)
@@ -80,12 +89,19 @@ def _round_to_element(magnitude, mantissa_bits, min_exponent, max_normal):
 
 
 @triton.jit
-def _mx_groups(values, AXIS: tl.constexpr, mantissa_bits, min_exponent, max_exponent, max_normal, CEIL: tl.constexpr):
-    """Quantize-dequantize each block (a slice along ``AXIS``) of a float32 tile."""
-    magnitude = tl.abs(values)
-    amax = tl.max(magnitude, axis=AXIS, keep_dims=True)
-    not_finite = (values != values) | (magnitude == float("inf"))
-    poisoned = tl.max(not_finite.to(tl.int32), axis=AXIS, keep_dims=True)
+def _block_maxima(values, AXIS: tl.constexpr):
+    """Each block's largest magnitude as float32 bits; at least 0x7F800000 when the block holds a NaN or inf.
+
+    Non-negative floats order like their bit patterns, with inf and then NaN
+    above every finite value, so one integer maximum finds both the block's
+    amax and whether the block is poisoned.
+    """
+    return tl.max(values.to(tl.int32, bitcast=True) & 0x7FFFFFFF, axis=AXIS, keep_dims=True)
+
+
+@triton.jit
+def _shared_exponent(amax, max_exponent, max_normal, CEIL: tl.constexpr):
+    """The E8M0 exponent of a block from its amax (see ``reference.shared_exponents``), clamped to [-127, 127]."""
     if CEIL:
         ratio = tl.math.div_rn(amax, tl.zeros_like(amax) + max_normal)
         bits = ratio.to(tl.int32, bitcast=True)
@@ -95,11 +111,53 @@ def _mx_groups(values, AXIS: tl.constexpr, mantissa_bits, min_exponent, max_expo
         shared = tl.where(field == 0, subnormal, field - 127 + (fraction != 0).to(tl.int32))
     else:
         shared = _exponent_field(amax) - max_exponent
-    shared = tl.minimum(tl.maximum(shared, -127), 127)
+    return tl.minimum(tl.maximum(shared, -127), 127)
+
+
+@triton.jit
+def _mx_groups(values, AXIS: tl.constexpr, mantissa_bits, min_exponent, max_exponent, max_normal, CEIL: tl.constexpr):
+    """Quantize-dequantize each block (a slice along ``AXIS``) of a float32 tile."""
+    top = _block_maxima(values, AXIS)
+    shared = _shared_exponent(top.to(tl.float32, bitcast=True), max_exponent, max_normal, CEIL)
+    magnitude = tl.abs(values)
     down = (magnitude * tl.where(shared == 127, 0.5, 1.0)) * _pow2(-tl.minimum(shared, 126))
     element = _round_to_element(down, mantissa_bits, min_exponent, max_normal)
     decoded = (element * tl.where(shared == -127, 0.5, 1.0)) * _pow2(tl.maximum(shared, -126))
-    return tl.where(poisoned > 0, float("nan"), _with_sign_of(decoded, values))
+    return tl.where(top >= 0x7F800000, float("nan"), _with_sign_of(decoded, values))
+
+
+@triton.jit
+def _pow2_scale(exponent):
+    """2**exponent as float32 for integer exponents in [-127, 127]; 2**-127 is the subnormal 0x00400000."""
+    return tl.where(exponent == -127, 0x00400000, (tl.maximum(exponent, -126) + 127) << 23).to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def _mx_groups_fp8(values, AXIS: tl.constexpr, max_exponent, max_normal, CEIL: tl.constexpr, E4M3: tl.constexpr):
+    """``_mx_groups`` for FP8 elements, rounded by the GPU's saturating round-to-nearest-even FP8 cast.
+
+    Both scalings are single multiplications by a power of two: exact here,
+    because FP8's smallest subnormal (2^-9, 2^-16) keeps every value that
+    survives rounding far above float32's subnormal range. Values are clamped
+    to ±max_normal before the cast, so saturation does not depend on the
+    cast's own overflow behaviour.
+    """
+    top = _block_maxima(values, AXIS)
+    shared = _shared_exponent(top.to(tl.float32, bitcast=True), max_exponent, max_normal, CEIL)
+    down = tl.minimum(tl.maximum(values * _pow2_scale(-shared), -max_normal), max_normal)
+    if E4M3:
+        element = down.to(tl.float8e4nv).to(tl.float32)
+    else:
+        element = down.to(tl.float8e5).to(tl.float32)
+    return tl.where(top >= 0x7F800000, float("nan"), element * _pow2_scale(shared))
+
+
+@triton.jit
+def _mx_blocks(values, AXIS: tl.constexpr, mantissa_bits, min_exponent, max_exponent, max_normal, CEIL: tl.constexpr, CAST: tl.constexpr):
+    """Quantize-dequantize with the generic arithmetic (``CAST`` 0) or the FP8 cast (1: E4M3, 2: E5M2)."""
+    if CAST == 0:
+        return _mx_groups(values, AXIS, mantissa_bits, min_exponent, max_exponent, max_normal, CEIL)
+    return _mx_groups_fp8(values, AXIS, max_exponent, max_normal, CEIL, CAST == 1)
 
 
 FORMAT_ARGS = ["l_mantissa", "l_min_exp", "l_max_exp", "r_mantissa", "r_min_exp", "r_max_exp"]
@@ -125,10 +183,13 @@ def _mx_pair_kernel(
     r_max,
     IN_BF16: tl.constexpr,
     OUT_BF16: tl.constexpr,
+    NATIVE: tl.constexpr,
     BLOCK: tl.constexpr,
     CEIL: tl.constexpr,
     LAST: tl.constexpr,
     ROWS: tl.constexpr,
+    L_CAST: tl.constexpr,
+    R_CAST: tl.constexpr,
     TILE_R: tl.constexpr,
     TILE_C: tl.constexpr,
 ):
@@ -143,16 +204,16 @@ def _mx_pair_kernel(
     batch = tl.program_id(2).to(tl.int64)
     mask = (rows[:, None] < n_rows) & (cols[None, :] < n_cols)
     source = x_ptr + batch * stride_batch + rows.to(tl.int64)[:, None] * stride_row + cols[None, :] * stride_col
-    tile = _load_float32(source, mask, IN_BF16)
+    tile = _load_float32(source, mask, IN_BF16, NATIVE)
     target = batch * n_rows * n_cols + rows.to(tl.int64)[:, None] * n_cols + cols[None, :]
     if LAST:
         groups = tl.reshape(tile, [TILE_R, TILE_C // BLOCK, BLOCK])
-        out = _mx_groups(groups, 2, l_mantissa, l_min_exp, l_max_exp, l_max, CEIL)
-        _store_from_float32(last_ptr + target, tl.reshape(out, [TILE_R, TILE_C]), mask, OUT_BF16)
+        out = _mx_blocks(groups, 2, l_mantissa, l_min_exp, l_max_exp, l_max, CEIL, L_CAST)
+        _store_from_float32(last_ptr + target, tl.reshape(out, [TILE_R, TILE_C]), mask, OUT_BF16, NATIVE)
     if ROWS:
         groups = tl.reshape(tile, [TILE_R // BLOCK, BLOCK, TILE_C])
-        out = _mx_groups(groups, 1, r_mantissa, r_min_exp, r_max_exp, r_max, CEIL)
-        _store_from_float32(rows_ptr + target, tl.reshape(out, [TILE_R, TILE_C]), mask, OUT_BF16)
+        out = _mx_blocks(groups, 1, r_mantissa, r_min_exp, r_max_exp, r_max, CEIL, R_CAST)
+        _store_from_float32(rows_ptr + target, tl.reshape(out, [TILE_R, TILE_C]), mask, OUT_BF16, NATIVE)
 
 
 @triton.jit(do_not_specialize=["mantissa_bits", "min_exponent"])
@@ -170,11 +231,11 @@ def _scaled_cast_kernel(
 ):
     offsets = tl.program_id(0).to(tl.int64) * TILE + tl.arange(0, TILE)
     mask = offsets < n
-    values = _load_float32(x_ptr + offsets, mask, IN_BF16)
+    values = _load_float32(x_ptr + offsets, mask, IN_BF16, False)
     scaled = values * tl.load(scale_ptr)
     element = _round_to_element(tl.abs(scaled), mantissa_bits, min_exponent, max_normal)
     out = tl.where(scaled != scaled, scaled, _with_sign_of(element, scaled))
-    _store_from_float32(out_ptr + offsets, out, mask, OUT_BF16)
+    _store_from_float32(out_ptr + offsets, out, mask, OUT_BF16, False)
 
 
 def _format_args(fmt: ElementFormat | None) -> tuple[int, int, int, float]:
@@ -190,6 +251,20 @@ def _batched(x: torch.Tensor) -> tuple[torch.Tensor, int, int, int, int]:
         return x, 1, 0, x.shape[0], x.shape[1]
     merged = x.reshape(-1, *x.shape[-2:])
     return merged, merged.shape[0], merged.stride(0), merged.shape[1], merged.shape[2]
+
+
+_FP8_CASTS = {"e4m3": 1, "e5m2": 2}
+"""The ``CAST`` code of each format the GPU can round with its FP8 cast; the others use 0 (generic arithmetic)."""
+
+
+@functools.cache
+def _has_fp8_cast(device: torch.device) -> bool:
+    """Whether ``device`` is a GPU with the saturating FP8 conversion instructions (compute capability ≥ 8.9)."""
+    return device.type == "cuda" and torch.cuda.get_device_capability(device) >= (8, 9)
+
+
+def _cast_code(fmt: ElementFormat | None, native: bool) -> int:
+    return _FP8_CASTS.get(fmt.name, 0) if native and fmt is not None else 0
 
 
 def _raw(x: torch.Tensor) -> torch.Tensor:
@@ -260,13 +335,18 @@ def mx_pair(
     out_dtype: torch.dtype,
     tile: tuple[int, int] = PAIR_TILE,
     num_warps: int = PAIR_WARPS,
+    hardware_cast: bool = True,
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """Quantize-dequantize ``x`` (≥ 2-D) along its last dimension with ``last`` and along dim -2 with ``rows``.
 
     Either format may be ``None`` to skip that output. Outputs are contiguous
     in ``out_dtype``; ``x`` may have any strides. ``tile`` (rows, columns) and
     ``num_warps`` tune the launch; tiles grow to at least one block.
+    ``hardware_cast=False`` keeps the portable arithmetic on GPUs that have
+    FP8 casts (the results are the same; benchmarks compare the speed).
     """
+    native = hardware_cast and _has_fp8_cast(x.device)
+    view = (lambda t: t) if native else _raw
     source, batch, stride_batch, n_rows, n_cols = _batched(x)
     out_last = torch.empty(x.shape, dtype=out_dtype, device=x.device) if last is not None else None
     out_rows = torch.empty(x.shape, dtype=out_dtype, device=x.device) if rows is not None else None
@@ -275,19 +355,22 @@ def mx_pair(
     _pair_launcher(
         grid,
         (
-            _raw(source),
-            _raw(out_last if out_last is not None else out_rows),  # type: ignore[arg-type]
-            _raw(out_rows if out_rows is not None else out_last),  # type: ignore[arg-type]
+            view(source),
+            view(out_last if out_last is not None else out_rows),  # type: ignore[arg-type]
+            view(out_rows if out_rows is not None else out_last),  # type: ignore[arg-type]
         ),
         (n_rows, n_cols, stride_batch, source.stride(-2), source.stride(-1)),
         (*_format_args(last), *_format_args(rows)),
         {
             "IN_BF16": x.dtype == torch.bfloat16,
             "OUT_BF16": out_dtype == torch.bfloat16,
+            "NATIVE": native,
             "BLOCK": block_size,
             "CEIL": ceil,
             "LAST": last is not None,
             "ROWS": rows is not None,
+            "L_CAST": _cast_code(last, native),
+            "R_CAST": _cast_code(rows, native),
             "TILE_R": tile_r,
             "TILE_C": tile_c,
         },
