@@ -3,7 +3,9 @@
 Everything is measured in one process on one GPU and printed as ratios to
 the bf16 baseline measured right next to it:
 
-1. the fused quantize-dequantize kernel: effective bandwidth per tile shape;
+1. the fused quantize-dequantize kernel: effective bandwidth with the
+   portable rounding and with the GPU's FP8 cast, two operands in one launch
+   or two, and host time per launch;
 2. one linear layer, forward + backward, M = 8192 and K, N in {1024 … 8192}:
    bf16 ``nn.Linear``, ours (``mxfp8`` recipe), torchao's emulated MX linear;
    forward only: bf16, ours, mase-triton's ``MXFPLinearPTQ`` (inference-only);
@@ -69,19 +71,44 @@ def bench_graphed(fn: Callable[[], Any]) -> float | None:
 
 
 def kernel_bandwidth(results: dict[str, Any]) -> None:
+    """The pair kernel with the portable rounding vs the GPU's FP8 cast, and one launch for two operands vs two."""
     from newcompute_mx.formats import FORMATS
-    from newcompute_mx.triton_kernels import mx_pair
+    from newcompute_mx.triton_kernels import mx_pair, mx_pairs
 
-    x = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
-    copy_ms = bench(lambda: x.clone())
-    moved = 3 * x.numel() * x.element_size()  # one read, two writes
+    e4m3, e5m2 = FORMATS["e4m3"], FORMATS["e5m2"]
     rows = []
-    for tile, warps in (((64, 64), 4), ((32, 128), 4), ((64, 128), 4), ((64, 128), 8), ((128, 64), 8), ((128, 128), 8)):
-        ms = bench(lambda: mx_pair(x, FORMATS["e4m3"], FORMATS["e4m3"], 32, False, torch.bfloat16, tile, warps))
-        rows.append({"tile": tile, "warps": warps, "ms": ms, "GB/s": moved / ms / 1e6})
-        print(f"  pair kernel tile={tile} warps={warps}: {ms:.3f} ms, {moved / ms / 1e6:.0f} GB/s")
-    print(f"  reference: x.clone() {copy_ms:.3f} ms, {2 * x.numel() * 2 / copy_ms / 1e6:.0f} GB/s")
-    results["kernel"] = {"clone_ms": copy_ms, "pair": rows, "launch_us": launch_overhead()}
+    for shape in ((8192, 1024), (8192, 4096), (8192, 8192)):
+        x = torch.randn(*shape, device="cuda", dtype=torch.bfloat16)
+        moved = 3 * x.numel() * x.element_size()  # one read, two writes
+        copy_ms = bench(lambda x=x: x.clone())
+        portable = bench(lambda x=x: mx_pair(x, e4m3, e5m2, 32, False, torch.bfloat16, hardware_cast=False))
+        cast = bench(lambda x=x: mx_pair(x, e4m3, e5m2, 32, False, torch.bfloat16))
+        rows.append({"shape": shape, "clone_ms": copy_ms, "portable_ms": portable, "fp8_cast_ms": cast})
+        print(
+            f"  {shape[0]} x {shape[1]} bf16, both axes: portable rounding {portable * 1e3:.1f} us "
+            f"({moved / portable / 1e6:.0f} GB/s), FP8 cast {cast * 1e3:.1f} us ({moved / cast / 1e6:.0f} GB/s): "
+            f"{portable / cast:.2f}x faster; x.clone() {copy_ms * 1e3:.1f} us ({2 * moved / 3 / copy_ms / 1e6:.0f} GB/s)"
+        )
+    activations = torch.randn(TOKENS, 1024, device="cuda", dtype=torch.bfloat16)
+    weight = torch.randn(1024, 1024, device="cuda", dtype=torch.float32)
+    jobs = [(activations, e4m3, e4m3), (weight, e4m3, e4m3)]
+    launches = {
+        "two launches": lambda: [mx_pair(t, last, rows, 32, False, torch.bfloat16) for t, last, rows in jobs],
+        "one launch": lambda: mx_pairs(jobs, 32, False, torch.bfloat16),
+    }
+    operands = {name: {"eager_ms": bench(fn), "graph_ms": bench_graphed(fn)} for name, fn in launches.items()}
+
+    def compare(key: str) -> str:
+        apart, together = operands["two launches"][key], operands["one launch"][key]
+        if apart is None or together is None:
+            return "n/a"
+        return f"{apart * 1e3:.1f} / {together * 1e3:.1f} us ({apart / together:.2f}x)"
+
+    print(
+        f"  a linear's forward operands ({TOKENS} x 1024 bf16 input, 1024 x 1024 fp32 weight), two launches / one: "
+        f"eager {compare('eager_ms')}, CUDA graph {compare('graph_ms')}"
+    )
+    results["kernel"] = {"pair": rows, "forward_operands": operands, "launch_us": launch_overhead()}
 
 
 def launch_overhead() -> dict[str, float]:
@@ -92,7 +119,7 @@ def launch_overhead() -> dict[str, float]:
     small = torch.randn(64, 256, device="cuda", dtype=torch.bfloat16)
     timings = {}
     for direct in (True, False):
-        triton_kernels._pair_launcher.enabled = direct
+        triton_kernels._pairs_launcher.enabled = direct
         for _ in range(20):
             triton_kernels.mx_pair(small, FORMATS["e4m3"], FORMATS["e4m3"], 32, False, torch.bfloat16)
         torch.cuda.synchronize()
@@ -101,7 +128,7 @@ def launch_overhead() -> dict[str, float]:
             triton_kernels.mx_pair(small, FORMATS["e4m3"], FORMATS["e4m3"], 32, False, torch.bfloat16)
         torch.cuda.synchronize()
         timings["direct" if direct else "triton"] = (time.perf_counter() - start) / 2000 * 1e6
-    triton_kernels._pair_launcher.enabled = True
+    triton_kernels._pairs_launcher.enabled = True
     print(
         f"  host time per mx_pair call: {timings['direct']:.1f} us with the direct launcher, "
         f"{timings['triton']:.1f} us through Triton's launch path"

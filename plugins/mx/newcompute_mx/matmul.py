@@ -42,8 +42,9 @@ class _QuantizedMatmul(torch.autograd.Function):
     def forward(
         ctx: Any, a: torch.Tensor, b: torch.Tensor, quantizer: OperandQuantizer, dtype: torch.dtype
     ) -> torch.Tensor:
-        a_fwd, a_wgrad = quantizer.pair(TensorKind.INPUT, a, dtype, last=True, rows=b.requires_grad)
-        b_fwd, b_dgrad = quantizer.pair(TensorKind.WEIGHT, b, dtype, last=True, rows=a.requires_grad)
+        (a_fwd, a_wgrad), (b_fwd, b_dgrad) = quantizer.pairs(
+            [(TensorKind.INPUT, a, True, b.requires_grad), (TensorKind.WEIGHT, b, True, a.requires_grad)], dtype
+        )
         ctx.quantizer, ctx.dtype, ctx.a_dtype, ctx.b_dtype = quantizer, dtype, a.dtype, b.dtype
         a_saved = a_wgrad or Operand(a.new_empty(0))
         b_saved = b_dgrad or Operand(b.new_empty(0))
@@ -72,6 +73,5 @@ def quantized_matmul(
     """
     if torch.is_grad_enabled() and (a.requires_grad or b.requires_grad):
         return _QuantizedMatmul.apply(a, b, quantizer, dtype)
-    a_fwd, _ = quantizer.pair(TensorKind.INPUT, a, dtype, last=True, rows=False)
-    b_fwd, _ = quantizer.pair(TensorKind.WEIGHT, b, dtype, last=True, rows=False)
+    (a_fwd, _), (b_fwd, _) = quantizer.pairs([(TensorKind.INPUT, a, True, False), (TensorKind.WEIGHT, b, True, False)], dtype)
     return _gemm(a_fwd, b_fwd.values.transpose(-1, -2), b_fwd.factor, dtype)

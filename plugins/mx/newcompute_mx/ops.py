@@ -9,6 +9,8 @@ kernel directly, since at small shapes the dispatch costs as much as the kernel.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 from newcompute_mx import reference
@@ -82,6 +84,25 @@ def scaled_cast_op(x: torch.Tensor, fmt: str, scale: torch.Tensor, out_dtype: to
 @scaled_cast_op.register_fake
 def _(x: torch.Tensor, fmt: str, scale: torch.Tensor, out_dtype: torch.dtype) -> torch.Tensor:
     return torch.empty(x.shape, dtype=out_dtype, device=x.device)
+
+
+PairJob = tuple[torch.Tensor, ElementFormat | None, ElementFormat | None]
+"""A tensor and its formats along its last dimension and along its rows (``None``: not wanted)."""
+
+
+def mx_fake_quantize_pairs(
+    jobs: Sequence[PairJob], block_size: int, scale_mode: ScaleMode, out_dtype: torch.dtype
+) -> list[tuple[torch.Tensor | None, torch.Tensor | None]]:
+    """:func:`mx_fake_quantize_pair` for each job; eager CUDA tensors share a kernel launch two at a time.
+
+    A GEMM's two operands are quantized together, which halves the launches
+    (and their host time) of an eagerly run layer.
+    """
+    if jobs and jobs[0][0].is_cuda and not torch.compiler.is_compiling():
+        from newcompute_mx.triton_kernels import mx_pairs
+
+        return mx_pairs(jobs, block_size, scale_mode == "ceil", out_dtype)
+    return [mx_fake_quantize_pair(x, last, rows, block_size, scale_mode, out_dtype) for x, last, rows in jobs]
 
 
 def mx_fake_quantize_pair(

@@ -10,6 +10,7 @@ quantize one loaded tile both ways and per-tensor scaling can share one cast.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
@@ -18,7 +19,7 @@ from torch import nn
 from newcompute import ConfigError
 from newcompute_mx.formats import FORMAT_NAMES, FORMATS, NO_QUANTIZATION, ElementFormat
 from newcompute_mx.fp8_scaling import AmaxHistory, TensorKind
-from newcompute_mx.ops import mx_fake_quantize_pair, scaled_cast_op
+from newcompute_mx.ops import mx_fake_quantize_pairs, scaled_cast_op
 from newcompute_mx.reference import ScaleMode, inverse_scale
 
 ROLE_AXES: dict[TensorKind, tuple[str, str]] = {
@@ -51,6 +52,8 @@ class Operand(NamedTuple):
 
 
 Pair = tuple[Operand | None, Operand | None]
+PairRequest = tuple[TensorKind, torch.Tensor, bool, bool]
+"""The arguments of one :meth:`OperandQuantizer.pair` call: kind, tensor, and whether each axis is wanted."""
 
 
 def _role_formats(formats: dict[str, str]) -> dict[TensorKind, tuple[ElementFormat | None, ElementFormat | None]]:
@@ -72,6 +75,10 @@ class OperandQuantizer(nn.Module):
         """
         raise NotImplementedError
 
+    def pairs(self, requests: Sequence[PairRequest], dtype: torch.dtype) -> list[Pair]:
+        """:meth:`pair` for several tensors at once, so a quantizer can serve them in one pass."""
+        return [self.pair(kind, tensor, dtype, last, rows) for kind, tensor, last, rows in requests]
+
     def extra_repr(self) -> str:
         return ", ".join(f"{role}={fmt}" for role, fmt in self.formats.items())
 
@@ -89,19 +96,21 @@ class MXQuantizer(OperandQuantizer):
         self.scale_mode: ScaleMode = scale_mode
 
     def pair(self, kind: TensorKind, tensor: torch.Tensor, dtype: torch.dtype, last: bool, rows: bool) -> Pair:
-        last_fmt, rows_fmt = self.by_kind[kind]
-        q_last, q_rows = mx_fake_quantize_pair(
-            tensor,
-            last_fmt if last else None,
-            rows_fmt if rows else None,
-            self.block_size,
-            self.scale_mode,
-            dtype,
-        )
-        return (
-            Operand(q_last) if q_last is not None else _plain(tensor, dtype, last),
-            Operand(q_rows) if q_rows is not None else _plain(tensor, dtype, rows),
-        )
+        return self.pairs([(kind, tensor, last, rows)], dtype)[0]
+
+    def pairs(self, requests: Sequence[PairRequest], dtype: torch.dtype) -> list[Pair]:
+        jobs = []
+        for kind, tensor, last, rows in requests:
+            last_fmt, rows_fmt = self.by_kind[kind]
+            jobs.append((tensor, last_fmt if last else None, rows_fmt if rows else None))
+        quantized = mx_fake_quantize_pairs(jobs, self.block_size, self.scale_mode, dtype)
+        return [
+            (
+                Operand(q_last) if q_last is not None else _plain(tensor, dtype, last),
+                Operand(q_rows) if q_rows is not None else _plain(tensor, dtype, rows),
+            )
+            for (_, tensor, last, rows), (q_last, q_rows) in zip(requests, quantized)
+        ]
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, block_size={self.block_size}, scale_mode={self.scale_mode}"

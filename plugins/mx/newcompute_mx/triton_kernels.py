@@ -24,6 +24,8 @@ memory, limits the kernel's speed.
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 import triton
@@ -160,11 +162,9 @@ def _mx_blocks(values, AXIS: tl.constexpr, mantissa_bits, min_exponent, max_expo
     return _mx_groups_fp8(values, AXIS, max_exponent, max_normal, CEIL, CAST == 1)
 
 
-FORMAT_ARGS = ["l_mantissa", "l_min_exp", "l_max_exp", "r_mantissa", "r_min_exp", "r_max_exp"]
-
-
-@triton.jit(do_not_specialize=FORMAT_ARGS)
-def _mx_pair_kernel(
+@triton.jit
+def _pair_tile(
+    index,
     x_ptr,
     last_ptr,
     rows_ptr,
@@ -193,15 +193,18 @@ def _mx_pair_kernel(
     TILE_R: tl.constexpr,
     TILE_C: tl.constexpr,
 ):
-    """One (TILE_R, TILE_C) tile of batch item ``program_id(2)``: blocks along columns and/or rows.
+    """Tile number ``index`` of one operand (batch items, then rows, then columns): blocks along columns and/or rows.
 
     Tiles start at multiples of BLOCK in both directions, so every block lies
     inside one tile; the ragged end of a dimension loads as zeros, which leave
     a block's maximum unchanged.
     """
-    rows = tl.program_id(0) * TILE_R + tl.arange(0, TILE_R)
-    cols = tl.program_id(1) * TILE_C + tl.arange(0, TILE_C)
-    batch = tl.program_id(2).to(tl.int64)
+    col_tiles = tl.cdiv(n_cols, TILE_C)
+    per_item = tl.cdiv(n_rows, TILE_R) * col_tiles
+    batch = (index // per_item).to(tl.int64)
+    within = index % per_item
+    rows = (within // col_tiles) * TILE_R + tl.arange(0, TILE_R)
+    cols = (within % col_tiles) * TILE_C + tl.arange(0, TILE_C)
     mask = (rows[:, None] < n_rows) & (cols[None, :] < n_cols)
     source = x_ptr + batch * stride_batch + rows.to(tl.int64)[:, None] * stride_row + cols[None, :] * stride_col
     tile = _load_float32(source, mask, IN_BF16, NATIVE)
@@ -214,6 +217,82 @@ def _mx_pair_kernel(
         groups = tl.reshape(tile, [TILE_R // BLOCK, BLOCK, TILE_C])
         out = _mx_blocks(groups, 1, r_mantissa, r_min_exp, r_max_exp, r_max, CEIL, R_CAST)
         _store_from_float32(rows_ptr + target, tl.reshape(out, [TILE_R, TILE_C]), mask, OUT_BF16, NATIVE)
+
+
+FORMAT_ARGS = [f"{job}_{axis}_{field}" for job in "ab" for axis in "lr" for field in ("mantissa", "min_exp", "max_exp")]
+
+
+@triton.jit(do_not_specialize=FORMAT_ARGS)
+def _mx_pairs_kernel(
+    a_ptr,
+    a_last_ptr,
+    a_rows_ptr,
+    b_ptr,
+    b_last_ptr,
+    b_rows_ptr,
+    a_n_rows,
+    a_n_cols,
+    a_stride_batch,
+    a_stride_row,
+    a_stride_col,
+    a_tiles,
+    b_n_rows,
+    b_n_cols,
+    b_stride_batch,
+    b_stride_row,
+    b_stride_col,
+    a_l_mantissa,
+    a_l_min_exp,
+    a_l_max_exp,
+    a_l_max,
+    a_r_mantissa,
+    a_r_min_exp,
+    a_r_max_exp,
+    a_r_max,
+    b_l_mantissa,
+    b_l_min_exp,
+    b_l_max_exp,
+    b_l_max,
+    b_r_mantissa,
+    b_r_min_exp,
+    b_r_max_exp,
+    b_r_max,
+    A_IN_BF16: tl.constexpr,
+    A_LAST: tl.constexpr,
+    A_ROWS: tl.constexpr,
+    A_L_CAST: tl.constexpr,
+    A_R_CAST: tl.constexpr,
+    TWO: tl.constexpr,
+    B_IN_BF16: tl.constexpr,
+    B_LAST: tl.constexpr,
+    B_ROWS: tl.constexpr,
+    B_L_CAST: tl.constexpr,
+    B_R_CAST: tl.constexpr,
+    OUT_BF16: tl.constexpr,
+    NATIVE: tl.constexpr,
+    BLOCK: tl.constexpr,
+    CEIL: tl.constexpr,
+    TILE_R: tl.constexpr,
+    TILE_C: tl.constexpr,
+):
+    """The first ``a_tiles`` programs quantize operand a, the rest (when TWO) operand b.
+
+    One launch for a GEMM's two operands: half the launches, and the smaller
+    operand's tiles fill the SMs the larger one leaves idle in its last wave.
+    """
+    index = tl.program_id(0)
+    if index < a_tiles:
+        _pair_tile(
+            index, a_ptr, a_last_ptr, a_rows_ptr, a_n_rows, a_n_cols, a_stride_batch, a_stride_row, a_stride_col,
+            a_l_mantissa, a_l_min_exp, a_l_max_exp, a_l_max, a_r_mantissa, a_r_min_exp, a_r_max_exp, a_r_max,
+            A_IN_BF16, OUT_BF16, NATIVE, BLOCK, CEIL, A_LAST, A_ROWS, A_L_CAST, A_R_CAST, TILE_R, TILE_C,
+        )
+    elif TWO:
+        _pair_tile(
+            index - a_tiles, b_ptr, b_last_ptr, b_rows_ptr, b_n_rows, b_n_cols, b_stride_batch, b_stride_row,
+            b_stride_col, b_l_mantissa, b_l_min_exp, b_l_max_exp, b_l_max, b_r_mantissa, b_r_min_exp, b_r_max_exp,
+            b_r_max, B_IN_BF16, OUT_BF16, NATIVE, BLOCK, CEIL, B_LAST, B_ROWS, B_L_CAST, B_R_CAST, TILE_R, TILE_C,
+        )
 
 
 @triton.jit(do_not_specialize=["mantissa_bits", "min_exponent"])
@@ -301,29 +380,101 @@ class _DirectLauncher:
         pointers: tuple[torch.Tensor, ...],
         integers: tuple[int, ...],
         others: tuple[object, ...],
-        constexprs: dict[str, object],
+        constexprs: tuple[object, ...],
         num_warps: int,
     ) -> None:
         key = (
             pointers[0].device,
             tuple((p.dtype, p.data_ptr() % 16 == 0) for p in pointers),
             tuple(_int_traits(i) for i in integers),
-            tuple(constexprs.values()),
+            constexprs,
             num_warps,
         )
         compiled = self.compiled.get(key) if self.enabled else None
         if compiled is not None:
             try:
-                compiled[grid](*pointers, *integers, *others, *constexprs.values())  # type: ignore[index]
+                compiled[grid](*pointers, *integers, *others, *constexprs)  # type: ignore[index]
                 return
             except Exception:  # another Triton launch convention: use Triton's own path from now on
                 self.enabled = False
-        compiled = self.kernel[grid](*pointers, *integers, *others, **constexprs, num_warps=num_warps)
+        compiled = self.kernel[grid](*pointers, *integers, *others, *constexprs, num_warps=num_warps)
         if self.enabled and compiled is not None:
             self.compiled[key] = compiled
 
 
-_pair_launcher = _DirectLauncher(_mx_pair_kernel)
+_pairs_launcher = _DirectLauncher(_mx_pairs_kernel)
+
+
+PairJob = tuple[torch.Tensor, ElementFormat | None, ElementFormat | None]
+"""A tensor (≥ 2-D, any strides) and its formats along its last dimension and along its rows (``None``: skip)."""
+
+
+class _Prepared(NamedTuple):
+    """One job as the kernel takes it, and the outputs it will write."""
+
+    pointers: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+    integers: tuple[int, ...]
+    formats: tuple[float, ...]
+    constexprs: tuple[bool, bool, bool, int, int]
+    tiles: int
+    outputs: tuple[torch.Tensor | None, torch.Tensor | None]
+
+
+def _prepare(job: PairJob, out_dtype: torch.dtype, native: bool, tile: tuple[int, int]) -> _Prepared:
+    x, last, rows = job
+    source, batch, stride_batch, n_rows, n_cols = _batched(x)
+    out_last = torch.empty(x.shape, dtype=out_dtype, device=x.device) if last is not None else None
+    out_rows = torch.empty(x.shape, dtype=out_dtype, device=x.device) if rows is not None else None
+    view = (lambda t: t) if native else _raw
+    written = out_last if out_last is not None else out_rows
+    assert written is not None
+    return _Prepared(
+        pointers=(view(source), view(written), view(out_rows if out_rows is not None else written)),
+        integers=(n_rows, n_cols, stride_batch, source.stride(-2), source.stride(-1)),
+        formats=(*_format_args(last), *_format_args(rows)),
+        constexprs=(x.dtype == torch.bfloat16, last is not None, rows is not None, _cast_code(last, native), _cast_code(rows, native)),
+        tiles=batch * triton.cdiv(n_rows, tile[0]) * triton.cdiv(n_cols, tile[1]),
+        outputs=(out_last, out_rows),
+    )
+
+
+def mx_pairs(
+    jobs: Sequence[PairJob],
+    block_size: int,
+    ceil: bool,
+    out_dtype: torch.dtype,
+    tile: tuple[int, int] = PAIR_TILE,
+    num_warps: int = PAIR_WARPS,
+    hardware_cast: bool = True,
+) -> list[tuple[torch.Tensor | None, torch.Tensor | None]]:
+    """Each job's outputs, quantize-dequantized in blocks along its last dimension and along dim -2.
+
+    Jobs share a launch two at a time (a GEMM's two operands: one launch
+    instead of two). Outputs are contiguous in ``out_dtype``. ``tile`` (rows,
+    columns) and ``num_warps`` tune the launch; tiles grow to at least one
+    block. ``hardware_cast=False`` keeps the portable arithmetic on GPUs that
+    have FP8 casts (the results are the same; benchmarks compare the speed).
+    """
+    native = hardware_cast and _has_fp8_cast(jobs[0][0].device)
+    tile = (max(tile[0], block_size), max(tile[1], block_size))
+    results = []
+    for start in range(0, len(jobs), 2):
+        chunk = jobs[start : start + 2]
+        wanted = [last is not None or rows is not None for _, last, rows in chunk]
+        prepared = [_prepare(job, out_dtype, native, tile) for job, want in zip(chunk, wanted) if want]
+        if prepared:
+            a, b = prepared[0], prepared[-1]
+            _pairs_launcher(
+                (a.tiles + (b.tiles if len(prepared) == 2 else 0), 1, 1),
+                (*a.pointers, *b.pointers),
+                (*a.integers, a.tiles, *b.integers),
+                (*a.formats, *b.formats),
+                (*a.constexprs, len(prepared) == 2, *b.constexprs, out_dtype == torch.bfloat16, native, block_size, ceil, *tile),
+                num_warps,
+            )
+        outputs = iter(p.outputs for p in prepared)
+        results += [next(outputs) if want else (None, None) for want in wanted]
+    return results
 
 
 def mx_pair(
@@ -337,46 +488,8 @@ def mx_pair(
     num_warps: int = PAIR_WARPS,
     hardware_cast: bool = True,
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """Quantize-dequantize ``x`` (≥ 2-D) along its last dimension with ``last`` and along dim -2 with ``rows``.
-
-    Either format may be ``None`` to skip that output. Outputs are contiguous
-    in ``out_dtype``; ``x`` may have any strides. ``tile`` (rows, columns) and
-    ``num_warps`` tune the launch; tiles grow to at least one block.
-    ``hardware_cast=False`` keeps the portable arithmetic on GPUs that have
-    FP8 casts (the results are the same; benchmarks compare the speed).
-    """
-    native = hardware_cast and _has_fp8_cast(x.device)
-    view = (lambda t: t) if native else _raw
-    source, batch, stride_batch, n_rows, n_cols = _batched(x)
-    out_last = torch.empty(x.shape, dtype=out_dtype, device=x.device) if last is not None else None
-    out_rows = torch.empty(x.shape, dtype=out_dtype, device=x.device) if rows is not None else None
-    tile_r, tile_c = (max(tile[0], block_size), max(tile[1], block_size))
-    grid = (triton.cdiv(n_rows, tile_r), triton.cdiv(n_cols, tile_c), batch)
-    _pair_launcher(
-        grid,
-        (
-            view(source),
-            view(out_last if out_last is not None else out_rows),  # type: ignore[arg-type]
-            view(out_rows if out_rows is not None else out_last),  # type: ignore[arg-type]
-        ),
-        (n_rows, n_cols, stride_batch, source.stride(-2), source.stride(-1)),
-        (*_format_args(last), *_format_args(rows)),
-        {
-            "IN_BF16": x.dtype == torch.bfloat16,
-            "OUT_BF16": out_dtype == torch.bfloat16,
-            "NATIVE": native,
-            "BLOCK": block_size,
-            "CEIL": ceil,
-            "LAST": last is not None,
-            "ROWS": rows is not None,
-            "L_CAST": _cast_code(last, native),
-            "R_CAST": _cast_code(rows, native),
-            "TILE_R": tile_r,
-            "TILE_C": tile_c,
-        },
-        num_warps,
-    )
-    return out_last, out_rows
+    """:func:`mx_pairs` for one tensor."""
+    return mx_pairs([(x, last, rows)], block_size, ceil, out_dtype, tile, num_warps, hardware_cast)[0]
 
 
 def scaled_cast(x: torch.Tensor, fmt: ElementFormat, scale: torch.Tensor, out_dtype: torch.dtype) -> torch.Tensor:

@@ -15,7 +15,7 @@ import torch
 
 from newcompute_mx import reference
 from newcompute_mx.formats import FORMATS
-from newcompute_mx.triton_kernels import PAIR_TILE, mx_pair, scaled_cast
+from newcompute_mx.triton_kernels import PAIR_TILE, mx_pair, mx_pairs, scaled_cast
 
 INTERPRETER_TILE = (128, 128)
 """Larger tiles under the interpreter: fewer programs, and a second tile shape exercised."""
@@ -70,6 +70,31 @@ def check_random(device: str, tile: tuple[int, int] = PAIR_TILE) -> list[str]:
     return failures
 
 
+def check_two_jobs(device: str, tile: tuple[int, int] = PAIR_TILE) -> list[str]:
+    """Two tensors in one launch: other shapes, dtypes, strides and formats, some outputs skipped; three jobs take two launches."""
+    failures: list[str] = []
+    weight = spread_operand((70, 96), torch.float32, seed=21)
+    batched = spread_operand((2, 40, 64), torch.bfloat16, seed=22).transpose(-1, -2)
+    ragged = spread_operand((33, 45), torch.bfloat16, seed=23)
+    e4m3, e5m2, e2m1 = FORMATS["e4m3"], FORMATS["e5m2"], FORMATS["e2m1"]
+    jobs = [
+        (batched.to(device), e5m2, e4m3),
+        (weight.to(device), None, e2m1),
+        (ragged.to(device), e4m3, None),
+    ]
+    for mode in ("floor", "ceil"):
+        outputs = mx_pairs(jobs, 32, mode == "ceil", torch.bfloat16, tile=tile)
+        for index, (job, source, (last, rows)) in enumerate(zip(jobs, (batched, weight, ragged), outputs)):
+            for got, fmt, axis in ((last, job[1], -1), (rows, job[2], -2)):
+                label = f"job {index} axis {axis} {mode}"
+                if fmt is None:
+                    failures += [] if got is None else [f"{label}: an output that was not asked for"]
+                else:
+                    want = reference.mx_fake_quantize(source, fmt, 32, axis, mode, torch.bfloat16)  # type: ignore[arg-type]
+                    failures += differences(got, want, label)
+    return failures
+
+
 def edge_blocks() -> torch.Tensor:
     """One 32-element block per row, each a corner case of the scale or element rules."""
     rows = torch.zeros(10, 32)
@@ -119,7 +144,7 @@ def check_scaled_cast(device: str, tile: tuple[int, int] = PAIR_TILE) -> list[st
     return failures
 
 
-ALL_CHECKS = (check_random, check_edges, check_exhaustive_bfloat16, check_scaled_cast)
+ALL_CHECKS = (check_random, check_two_jobs, check_edges, check_exhaustive_bfloat16, check_scaled_cast)
 
 
 def main() -> int:

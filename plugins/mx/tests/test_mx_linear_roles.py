@@ -8,6 +8,8 @@ and along which axis.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pytest
 import torch
 from torch import nn
@@ -19,7 +21,7 @@ from newcompute_mx.config import ROLES
 from newcompute_mx.formats import FORMATS
 from newcompute_mx.fp8_scaling import TensorKind
 from newcompute_mx.linear import QuantizedLinear
-from newcompute_mx.quantizers import MXQuantizer, Pair
+from newcompute_mx.quantizers import MXQuantizer, Pair, PairRequest
 
 NONE = dict.fromkeys(ROLES, "none")
 
@@ -31,10 +33,10 @@ class RecordingQuantizer(MXQuantizer):
         super().__init__(formats, block_size=32, scale_mode="floor")
         self.seen: dict[TensorKind, Pair] = {}
 
-    def pair(self, kind: TensorKind, tensor: torch.Tensor, dtype: torch.dtype, last: bool, rows: bool) -> Pair:
-        result = super().pair(kind, tensor, dtype, last, rows)
-        self.seen[kind] = result
-        return result
+    def pairs(self, requests: Sequence[PairRequest], dtype: torch.dtype) -> list[Pair]:
+        results = super().pairs(requests, dtype)
+        self.seen.update((kind, result) for (kind, *_), result in zip(requests, results))
+        return results
 
 
 def fq(x: torch.Tensor, fmt: str, axis: int) -> torch.Tensor:
