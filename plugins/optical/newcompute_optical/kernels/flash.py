@@ -90,6 +90,40 @@ def _causal_end(first_row, BLOCK_M: tl.constexpr, Tk, offset, CAUSAL: tl.constex
     return Tk
 
 
+@triton.jit
+def _rows_tile(base, index, dims, n, D, stride):
+    """Rows ``index`` (all ``dims``) of one head's (token, dim) matrix at ``base``, as (index, dims); zeros outside."""
+    return tl.load(base + index[:, None] * stride + dims[None, :], mask=(index[:, None] < n) & (dims[None, :] < D), other=0.0)
+
+
+@triton.jit
+def _cols_tile(base, index, dims, n, D, stride):
+    """The same rows, transposed to (dims, index): keys as the scores' right-hand operand."""
+    return tl.load(base + index[None, :] * stride + dims[:, None], mask=(index[None, :] < n) & (dims[:, None] < D), other=0.0)
+
+
+@triton.jit
+def _head(ptr, batch, head, stride_batch, stride_head):
+    """Where one head of a (batch, head, token, dim) tensor starts."""
+    return ptr + batch.to(tl.int64) * stride_batch + head * stride_head
+
+
+@triton.jit
+def _query_block(heads, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr):
+    """The block of query rows this program owns: (batch·heads + head, batch, head, first row, rows, dims)."""
+    bh = tl.program_id(1)
+    first = tl.program_id(0) * BLOCK_M
+    return bh, bh // heads, bh % heads, first, first + tl.arange(0, BLOCK_M), tl.arange(0, BLOCK_D)
+
+
+@triton.jit
+def _softmax_rows(m_ptr, l_ptr, head_row, rows, Tq):
+    """The forward's row maximum and row sum of exponentials for ``rows`` of the head starting at ``head_row``."""
+    m = tl.load(m_ptr + head_row + rows, mask=rows < Tq, other=0.0)
+    l = tl.load(l_ptr + head_row + rows, mask=rows < Tq, other=1.0)
+    return m, l
+
+
 @triton.jit(do_not_specialize=["key0", "key1", "offset", "size_class"])
 def normalizer_kernel(
     q_ptr, k_ptr, m_ptr, l_ptr, range_ptr, stats_ptr, calls_ptr,
@@ -99,18 +133,9 @@ def normalizer_kernel(
     CAUSAL: tl.constexpr, STATS: tl.constexpr, PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
-    pid_m = tl.program_id(0)
-    bh = tl.program_id(1)
-    batch = bh // heads
-    head = bh % heads
-    first = pid_m * BLOCK_M
-    rows = first + tl.arange(0, BLOCK_M)
-    dims = tl.arange(0, BLOCK_D)
-    q = tl.load(
-        q_ptr + batch.to(tl.int64) * sqb + head * sqh + rows[:, None] * sqt + dims[None, :],
-        mask=(rows[:, None] < Tq) & (dims[None, :] < D), other=0.0,
-    )
-    k_base = k_ptr + batch.to(tl.int64) * skb + (head // group) * skh
+    bh, batch, head, first, rows, dims = _query_block(heads, BLOCK_M, BLOCK_D)
+    q = _rows_tile(_head(q_ptr, batch, head, sqb, sqh), rows, dims, Tq, D, sqt)
+    k_base = _head(k_ptr, batch, head // group, skb, skh)
     lo, hi, step, inverse = numerics.range_terms(range_ptr, top)
     call, k0, k1 = numerics.noise_inputs(calls_ptr, key0, key1)
     groups = tl.cdiv(Tk, 4)
@@ -122,8 +147,7 @@ def normalizer_kernel(
     end = _causal_end(first, BLOCK_M, Tk, offset, CAUSAL)
     for start in range(0, end, BLOCK_N):
         cols = start + tl.arange(0, BLOCK_N)
-        k = tl.load(k_base + cols[None, :] * skt + dims[:, None], mask=(cols[None, :] < Tk) & (dims[:, None] < D), other=0.0)
-        exact = tl.dot(q, k, input_precision=PRECISION)
+        exact = tl.dot(q, _cols_tile(k_base, cols, dims, Tk, D, skt), input_precision=PRECISION)
         if STATS:
             low, high = _fold_min_max(low, high, exact, (rows[:, None] < Tq) & (cols[None, :] < Tk))
         x = _read_out_scores(exact, first_row, BLOCK_M, start, groups, call, k0, k1, BLOCK_N,
@@ -137,10 +161,8 @@ def normalizer_kernel(
         if CAUSAL:
             for start in range(tl.cdiv(end, BLOCK_N) * BLOCK_N, Tk, BLOCK_N):
                 cols = start + tl.arange(0, BLOCK_N)
-                k = tl.load(
-                    k_base + cols[None, :] * skt + dims[:, None], mask=(cols[None, :] < Tk) & (dims[:, None] < D), other=0.0
-                )
-                low, high = _fold_min_max(low, high, tl.dot(q, k, input_precision=PRECISION), (rows[:, None] < Tq) & (cols[None, :] < Tk))
+                exact = tl.dot(q, _cols_tile(k_base, cols, dims, Tk, D, skt), input_precision=PRECISION)
+                low, high = _fold_min_max(low, high, exact, (rows[:, None] < Tq) & (cols[None, :] < Tk))
         _record(stats_ptr + SCORES_OUT, low, high)
     tl.store(m_ptr + bh.to(tl.int64) * Tq + rows, m, mask=rows < Tq)
     tl.store(l_ptr + bh.to(tl.int64) * Tq + rows, l, mask=rows < Tq)
@@ -156,19 +178,12 @@ def context_kernel(
     CAUSAL: tl.constexpr, STATS: tl.constexpr, SAVE_PV: tl.constexpr, PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
-    pid_m = tl.program_id(0)
-    bh = tl.program_id(1)
-    batch = bh // heads
-    head = bh % heads
-    first = pid_m * BLOCK_M
-    rows = first + tl.arange(0, BLOCK_M)
-    dims = tl.arange(0, BLOCK_D)
+    bh, batch, head, first, rows, dims = _query_block(heads, BLOCK_M, BLOCK_D)
     row_dims = (rows[:, None] < Tq) & (dims[None, :] < D)
-    q = tl.load(q_ptr + batch.to(tl.int64) * sqb + head * sqh + rows[:, None] * sqt + dims[None, :], mask=row_dims, other=0.0)
-    k_base = k_ptr + batch.to(tl.int64) * skb + (head // group) * skh
-    v_base = v_ptr + batch.to(tl.int64) * svb + (head // group) * svh
-    m = tl.load(m_ptr + bh.to(tl.int64) * Tq + rows, mask=rows < Tq, other=0.0)
-    l = tl.load(l_ptr + bh.to(tl.int64) * Tq + rows, mask=rows < Tq, other=1.0)
+    q = _rows_tile(_head(q_ptr, batch, head, sqb, sqh), rows, dims, Tq, D, sqt)
+    k_base = _head(k_ptr, batch, head // group, skb, skh)
+    v_base = _head(v_ptr, batch, head // group, svb, svh)
+    m, l = _softmax_rows(m_ptr, l_ptr, bh.to(tl.int64) * Tq, rows, Tq)
     lo, hi, step, inverse = numerics.range_terms(scores_range_ptr, top)
     p_lo, p_hi, p_step, p_inverse = numerics.range_terms(probs_range_ptr, top)
     call, k0, k1 = numerics.noise_inputs(scores_calls_ptr, key0, key1)
@@ -181,8 +196,7 @@ def context_kernel(
     high = tl.full([BLOCK_M], float("-inf"), tl.float32)
     for start in range(0, _causal_end(first, BLOCK_M, Tk, offset, CAUSAL), BLOCK_N):
         cols = start + tl.arange(0, BLOCK_N)
-        col_dims = (cols[None, :] < Tk) & (dims[:, None] < D)
-        k = tl.load(k_base + cols[None, :] * skt + dims[:, None], mask=col_dims, other=0.0)
+        k = _cols_tile(k_base, cols, dims, Tk, D, skt)
         x = _read_out_scores(tl.dot(q, k, input_precision=PRECISION), first_row, BLOCK_M, start, groups, call, k0, k1, BLOCK_N,
                              lo, hi, step, inverse, top, scale, DTYPE)
         keep = _kept(rows, cols, Tq, Tk, offset, CAUSAL)
@@ -190,7 +204,7 @@ def context_kernel(
         if STATS:
             low, high = _fold_min_max(low, high, probs.to(tl.float32), (rows[:, None] < Tq) & (cols[None, :] < Tk))
         quantized = numerics.quantize(probs.to(tl.float32), p_lo, p_hi, p_step, p_inverse).to(DTYPE)
-        v = tl.load(v_base + cols[:, None] * svt + dims[None, :], mask=(cols[:, None] < Tk) & (dims[None, :] < D), other=0.0)
+        v = _rows_tile(v_base, cols, dims, Tk, D, svt)
         acc = tl.dot(quantized, v, acc, input_precision=PRECISION)
         if SAVE_PV:
             acc_pv = tl.dot(probs, v, acc_pv, input_precision=PRECISION)
@@ -224,8 +238,7 @@ def _recompute(q, k, rows, cols, m, l, first_row, BLOCK_M: tl.constexpr, first_c
 @triton.jit
 def _row_terms(do, pv_ptr, rows, dims, Tq, D, first_row_of_head):
     """Softmax backward's ``Σ_j dP_ij · P_ij`` per row, as ``dO_i · (P·Vq)_i`` (fp32)."""
-    row_dims = (rows[:, None] < Tq) & (dims[None, :] < D)
-    pv = tl.load(pv_ptr + (first_row_of_head + rows[:, None]) * D + dims[None, :], mask=row_dims, other=0.0)
+    pv = _rows_tile(pv_ptr + first_row_of_head * D, rows, dims, Tq, D, D)
     return tl.sum(do.to(tl.float32) * pv.to(tl.float32), axis=1)
 
 
@@ -248,11 +261,8 @@ def key_grads_kernel(
     first_col = pid_n * BLOCK_N
     cols = first_col + tl.arange(0, BLOCK_N)
     dims = tl.arange(0, BLOCK_D)
-    col_dims_t = (cols[None, :] < Tk) & (dims[:, None] < D)
-    k = tl.load(k_ptr + batch.to(tl.int64) * skb + kv_head * skh + cols[None, :] * skt + dims[:, None],
-                mask=col_dims_t, other=0.0)
-    v_t = tl.load(v_ptr + batch.to(tl.int64) * svb + kv_head * svh + cols[None, :] * svt + dims[:, None],
-                  mask=col_dims_t, other=0.0)
+    k = _cols_tile(_head(k_ptr, batch, kv_head, skb, skh), cols, dims, Tk, D, skt)
+    v_t = _cols_tile(_head(v_ptr, batch, kv_head, svb, svh), cols, dims, Tk, D, svt)
     lo, hi, step, inverse = numerics.range_terms(scores_range_ptr, top)
     p_lo, p_hi, p_step, p_inverse = numerics.range_terms(probs_range_ptr, top)
     call, k0, k1 = numerics.noise_inputs(calls_ptr, key0, key1)
@@ -266,15 +276,13 @@ def key_grads_kernel(
     for member in range(group):
         head = kv_head * group + member
         head_row = (batch * heads + head).to(tl.int64) * Tq
-        q_base = q_ptr + batch.to(tl.int64) * sqb + head * sqh
-        do_base = do_ptr + batch.to(tl.int64) * sdb + head * sdh
+        q_base = _head(q_ptr, batch, head, sqb, sqh)
+        do_base = _head(do_ptr, batch, head, sdb, sdh)
         for start in range(begin, Tq, BLOCK_M):
             rows = start + tl.arange(0, BLOCK_M)
-            row_dims = (rows[:, None] < Tq) & (dims[None, :] < D)
-            q = tl.load(q_base + rows[:, None] * sqt + dims[None, :], mask=row_dims, other=0.0)
-            do = tl.load(do_base + rows[:, None] * sdt + dims[None, :], mask=row_dims, other=0.0)
-            m = tl.load(m_ptr + head_row + rows, mask=rows < Tq, other=0.0)
-            l = tl.load(l_ptr + head_row + rows, mask=rows < Tq, other=1.0)
+            q = _rows_tile(q_base, rows, dims, Tq, D, sqt)
+            do = _rows_tile(do_base, rows, dims, Tq, D, sdt)
+            m, l = _softmax_rows(m_ptr, l_ptr, head_row, rows, Tq)
             delta = _row_terms(do, pv_ptr, rows, dims, Tq, D, head_row)
             probs, keep = _recompute(q, k, rows, cols, m, l, head_row + start, BLOCK_M, first_col, BLOCK_N,
                                      Tq, Tk, offset, groups, call, k0, k1, lo, hi, step, inverse, top, scale,
@@ -300,22 +308,15 @@ def query_grads_kernel(
     CAUSAL: tl.constexpr, PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
-    pid_m = tl.program_id(0)
-    bh = tl.program_id(1)
-    batch = bh // heads
-    head = bh % heads
-    first = pid_m * BLOCK_M
-    rows = first + tl.arange(0, BLOCK_M)
-    dims = tl.arange(0, BLOCK_D)
+    bh, batch, head, first, rows, dims = _query_block(heads, BLOCK_M, BLOCK_D)
     row_dims = (rows[:, None] < Tq) & (dims[None, :] < D)
-    q = tl.load(q_ptr + batch.to(tl.int64) * sqb + head * sqh + rows[:, None] * sqt + dims[None, :], mask=row_dims, other=0.0)
-    do = tl.load(do_ptr + batch.to(tl.int64) * sdb + head * sdh + rows[:, None] * sdt + dims[None, :], mask=row_dims, other=0.0)
+    q = _rows_tile(_head(q_ptr, batch, head, sqb, sqh), rows, dims, Tq, D, sqt)
+    do = _rows_tile(_head(do_ptr, batch, head, sdb, sdh), rows, dims, Tq, D, sdt)
     head_row = bh.to(tl.int64) * Tq
-    m = tl.load(m_ptr + head_row + rows, mask=rows < Tq, other=0.0)
-    l = tl.load(l_ptr + head_row + rows, mask=rows < Tq, other=1.0)
+    m, l = _softmax_rows(m_ptr, l_ptr, head_row, rows, Tq)
     delta = _row_terms(do, pv_ptr, rows, dims, Tq, D, head_row)
-    k_base = k_ptr + batch.to(tl.int64) * skb + (head // group) * skh
-    v_base = v_ptr + batch.to(tl.int64) * svb + (head // group) * svh
+    k_base = _head(k_ptr, batch, head // group, skb, skh)
+    v_base = _head(v_ptr, batch, head // group, svb, svh)
     lo, hi, step, inverse = numerics.range_terms(scores_range_ptr, top)
     call, k0, k1 = numerics.noise_inputs(calls_ptr, key0, key1)
     groups = tl.cdiv(Tk, 4)
@@ -323,9 +324,8 @@ def query_grads_kernel(
     dq = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
     for start in range(0, _causal_end(first, BLOCK_M, Tk, offset, CAUSAL), BLOCK_N):
         cols = start + tl.arange(0, BLOCK_N)
-        col_dims_t = (cols[None, :] < Tk) & (dims[:, None] < D)
-        k_t = tl.load(k_base + cols[None, :] * skt + dims[:, None], mask=col_dims_t, other=0.0)
-        v_t = tl.load(v_base + cols[None, :] * svt + dims[:, None], mask=col_dims_t, other=0.0)
+        k_t = _cols_tile(k_base, cols, dims, Tk, D, skt)
+        v_t = _cols_tile(v_base, cols, dims, Tk, D, svt)
         probs, keep = _recompute(q, k_t, rows, cols, m, l, head_row + first, BLOCK_M, start, BLOCK_N,
                                  Tq, Tk, offset, groups, call, k0, k1, lo, hi, step, inverse, top, scale,
                                  CAUSAL, DTYPE, PRECISION)
