@@ -233,6 +233,17 @@ def route_through_interface(model: nn.Module) -> None:
     model.set_attn_implementation(IMPLEMENTATION)
 
 
+def probing() -> bool:
+    """Whether this forward is the core's routing check (:func:`record_intercepted`), whose output is discarded.
+
+    The check runs a few tokens through the model wherever it sits (on CPU,
+    before the trainer moves it, possibly with a GPU-only process group
+    already up). A paradigm should neither learn from that forward
+    (calibration, statistics, counters) nor communicate with other ranks.
+    """
+    return _probe is not None
+
+
 @contextlib.contextmanager
 def record_intercepted() -> Iterator[set[int]]:
     """Collect ``id()`` of every attention module whose matmuls ran inside the block.

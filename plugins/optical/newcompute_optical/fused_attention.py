@@ -30,6 +30,7 @@ from collections.abc import Iterable
 
 import torch
 
+from newcompute.attention import probing
 from newcompute_optical import distributed, philox, reference
 from newcompute_optical.config import ProductSettings
 from newcompute_optical.product import OpticalProduct, fill_unset
@@ -205,6 +206,10 @@ def attention(
     dtype: torch.dtype,
 ) -> torch.Tensor:
     """``context(softmax(mask(scale · scores(query, key))), value)`` as one fused call, ``(B, H, Tq, D)``."""
+    if probing():
+        return torch.nn.functional.scaled_dot_product_attention(
+            query.to(dtype), key.to(dtype), value.to(dtype), is_causal=causal, scale=scale, enable_gqa=True
+        )
     with torch.autocast(query.device.type, enabled=False):
         if not (scores.is_calibrated() and context.is_calibrated()):
             calibrate(scores, context, query, key, value, scale, causal, dtype)

@@ -21,6 +21,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from newcompute.attention import probing
 from newcompute_optical import distributed, reference
 from newcompute_optical.config import ProductSettings
 from newcompute_optical.ops import OpticalProductFunction
@@ -72,6 +73,12 @@ def _calibrate(
     fill_unset(output_range, reference.batch_range(exact, quantiles))
 
 
+def _plain_product(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
+    """The exact product, for the core's routing check: nothing is learnt from it and no rank is waited for."""
+    out = torch.matmul(a.to(dtype), b.to(dtype).transpose(-1, -2))
+    return out if bias is None else out + bias.to(dtype)
+
+
 def fill_unset(value_range: torch.Tensor, batch: torch.Tensor) -> None:
     """A range never set takes ``batch`` widened over every rank; a set one is kept."""
     batch = distributed.agreed_range(batch)
@@ -111,6 +118,8 @@ class OpticalProduct(nn.Module):
         return self.settings.q_init_seed, stream
 
     def forward(self, a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
+        if probing():
+            return _plain_product(a, b, bias, dtype)
         settings = self.settings
         if not self._calibrated:
             calibrate(a, b, self.ranges(), settings, dtype)

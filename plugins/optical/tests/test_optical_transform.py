@@ -9,7 +9,8 @@ from torch import nn
 from transformers.pytorch_utils import Conv1D
 
 import newcompute as nc
-from newcompute_optical import OpticalAttentionMatmuls, OpticalLinear
+from newcompute_optical import OpticalAttentionMatmuls, OpticalLinear, distributed
+from newcompute_optical.product import OpticalProduct
 
 FAMILIES = ["llama", "qwen2", "gpt2"]
 
@@ -31,6 +32,28 @@ def test_every_linear_but_the_head_is_replaced_and_every_attention_intercepted(f
     for name in attention:
         assert isinstance(model.get_submodule(name).newcompute_matmuls, OpticalAttentionMatmuls)
     nc.verify_attention(model)
+
+
+def test_the_routing_check_learns_nothing_and_waits_for_no_rank(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The trainer runs ``verify_attention`` on CPU before moving the model, with NCCL possibly already up.
+
+    A collective on a CPU tensor fails there ("No backend type associated
+    with device type cpu"), and calibrating on four dummy tokens would set the
+    ranges the first real batch should set.
+    """
+
+    def no_collective(stats: torch.Tensor) -> None:
+        raise AssertionError("the routing check reached a collective")
+
+    model = tiny("llama")
+    optical(model)
+    model.eval()
+    before = {name: value.clone() for name, value in model.state_dict().items()}
+    monkeypatch.setattr(distributed, "agree", no_collective)
+    nc.verify_attention(model)
+    after = model.state_dict()
+    assert [name for name, value in before.items() if not torch.equal(value, after[name])] == []
+    assert not any(module.is_calibrated() for module in model.modules() if isinstance(module, OpticalProduct))
 
 
 @pytest.mark.parametrize("family", FAMILIES)
