@@ -17,6 +17,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from newcompute.attention import probing
 from newcompute_mx.formats import ElementFormat
 from newcompute_mx.reference import tensor_scale
 
@@ -33,9 +34,13 @@ Scaling = Literal["delayed", "current"]
 
 
 def global_amax(tensor: torch.Tensor, reduce: bool) -> torch.Tensor:
-    """``max|tensor|`` as a float32 scalar on the tensor's device, agreed across ranks when ``reduce``."""
+    """``max|tensor|`` as a float32 scalar on the tensor's device, agreed across ranks when ``reduce``.
+
+    Not during the core's routing check (``probing()``): it runs on CPU,
+    possibly with a GPU-only process group up, and nothing is learnt from it.
+    """
     amax = tensor.detach().abs().amax().to(torch.float32)
-    if reduce and dist.is_available() and dist.is_initialized():
+    if reduce and not probing() and dist.is_available() and dist.is_initialized():
         dist.all_reduce(amax, op=dist.ReduceOp.MAX)
     return amax
 

@@ -114,6 +114,19 @@ def test_attention_quantization_is_opt_in(registry: Registry) -> None:
         assert torch.isfinite(loss) and model.model.layers[0].self_attn.q_proj.weight.grad is not None
 
 
+def test_the_routing_check_starts_no_collective(registry: Registry, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The trainer's routing check runs on CPU, where an NCCL process group cannot all-reduce an amax."""
+
+    def no_collective(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the routing check reached a collective")
+
+    model, _ = apply(registry, "fp8", {"attention": True})
+    model.eval()
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.distributed, "all_reduce", no_collective)
+    newcompute.verify_attention(model)
+
+
 def test_gpt2_conv1d_layers_are_replaced(registry: Registry) -> None:
     torch.manual_seed(0)
     model = GPT2LMHeadModel(GPT2Config(n_embd=64, n_layer=2, n_head=4, vocab_size=128, n_positions=64))

@@ -49,9 +49,13 @@ _CALIBRATION_ELEMENTS = 1 << 24
 
 
 def applies(settings: ProductSettings, query: torch.Tensor, dtype: torch.dtype) -> bool:
-    """Whether this call can take the fused kernels (else the two products run, as defined)."""
+    """Whether this call can take the fused kernels (else the two products run, as defined).
+
+    Not during the core's routing check: the products then compute plainly and learn nothing.
+    """
     return (
-        flash is not None
+        not probing()
+        and flash is not None
         and query.is_cuda
         and not torch.compiler.is_compiling()
         and not settings.q_bypass
@@ -206,10 +210,6 @@ def attention(
     dtype: torch.dtype,
 ) -> torch.Tensor:
     """``context(softmax(mask(scale · scores(query, key))), value)`` as one fused call, ``(B, H, Tq, D)``."""
-    if probing():
-        return torch.nn.functional.scaled_dot_product_attention(
-            query.to(dtype), key.to(dtype), value.to(dtype), is_causal=causal, scale=scale, enable_gqa=True
-        )
     with torch.autocast(query.device.type, enabled=False):
         if not (scores.is_calibrated() and context.is_calibrated()):
             calibrate(scores, context, query, key, value, scale, causal, dtype)
