@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -40,19 +42,23 @@ def train(args: argparse.Namespace, variant: str, gpus: int) -> list[dict[str, f
         *(["--fsdp"] if args.fsdp and gpus > 1 else []),
     ]  # fmt: skip
     started = time.perf_counter()
-    try:
-        result = subprocess.run(command, capture_output=True, text=True, timeout=args.timeout)
-    except subprocess.TimeoutExpired:
-        print(f"  {variant:8s} {gpus} GPU(s): no result, over {args.timeout} s", flush=True)
-        return None
+    # its own process group, so a run over time is stopped with its launcher and every rank (and their GPUs)
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True) as p:
+        try:
+            stdout, stderr = p.communicate(timeout=args.timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.communicate()
+            print(f"  {variant:8s} {gpus} GPU(s): no result, over {args.timeout} s", flush=True)
+            return None
     log = Path(args.out) / f"{variant}-{gpus}gpu.log"
     log.parent.mkdir(parents=True, exist_ok=True)
-    log.write_text(f"$ {' '.join(command)}\n--- stdout\n{result.stdout}\n--- stderr\n{result.stderr}")
-    if result.returncode != 0:
-        errors = [line for line in result.stderr.splitlines() if "Error" in line or "error" in line]
-        print(*errors[-20:], result.stderr[-3000:], sep="\n")
+    log.write_text(f"$ {' '.join(command)}\n--- stdout\n{stdout}\n--- stderr\n{stderr}")
+    if p.returncode != 0:
+        errors = [line for line in stderr.splitlines() if "Error" in line or "error" in line]
+        print(*errors[-20:], stderr[-3000:], sep="\n")
         print(f"  full output: {log}", flush=True)
-        print(f"  {variant:8s} {gpus} GPU(s): failed with exit code {result.returncode}", flush=True)
+        print(f"  {variant:8s} {gpus} GPU(s): failed with exit code {p.returncode}", flush=True)
         return None
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
     print(f"  {variant:8s} {gpus} GPU(s): {time.perf_counter() - started:.0f} s wall", flush=True)

@@ -68,21 +68,30 @@ def evaluate_loss(
 
     Processes score interleaved shares of the blocks and their sums are
     added, so the result does not depend on the number of processes beyond
-    floating-point order.
+    floating-point order. Every process runs the same number of forward
+    passes, even where its share is one block short: FSDP2 gathers weights
+    and paradigms agree on statistics with collectives inside the forward,
+    and a rank that skipped one would pair its next collective with the
+    wrong partner. The short process repeats its first block for that pass
+    and leaves it out of the sums.
     """
     if blocks.ndim != 2 or blocks.shape[0] == 0:
         raise ConfigError("There are no validation blocks to evaluate on.")
     count = blocks.shape[0] if max_batches is None else min(blocks.shape[0], max_batches * micro_batch_size)
     mine = blocks[:count][accelerator.process_index :: accelerator.num_processes]
+    passes = math.ceil(math.ceil(count / accelerator.num_processes) / micro_batch_size)
     totals = torch.zeros(2, dtype=torch.float64, device=accelerator.device)
     with unchanged(model, seed), torch.no_grad():
-        for start in range(0, mine.shape[0], micro_batch_size):
-            batch = torch.as_tensor(mine[start : start + micro_batch_size], dtype=torch.long, device=accelerator.device)
+        for start in range(0, passes * micro_batch_size, micro_batch_size):
+            share = mine[start : start + micro_batch_size]
+            counted = share.shape[0] > 0
+            batch = torch.as_tensor(share if counted else blocks[:1], dtype=torch.long, device=accelerator.device)
             with accelerator.autocast():
                 loss = model(input_ids=batch, labels=batch, use_cache=False).loss
-            predicted = batch.shape[0] * (batch.shape[1] - 1)
-            totals[0] += loss.double() * predicted
-            totals[1] += predicted
+            if counted:
+                predicted = batch.shape[0] * (batch.shape[1] - 1)
+                totals[0] += loss.double() * predicted
+                totals[1] += predicted
     totals = accelerator.reduce(totals, reduction="sum") if accelerator.num_processes > 1 else totals
     mean = float(totals[0] / totals[1])
     return EvalResult(mean, perplexity(mean), int(totals[1]), count)

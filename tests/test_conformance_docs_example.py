@@ -57,7 +57,7 @@ def role_example(snippet: str, paradigm: str, config: str, role: str) -> ModuleT
 
 
 def test_the_guide_has_every_tested_block() -> None:
-    assert set(SNIPPETS) == {"minimal", "pyproject", "layer", "attention", "optimizer", "commands"}
+    assert set(SNIPPETS) == {"minimal", "pyproject", "layer", "attention", "optimizer", "commands", "ranks"}
 
 
 def test_pyproject_declares_the_minimal_plugin_entry_point() -> None:
@@ -134,3 +134,12 @@ def test_commands_example_adds_a_subcommand() -> None:
 
     result = CliRunner().invoke(app, ["rounded-formats"])
     assert result.exit_code == 0 and result.output.strip() == "bfloat16 float16 float32"
+
+
+def test_the_several_processes_example_runs_on_two_gloo_ranks(tmp_path: Path, monkeypatch) -> None:
+    """Its ranks are spawned and import the function by module name, so the snippet becomes a real file."""
+    (tmp_path / "docs_example_ranks.py").write_text(SNIPPETS["ranks"], encoding="utf-8")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import docs_example_ranks
+
+    docs_example_ranks.test_ranks_agree("gloo")

@@ -87,3 +87,10 @@ def test_subprocess_exit_codes(installed_plugins: Path) -> None:
     assert bad.returncode == 2 and "Unknown paradigm 'nope'" in bad.stderr and "Traceback" not in bad.stderr
     usage = run_cli(["transform", "--bogus"], installed_plugins)
     assert usage.returncode == 2 and "No such option" in usage.stderr
+
+
+def test_errors_quote_brackets_as_they_are() -> None:
+    """Paths, layer regexes and library errors hold brackets that rich would read as markup."""
+    code, out = invoke("transform", "--model", "./runs[/x]/m[0-3]")
+    assert code == 2
+    assert "Unknown model './runs[/x]/m[0-3]'" in " ".join(out.split())

@@ -16,6 +16,7 @@ from newcompute.config import ModelSettings, RunConfig, resolve_paradigms
 from newcompute.errors import ConfigError
 from newcompute.evaluate import evaluate_loss, perplexity, run_lm_eval
 from newcompute.models import load_model
+from newcompute.testing import run_ranks
 from newcompute.train.evaluation import evaluate_model, load_model_for_eval
 
 
@@ -43,6 +44,28 @@ def test_max_batches_scores_the_first_blocks_only() -> None:
     accelerator = Accelerator(cpu=True)
     first_four = evaluate_loss(model, blocks[:4], 2, accelerator)
     assert evaluate_loss(model, blocks, 2, accelerator, max_batches=2) == first_four
+
+
+def _evaluate_five_blocks_counting_passes(rank: int, device: torch.device) -> tuple[float, int, int]:
+    model = load_model(ModelSettings(name="tiny", init="scratch"), seed=1).model
+    passes = []
+    model.register_forward_pre_hook(lambda module, args: passes.append(1))
+    result = evaluate_loss(model, _blocks(5, 12), micro_batch_size=2, accelerator=Accelerator(cpu=True))
+    return result.loss, result.tokens, len(passes)
+
+
+def test_processes_with_uneven_shares_run_as_many_forwards_and_score_each_block_once() -> None:
+    """Five blocks over two processes in pairs: the second process's share (two blocks) is one pass short of
+    the first's (three blocks); it must still run that pass, since collectives inside the forward (FSDP2's
+    all-gathers, paradigms' statistics) pair up across processes, but must not count it."""
+    single = evaluate_loss(
+        load_model(ModelSettings(name="tiny", init="scratch"), seed=1).model, _blocks(5, 12), 2, Accelerator(cpu=True)
+    )
+    ranks = run_ranks(_evaluate_five_blocks_counting_passes)
+    assert [passes for _, _, passes in ranks] == [2, 2]
+    for loss, tokens, _ in ranks:
+        assert tokens == single.tokens == 55
+        assert loss == pytest.approx(single.loss, rel=1e-6)
 
 
 def test_evaluation_restores_buffers_rng_and_mode() -> None:

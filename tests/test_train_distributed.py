@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 from accelerate.utils import DistributedType
+from tests_support import run_bounded
 
 from newcompute.train.launch import launcher_command, train_arguments
 from newcompute.train.setup import distribution_text
@@ -35,13 +36,19 @@ ARGS = [
 
 RUN_LIMIT_S = 300
 
+LOSS_RTOL_GPU = 2e-3
+"""On GPUs the trainer runs in bf16 autocast: all-reducing gradients instead of accumulating them sums in
+another order, an fp32 weight moves by an ulp, and bf16 rounding of the next forward can turn that into a
+relative loss difference of order 1e-3. On CPU (fp32, gloo) the curves agree to float rounding."""
+
+
+def _assert_same_curve(got: list[float], want: list[float], cpu_rtol: float) -> None:
+    rtol = LOSS_RTOL_GPU if torch.cuda.is_available() else cpu_rtol
+    assert got == pytest.approx(want, rel=rtol), f"losses {got} vs {want}"
+
 
 def _run(args: list[str]) -> subprocess.CompletedProcess[str]:
-    """One training command; one that has not exited within RUN_LIMIT_S fails the test instead of stalling the suite."""
-    try:
-        return subprocess.run(args, capture_output=True, text=True, timeout=RUN_LIMIT_S)
-    except subprocess.TimeoutExpired as exc:
-        pytest.fail(f"{' '.join(args[2:])} did not exit within {RUN_LIMIT_S} s; stderr ends: {str(exc.stderr)[-2000:]}")
+    return run_bounded(args, RUN_LIMIT_S)
 
 
 def test_launcher_flags_are_dropped_and_fsdp2_is_requested() -> None:
@@ -72,7 +79,7 @@ def test_two_processes_train_on_the_same_global_batch_as_one(tmp_path: Path) -> 
     double = _run([*cli, "-o", str(tmp_path / "two"), "--num-processes", "2"])
     assert double.returncode == 0, double.stderr[-3000:]
     assert json.loads((tmp_path / "two" / "summary.json").read_text())["processes"] == 2
-    assert _train_losses(tmp_path / "two") == pytest.approx(_train_losses(tmp_path / "one"), rel=1e-5)
+    _assert_same_curve(_train_losses(tmp_path / "two"), _train_losses(tmp_path / "one"), cpu_rtol=1e-5)
     assert (tmp_path / "two" / "model.safetensors").is_file()
 
 
@@ -90,7 +97,7 @@ def test_a_checkpoint_of_two_processes_resumes_in_one(tmp_path: Path) -> None:
     single = _run([*cli, "--resume"])
     assert single.returncode == 0, single.stderr[-3000:]
     assert "resuming from step-00000002" in " ".join(single.stdout.split())
-    assert _train_losses(run) == pytest.approx(uninterrupted, rel=1e-5)
+    _assert_same_curve(_train_losses(run), uninterrupted, cpu_rtol=1e-5)
 
 
 def test_the_run_says_how_its_processes_share_the_work() -> None:
@@ -116,18 +123,31 @@ def test_an_fsdp2_checkpoint_resumes_in_one_process(tmp_path: Path) -> None:
     single = _run([*cli, "--resume"])
     assert single.returncode == 0, single.stderr[-3000:]
     assert "resuming from step-00000002" in " ".join(single.stdout.split())
-    assert _train_losses(run) == pytest.approx(uninterrupted, rel=1e-5)
+    _assert_same_curve(_train_losses(run), uninterrupted, cpu_rtol=1e-5)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("paradigms", [["mxfp8"], ["normuon"]])
-def test_paradigms_train_on_two_processes_as_on_one(tmp_path: Path, paradigms: list[str]) -> None:
-    """Deterministic paradigms see the same global batch split into the same micro-batches either way, so only
-    the order of the gradient sums differs (all-reduce vs accumulation)."""
-    flags = [arg for name in paradigms for arg in ("--paradigm", name)]
+@pytest.mark.parametrize(
+    ("flags", "cpu_rtol"),
+    [
+        (["--paradigm", "mxfp8"], 1e-4),
+        (["--paradigm", "normuon"], 1e-4),
+        (["--paradigm", "fp8", "--set", "paradigm.fp8.attention=true"], 2e-3),
+    ],
+    ids=["mxfp8", "normuon", "fp8-attention"],
+)
+def test_paradigms_train_on_two_processes_as_on_one(tmp_path: Path, flags: list[str], cpu_rtol: float) -> None:
+    """MX and NorMuon are deterministic and see the same global batch split into the same micro-batches either
+    way, so only the order of the gradient sums differs (all-reduce vs accumulation).
+
+    Per-tensor FP8 scales by an amax agreed across processes: two processes take one scale from both
+    micro-batches, while one process scales each micro-batch by its own amax (and delayed scaling has seen
+    the first when it casts the second), so the curves differ by quantization noise. It is here because it
+    all-reduces inside the forward, in attention too: in the routing check before training and in uneven
+    validation shares, a collective that only some processes start stalls or crashes the run."""
     cli = [sys.executable, "-m", "newcompute.train", *ARGS, *flags]
     single = _run([*cli, "-o", str(tmp_path / "one")])
     assert single.returncode == 0, single.stderr[-2000:]
     double = _run([*cli, "-o", str(tmp_path / "two"), "--num-processes", "2"])
     assert double.returncode == 0, double.stderr[-3000:]
-    assert _train_losses(tmp_path / "two") == pytest.approx(_train_losses(tmp_path / "one"), rel=1e-4)
+    _assert_same_curve(_train_losses(tmp_path / "two"), _train_losses(tmp_path / "one"), cpu_rtol=cpu_rtol)

@@ -30,8 +30,8 @@ from newcompute.cli.common import (
 from newcompute.cli.render import (
     config_table,
     console,
-    err_console,
     paradigms_table,
+    print_error,
     problems_table,
     report_tables,
 )
@@ -105,7 +105,7 @@ def transform(
     registry = get_registry()
     uses = resolve_paradigms(registry, run, paradigm)
     loaded = load_model(run.model, seed=run.train.seed)
-    console.print(f"Model: {loaded.source}. Tokenizer: {loaded.tokenizer_source}.", highlight=False)
+    console.print(f"Model: {loaded.source}. Tokenizer: {loaded.tokenizer_source}.", highlight=False, markup=False)
     report = apply(loaded.model, uses, registry=registry)
     verify_attention(loaded.model)
     params = parameter_count(loaded.model)
@@ -145,14 +145,13 @@ def main() -> None:
     except NewcomputeError as exc:
         if os.environ.get("NEWCOMPUTE_DEBUG"):
             raise
-        err_console.print(f"[bold red]Error:[/] {exc}", highlight=False, soft_wrap=True)
+        print_error(str(exc))
         sys.exit(exc.exit_code)
     except Exception as exc:
         if os.environ.get("NEWCOMPUTE_DEBUG"):
             raise
-        err_console.print(
-            f"[bold red]Unexpected error:[/] {type(exc).__name__}: {exc}\n"
-            "Set NEWCOMPUTE_DEBUG=1 to see the traceback, and please report it.",
-            highlight=False,
+        print_error(
+            f"{type(exc).__name__}: {exc}\nSet NEWCOMPUTE_DEBUG=1 to see the traceback, and please report it.",
+            label="Unexpected error",
         )
         sys.exit(1)

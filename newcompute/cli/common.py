@@ -10,7 +10,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from newcompute.cli.render import err_console
+from newcompute.cli.render import print_error
 from newcompute.config import RunConfig, load_run_config
 from newcompute.errors import ConfigError, NewcomputeError
 
@@ -77,7 +77,7 @@ def user_errors(command: F) -> F:
         except NewcomputeError as exc:
             if os.environ.get("NEWCOMPUTE_DEBUG"):
                 raise
-            err_console.print(f"[bold red]Error:[/] {exc}", highlight=False, soft_wrap=True)
+            print_error(str(exc))
             raise typer.Exit(exc.exit_code) from None
 
     return wrapper  # type: ignore[return-value]

@@ -6,6 +6,7 @@ from typing import Any, Literal, get_args, get_origin
 
 from pydantic import BaseModel
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from newcompute.composer import ComposeReport
@@ -14,6 +15,12 @@ from newcompute.plugins import Registry
 
 console = Console()
 err_console = Console(stderr=True)
+
+
+def print_error(message: str, label: str = "Error") -> None:
+    """One paragraph on stderr. Messages quote paths, regexes and library errors whose brackets rich would
+    otherwise read as markup (dropping ``[0-3]``, or failing on ``[/path:12]``), so they are escaped."""
+    err_console.print(f"[bold red]{label}:[/] {escape(message)}", highlight=False, soft_wrap=True)
 
 
 def paradigms_table(registry: Registry) -> Table:

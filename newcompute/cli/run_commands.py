@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 import tomli_w
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from newcompute.cli.common import (
@@ -226,7 +227,7 @@ def eval_(
     else:
         target = load_model_for_eval(run_config(config, data_sets, model, init, paradigm_config), paradigm)
     for key, value in target.used:
-        console.print(f"[bold]{key}:[/] {value}", highlight=False)
+        console.print(f"[bold]{key}:[/] {escape(str(value))}", highlight=False)
     result = evaluate_model(target, batch_size=batch_size, max_blocks=max_blocks)
     console.print(
         f"Validation loss {result.loss:.4f}, perplexity {result.perplexity:.2f} "

@@ -12,7 +12,9 @@ A plugin's test module describes its paradigm once and gets the whole suite::
 The ``check_*`` functions are the same checks as plain functions, for
 authors who prefer to call them from their own tests. Each raises
 :class:`ConformanceFailure` with a message that says what is wrong and
-what the contract expects. Requires pytest only for :func:`paradigm_conformance`.
+what the contract expects. :func:`run_ranks` runs a check on every rank of a
+process group (gloo on CPU, NCCL on GPUs). Requires pytest only for
+:func:`paradigm_conformance` and :func:`backend_params`.
 """
 
 from newcompute.testing.checks_config import (
@@ -34,6 +36,7 @@ from newcompute.testing.checks_training import check_composes, check_no_host_syn
 from newcompute.testing.failure import ConformanceFailure
 from newcompute.testing.models import DEFAULT_FAMILIES, build_tiny, sample_batch
 from newcompute.testing.partner import PARTNER_ATTENTION, PARTNER_LAYER, PartnerPlugin
+from newcompute.testing.ranks import backend_params, run_ranks
 from newcompute.testing.spec import ConformanceSpec
 from newcompute.testing.suite import paradigm_conformance
 
@@ -44,6 +47,7 @@ __all__ = [
     "ConformanceFailure",
     "ConformanceSpec",
     "PartnerPlugin",
+    "backend_params",
     "build_tiny",
     "check_api_declared",
     "check_attend",
@@ -64,5 +68,6 @@ __all__ = [
     "check_transform",
     "generated_bad_tables",
     "paradigm_conformance",
+    "run_ranks",
     "sample_batch",
 ]

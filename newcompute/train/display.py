@@ -38,8 +38,9 @@ class RunDisplay:
         self.console.print(table)
 
     def print(self, renderable: object) -> None:
+        """Text is printed as it is: it quotes paths and layer names, whose brackets are not markup."""
         if self.enabled:
-            self.console.print(renderable, highlight=False)
+            self.console.print(renderable, highlight=False, markup=False)
 
     def start(self, first_step: int, total: int) -> None:
         self._total = total

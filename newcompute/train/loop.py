@@ -42,6 +42,7 @@ from newcompute.train.interrupt import StopRequest
 from newcompute.train.metrics import MetricsLog, peak_memory, truncate_metrics, write_summary
 from newcompute.train.packing import as_batch
 from newcompute.train.setup import Session, build_session
+from newcompute.train.teardown import release_reducer
 
 StepCallback = Callable[[int, float], None]
 
@@ -261,6 +262,7 @@ class Trainer:
             raise RunError(self._divergence_message(str(exc))) from None
         finally:
             self.metrics.close()
+            release_reducer(s.model)
             s.accelerator.end_training()
 
     def _interrupted(self) -> TrainResult:

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import socket
-
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch import nn
 
+from newcompute.testing import backend_params, run_ranks
 from newcompute_mx import reference
 from newcompute_mx.config import ROLES
 from newcompute_mx.formats import FORMATS
@@ -80,30 +76,14 @@ def test_fp8_linear_is_scaled_gemms_with_decode_after() -> None:
     assert torch.equal(source.weight.grad, torch.matmul(qg.transpose(-1, -2), qx) * (ig * ix))
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def _rank_records_amax(rank: int, device: torch.device) -> list[float]:
+    amaxes = history().to(device)
+    local = torch.tensor([1.0 + 3.0 * rank, -0.25], device=device)  # rank 0: amax 1, rank 1: amax 4
+    scale = amaxes.scales(TensorKind.GRAD_OUTPUT, local, [FORMATS["e5m2"]])["e5m2"]
+    return [scale.item(), *amaxes.amax_history[TensorKind.GRAD_OUTPUT, :2].tolist()]
 
 
-def _rank_records_amax(rank: int, port: int, results: dict[int, list[float]]) -> None:
-    os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = "127.0.0.1", str(port)
-    dist.init_process_group("gloo", rank=rank, world_size=2)
-    try:
-        amaxes = history()
-        local = torch.tensor([1.0 + 3.0 * rank, -0.25])  # rank 0: amax 1, rank 1: amax 4
-        scale = amaxes.scales(TensorKind.GRAD_OUTPUT, local, [FORMATS["e5m2"]])["e5m2"]
-        results[rank] = [scale.item(), *amaxes.amax_history[TensorKind.GRAD_OUTPUT, :2].tolist()]
-    finally:
-        dist.destroy_process_group()
-
-
-@pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not available")
-def test_ranks_agree_on_amax_and_scale() -> None:
-    with mp.Manager() as manager:
-        results = manager.dict()
-        mp.start_processes(
-            _rank_records_amax, args=(_free_port(), results), nprocs=2, join=True, start_method="fork"
-        )
-        # Both ranks recorded the global amax 4 and scaled with 57344/4, not their local amax.
-        assert dict(results) == {0: [14336.0, 4.0, 0.0], 1: [14336.0, 4.0, 0.0]}
+@pytest.mark.parametrize("backend", backend_params())
+def test_ranks_agree_on_amax_and_scale(backend: str) -> None:
+    # Both ranks recorded the global amax 4 and scaled with 57344/4, not their local amax.
+    assert run_ranks(_rank_records_amax, backend) == [[14336.0, 4.0, 0.0], [14336.0, 4.0, 0.0]]
