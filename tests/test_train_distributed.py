@@ -14,7 +14,7 @@ from accelerate.utils import DistributedType
 from tests_support import run_bounded
 
 from newcompute.train.launch import launcher_command, train_arguments
-from newcompute.train.setup import distribution_text
+from newcompute.train.setup import distribution_text, fsdp2_plugin
 
 ARGS = [
     "--model",
@@ -102,21 +102,29 @@ def test_a_checkpoint_of_two_processes_resumes_in_one(tmp_path: Path) -> None:
 
 def test_the_run_says_how_its_processes_share_the_work() -> None:
     assert distribution_text(DistributedType.FSDP, 8, fsdp_requested=True) == "FSDP2 over 8 processes"
+    assert distribution_text(DistributedType.FSDP, 1, fsdp_requested=True) == "FSDP2 over 1 process"
     assert distribution_text(DistributedType.MULTI_GPU, 2, fsdp_requested=False) == "DDP over 2 processes"
     assert "--fsdp is not applied on this machine" in distribution_text(DistributedType.MULTI_CPU, 2, True)
     assert distribution_text(DistributedType.NO, 1, fsdp_requested=False) == "one process"
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="accelerate runs FSDP2 on 2 or more GPUs only")
-def test_an_fsdp2_checkpoint_resumes_in_one_process(tmp_path: Path) -> None:
-    """A sharded FSDP2 checkpoint of 2 GPUs is picked up by a single process where it stopped."""
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="accelerate runs FSDP2 on GPUs only")
+@pytest.mark.parametrize(
+    "flags", [[], ["--paradigm", "optical", "--paradigm", "normuon"]], ids=["plain", "optical-normuon"]
+)
+def test_an_fsdp2_checkpoint_resumes_in_one_process(tmp_path: Path, flags: list[str]) -> None:
+    """A sharded FSDP2 checkpoint (of 2 GPUs where there are 2) is picked up where it stopped by a single process
+    that does not shard: weights, paradigm buffers (optical ranges) and optimizer state (NorMuon's sharded momenta)."""
+    gpus = min(2, torch.cuda.device_count())
     run = tmp_path / "run"
-    cli = [sys.executable, "-m", "newcompute.train", *ARGS[:5], "4", *ARGS[6:], "--save-every", "2", "-o", str(run)]
-    sharded = _run([*cli, "--num-processes", "2", "--fsdp"])
+    cli = [sys.executable, "-m", "newcompute.train", *ARGS[:5], "4", *ARGS[6:], *flags, "--save-every", "2"]
+    cli += ["-o", str(run)]
+    sharded = _run([*cli, "--num-processes", str(gpus), "--fsdp"])
     assert sharded.returncode == 0, sharded.stderr[-3000:]
-    assert "FSDP2 over 2 processes" in " ".join(sharded.stdout.split())
-    assert json.loads((run / "summary.json").read_text())["processes"] == 2
+    assert f"FSDP2 over {gpus} process" in " ".join(sharded.stdout.split())
+    assert json.loads((run / "summary.json").read_text())["processes"] == gpus
+    assert (run / "checkpoints" / "step-00000002" / "pytorch_model_fsdp_0").is_dir()
     uninterrupted = _train_losses(run)
     shutil.rmtree(run / "checkpoints" / "step-00000004")
     (run / "model.safetensors").unlink()
@@ -151,3 +159,12 @@ def test_paradigms_train_on_two_processes_as_on_one(tmp_path: Path, flags: list[
     double = _run([*cli, "-o", str(tmp_path / "two"), "--num-processes", "2"])
     assert double.returncode == 0, double.stderr[-3000:]
     _assert_same_curve(_train_losses(tmp_path / "two"), _train_losses(tmp_path / "one"), cpu_rtol=cpu_rtol)
+
+
+def test_fsdp2_reduces_gradients_and_returns_outputs_in_fp32(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert fsdp2_plugin("bf16") is None  # not launched with --use_fsdp
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    monkeypatch.setenv("FSDP_VERSION", "2")
+    assert fsdp2_plugin("no") is None  # fp32 training needs no policy
+    policy = fsdp2_plugin("bf16").mixed_precision_policy
+    assert (policy.param_dtype, policy.reduce_dtype, policy.output_dtype) == (torch.bfloat16, torch.float32, torch.float32)

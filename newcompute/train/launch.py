@@ -21,7 +21,12 @@ _FSDP2 = (
     "SHARDED_STATE_DICT",
     "--fsdp_reshard_after_forward",
     "true",
+    "--fsdp_cpu_ram_efficient_loading",
+    "false",
 )
+"""accelerate's FSDP2 options. Its RAM-efficient loading (on by default) moves the model to the meta device
+and then expects every state-dict entry to be a sharded parameter, which fails on the persistent buffers
+paradigms keep (FP8 amax histories, optical ranges); every process builds or loads the model itself instead."""
 
 
 def inside_launcher() -> bool:

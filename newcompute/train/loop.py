@@ -19,9 +19,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
+from accelerate.checkpointing import load_accelerator_state
 from accelerate.utils import DistributedType
 from rich.console import Console
 from torch import nn
+from torch.distributed.tensor import DTensor
 from transformers import AutoModelForCausalLM
 from transformers.utils import logging as hf_logging
 
@@ -42,6 +44,7 @@ from newcompute.train.interrupt import StopRequest
 from newcompute.train.metrics import MetricsLog, peak_memory, truncate_metrics, write_summary
 from newcompute.train.packing import as_batch
 from newcompute.train.setup import Session, build_session
+from newcompute.train.sharded_checkpoint import is_sharded, load_sharded
 from newcompute.train.teardown import release_reducer
 
 StepCallback = Callable[[int, float], None]
@@ -116,7 +119,13 @@ class Trainer:
         }
 
     def _restore(self, folder: Path) -> None:
-        self.s.accelerator.load_state(str(folder))
+        accelerator = self.s.accelerator
+        if is_sharded(folder) and accelerator.distributed_type != DistributedType.FSDP:
+            optimizer = getattr(self.s.optimizer, "optimizer", self.s.optimizer)
+            load_sharded(folder, accelerator.unwrap_model(self.s.model), optimizer)
+            load_accelerator_state(str(folder), [], [], [self.s.scheduler], [], accelerator.process_index)
+        else:
+            accelerator.load_state(str(folder))
         state = checkpoint.read_state(folder)
         self.step = self.saved_step = int(state["step"])
         self.guard.load_state_dict(state["guard"])
@@ -172,6 +181,8 @@ class Trainer:
         shared = torch.stack([total / plan.accumulation, torch.tensor(float(stop_requested), device=total.device)])
         if plan.processes > 1:
             shared = accelerator.reduce(shared, reduction="mean")
+        if isinstance(grad_norm, DTensor):  # FSDP2 computes the norm over sharded gradients
+            grad_norm = grad_norm.full_tensor()
         norm = [grad_norm.detach().float().view(1)] if grad_norm is not None else []
         loss_value, stop, *norm_value = torch.cat([shared, *norm]).tolist()
         return StepOutcome(

@@ -21,6 +21,7 @@ from accelerate.utils import (
     AutocastKwargs,
     DistributedDataParallelKwargs,
     DistributedType,
+    FullyShardedDataParallelPlugin,
     is_tensorboard_available,
     is_trackio_available,
     is_wandb_available,
@@ -96,6 +97,24 @@ def mixed_precision(choice: str) -> str:
     return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
 
 
+def fsdp2_plugin(precision: str) -> FullyShardedDataParallelPlugin | None:
+    """Under ``accelerate launch --use_fsdp``, accelerate's FSDP2 options with fp32 gradient reduction and outputs.
+
+    accelerate's own bf16 policy also reduce-scatters gradients in bf16 and
+    returns the loss rounded to bf16 (2^-8 relative), where DDP all-reduces
+    fp32 gradients and reports an fp32 loss: the two would train and report
+    differently for reasons that have nothing to do with sharding.
+    Parameters are still gathered and computed with in the autocast dtype.
+    """
+    if not parse_flag_from_env("ACCELERATE_USE_FSDP") or precision == "no":
+        return None
+    from torch.distributed.fsdp import MixedPrecisionPolicy
+
+    compute = {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    policy = MixedPrecisionPolicy(param_dtype=compute, reduce_dtype=torch.float32, output_dtype=torch.float32)
+    return FullyShardedDataParallelPlugin(mixed_precision_policy=policy)
+
+
 def precision_text(precision: str, device: torch.device) -> str:
     return {"no": f"fp32 on {device}", "bf16": f"bf16 autocast on {device}", "fp16": f"fp16 autocast on {device}"}[
         precision
@@ -105,7 +124,7 @@ def precision_text(precision: str, device: torch.device) -> str:
 def distribution_text(distributed_type: DistributedType, processes: int, fsdp_requested: bool) -> str:
     """How the processes share the work, saying so when ``--fsdp`` could not be honoured."""
     if distributed_type == DistributedType.FSDP:
-        return f"FSDP2 over {processes} processes"
+        return f"FSDP2 over {processes} process{'es' if processes > 1 else ''}"
     if processes == 1:
         return "one process" + (" (--fsdp has nothing to shard over)" if fsdp_requested else "")
     text = f"DDP over {processes} processes"
@@ -258,9 +277,11 @@ def build_session(
 
         model = add_lora(model, run.train)
 
+    precision = mixed_precision(run.train.mixed_precision)
     accelerator = Accelerator(
         gradient_accumulation_steps=plan.accumulation,
-        mixed_precision=mixed_precision(run.train.mixed_precision),
+        mixed_precision=precision,
+        fsdp_plugin=fsdp2_plugin(precision),
         log_with=_trackers(run.train.report_to),
         project_dir=str(run_dir),
         step_scheduler_with_optimizer=False,
