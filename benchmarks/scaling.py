@@ -43,7 +43,8 @@ def train(args: argparse.Namespace, variant: str, gpus: int) -> list[dict[str, f
     ]  # fmt: skip
     started = time.perf_counter()
     # its own process group, so a run over time is stopped with its launcher and every rank (and their GPUs)
-    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True) as p:
+    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
+    with subprocess.Popen(command, **pipes, start_new_session=True) as p:
         try:
             stdout, stderr = p.communicate(timeout=args.timeout)
         except subprocess.TimeoutExpired:

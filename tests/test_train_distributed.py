@@ -167,4 +167,5 @@ def test_fsdp2_reduces_gradients_and_returns_outputs_in_fp32(monkeypatch: pytest
     monkeypatch.setenv("FSDP_VERSION", "2")
     assert fsdp2_plugin("no") is None  # fp32 training needs no policy
     policy = fsdp2_plugin("bf16").mixed_precision_policy
-    assert (policy.param_dtype, policy.reduce_dtype, policy.output_dtype) == (torch.bfloat16, torch.float32, torch.float32)
+    dtypes = (policy.param_dtype, policy.reduce_dtype, policy.output_dtype)
+    assert dtypes == (torch.bfloat16, torch.float32, torch.float32)

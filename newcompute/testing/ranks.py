@@ -57,7 +57,8 @@ def run_ranks(worker: Callable[[int, torch.device], T], backend: str = "gloo", w
     if backend not in BACKENDS:
         raise ValueError(f"backend '{backend}' is not one of {', '.join(BACKENDS)}")
     if backend == "nccl" and torch.cuda.device_count() < world:
-        raise RuntimeError(f"NCCL on {world} ranks needs {world} CUDA GPUs; this machine has {torch.cuda.device_count()}")
+        gpus = torch.cuda.device_count()
+        raise RuntimeError(f"NCCL on {world} ranks needs {world} CUDA GPUs; this machine has {gpus}")
     with mp.Manager() as manager:
         results = manager.dict()
         mp.start_processes(

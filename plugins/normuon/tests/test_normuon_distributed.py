@@ -74,9 +74,8 @@ def _assert_same(got: dict[str, torch.Tensor], want: dict[str, torch.Tensor], wh
     for name in want:
         if want[name].is_cuda:
             tight = ns_dtype == "float32"
-            torch.testing.assert_close(
-                got[name], want[name], rtol=1e-4 if tight else 2e-2, atol=1e-5 if tight else 1e-3, msg=f"{what}: '{name}'"
-            )
+            rtol, atol = (1e-4, 1e-5) if tight else (2e-2, 1e-3)
+            torch.testing.assert_close(got[name], want[name], rtol=rtol, atol=atol, msg=f"{what}: '{name}'")
         else:
             gap = (got[name] - want[name]).abs().max()
             assert torch.equal(got[name], want[name]), f"{what}: '{name}' differs by {gap}"
