@@ -123,7 +123,9 @@ class Trainer:
         if is_sharded(folder) and accelerator.distributed_type != DistributedType.FSDP:
             optimizer = getattr(self.s.optimizer, "optimizer", self.s.optimizer)
             load_sharded(folder, accelerator.unwrap_model(self.s.model), optimizer)
-            load_accelerator_state(str(folder), [], [], [self.s.scheduler], [], accelerator.process_index)
+            load_accelerator_state(
+                str(folder), [], [], [self.s.scheduler], [], accelerator.process_index, accelerator.scaler
+            )
         else:
             accelerator.load_state(str(folder))
         state = checkpoint.read_state(folder)
