@@ -7,6 +7,12 @@ Because the global batch, seed and data order are the same, the loss curves
 of the 1-GPU and N-GPU runs must agree up to bf16 noise; the largest gap is
 printed beside the speed-up.
 
+With ``--fsdp`` every run shards with FSDP2, the 1-GPU one too (FSDP2 over
+one process): FSDP2 keeps bf16 parameters, which weight quantizers see, so
+only a sharded baseline gives the same numerics as the sharded runs. The
+unsharded run on the first GPU count is measured too, and the speed-up over
+it printed beside, so sharding's own cost on one GPU stays in view.
+
     python3 benchmarks/scaling.py --gpus 1 2
 """
 
@@ -30,8 +36,9 @@ VARIANTS: dict[str, list[str]] = {
 }
 
 
-def train(args: argparse.Namespace, variant: str, gpus: int) -> list[dict[str, float]] | None:
-    run_dir = Path(args.out) / f"{variant}-{gpus}gpu"
+def train(args: argparse.Namespace, variant: str, gpus: int, fsdp: bool) -> list[dict[str, float]] | None:
+    name = f"{variant}-{gpus}gpu{'-fsdp' if fsdp else ''}"
+    run_dir = Path(args.out) / name
     command = [
         sys.executable, "-m", "newcompute", "train",
         "--model", args.model, "--init", "scratch", *VARIANTS[variant],
@@ -39,7 +46,7 @@ def train(args: argparse.Namespace, variant: str, gpus: int) -> list[dict[str, f
         "--micro-batch-size", str(args.micro_batch_size), "--block-size", str(args.block_size),
         "--lr", str(args.lr), "--eval-every", str(10 * args.steps), "--save-every", str(10 * args.steps),
         "--output-dir", str(run_dir), "--overwrite", "--num-processes", str(gpus),
-        *(["--fsdp"] if args.fsdp and gpus > 1 else []),
+        *(["--fsdp"] if fsdp else []),
     ]  # fmt: skip
     started = time.perf_counter()
     # its own process group, so a run over time is stopped with its launcher and every rank (and their GPUs)
@@ -50,19 +57,19 @@ def train(args: argparse.Namespace, variant: str, gpus: int) -> list[dict[str, f
         except subprocess.TimeoutExpired:
             os.killpg(p.pid, signal.SIGKILL)
             p.communicate()
-            print(f"  {variant:8s} {gpus} GPU(s): no result, over {args.timeout} s", flush=True)
+            print(f"  {name}: no result, over {args.timeout} s", flush=True)
             return None
-    log = Path(args.out) / f"{variant}-{gpus}gpu.log"
+    log = Path(args.out) / f"{name}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     log.write_text(f"$ {' '.join(command)}\n--- stdout\n{stdout}\n--- stderr\n{stderr}")
     if p.returncode != 0:
         errors = [line for line in stderr.splitlines() if "Error" in line or "error" in line]
         print(*errors[-20:], stderr[-3000:], sep="\n")
         print(f"  full output: {log}", flush=True)
-        print(f"  {variant:8s} {gpus} GPU(s): failed with exit code {p.returncode}", flush=True)
+        print(f"  {name}: failed with exit code {p.returncode}", flush=True)
         return None
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    print(f"  {variant:8s} {gpus} GPU(s): {time.perf_counter() - started:.0f} s wall", flush=True)
+    print(f"  {name}: {time.perf_counter() - started:.0f} s wall", flush=True)
     return [r for r in records if r.get("kind") == "train"]
 
 
@@ -79,26 +86,34 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=2e-4)
     parser.add_argument("--timeout", type=int, default=300)
     parser.add_argument("--out", default="/tmp/newcompute-scaling")
-    parser.add_argument("--fsdp", action="store_true", help="Shard the multi-GPU runs with FSDP2 instead of DDP.")
+    parser.add_argument("--fsdp", action="store_true", help="Shard every run with FSDP2 instead of DDP.")
     args = parser.parse_args()
 
+    def tokens_per_s(records: list[dict[str, float]]) -> float:
+        return statistics.median(r["tokens_per_s"] for r in records[args.warmup :])
+
+    base = args.gpus[0]
     rows = []
     for variant in args.variants:
-        runs = {gpus: train(args, variant, gpus) for gpus in args.gpus}
-        if any(records is None for records in runs.values()):
+        runs = {gpus: train(args, variant, gpus, args.fsdp) for gpus in args.gpus}
+        unsharded = train(args, variant, base, fsdp=False) if args.fsdp else runs[base]
+        if unsharded is None or any(records is None for records in runs.values()):
             continue
-        speed = {g: statistics.median(r["tokens_per_s"] for r in runs[g][args.warmup :]) for g in args.gpus}
-        base = args.gpus[0]
+        speed = {g: tokens_per_s(runs[g]) for g in args.gpus}
         for gpus in args.gpus[1:]:
             gap = max(abs(a["loss"] - b["loss"]) for a, b in zip(runs[base], runs[gpus], strict=True))
-            rows.append((variant, speed[base], gpus, speed[gpus], speed[gpus] / speed[base], gap))
-            print(f"  {variant}: {speed[gpus] / speed[base]:.2f}× on {gpus} GPUs, max |Δloss| {gap:.4f}", flush=True)
+            ratio, over_unsharded = speed[gpus] / speed[base], speed[gpus] / tokens_per_s(unsharded)
+            rows.append((variant, speed[base], gpus, speed[gpus], ratio, over_unsharded, gap))
+            print(f"  {variant}: {ratio:.2f}× on {gpus} GPUs, max |Δloss| {gap:.4f}", flush=True)
 
     sharding = "FSDP2" if args.fsdp else "DDP"
     print(f"\n{args.model}, {sharding}, global batch {args.batch_size} × {args.block_size} tokens, {args.steps} steps")
-    print(f"{'variant':10s} {'tok/s 1 GPU':>12s} {'GPUs':>5s} {'tok/s':>10s} {'speed-up':>9s} {'max |Δloss|':>12s}")
-    for variant, one, gpus, many, ratio, gap in rows:
-        print(f"{variant:10s} {one:12,.0f} {gpus:5d} {many:10,.0f} {ratio:8.2f}× {gap:12.4f}")
+    extra = ["vs unsharded"] if args.fsdp else []
+    columns = ["variant", f"tok/s {base} GPU", "GPUs", "tok/s", "speed-up", *extra, "max |Δloss|"]
+    print(f"{columns[0]:10s}", *(f"{c:>13s}" for c in columns[1:]))
+    for variant, one, gpus, many, ratio, over_unsharded, gap in rows:
+        cells = [f"{one:,.0f}", f"{gpus}", f"{many:,.0f}", f"{ratio:.2f}×", *([f"{over_unsharded:.2f}×"] * len(extra))]
+        print(f"{variant:10s}", *(f"{c:>13s}" for c in [*cells, f"{gap:.4f}"]))
 
 
 if __name__ == "__main__":
