@@ -21,7 +21,8 @@ def _invoke(*args: str):
 
 
 def _flat(text: str) -> str:
-    return re.sub(r"\s+", " ", text)
+    """The text without line breaks and the borders of rich's error box, which wraps long messages."""
+    return re.sub(r"[\s│]+", " ", text)
 
 
 def test_train_then_eval_reports_the_same_loss(tmp_path: Path) -> None:
@@ -56,6 +57,7 @@ def test_train_then_eval_reports_the_same_loss(tmp_path: Path) -> None:
         (["--model", "tinny"], "Did you mean 'tiny'?"),
         (["--micro-batch-size", "3"], "must be a multiple of micro_batch_size"),
         (["--fsdp"], "--fsdp runs under accelerate launch: add --num-processes N"),
+        (["--num-processes", "0"], "Invalid value for '--num-processes': Input should be greater than or equal to 1"),
         (["--report-to", "nothing"], "report_to"),
         (["--cuda-graphs"], "--cuda-graphs (train.cuda_graphs) needs a CUDA GPU; this run is on cpu"),
     ],
@@ -66,6 +68,22 @@ def test_bad_input_is_one_clear_error(args: list[str], message: str) -> None:
     result = _invoke("train", *SMALL, "--steps", "1", *args)
     assert result.exit_code == 2, result.output
     assert message in _flat(result.output)
+
+
+def test_more_processes_than_gpus_is_refused_before_the_launch(monkeypatch: pytest.MonkeyPatch) -> None:
+    from newcompute.train import launch
+
+    def launched(*args: object) -> int:
+        raise AssertionError(f"launched {args}")
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(launch.subprocess, "call", launched)
+    result = _invoke("train", *SMALL, "--steps", "1", "--num-processes", "2", "--fsdp")
+    assert result.exit_code == 2, result.output
+    assert "--num-processes 2: this machine shows 1 CUDA GPU and each process needs one of its own" in _flat(
+        result.output
+    )
+    assert "Use --num-processes 1 or fewer" in _flat(result.output)
 
 
 def test_unknown_text_column_names_the_columns(tmp_path: Path) -> None:

@@ -136,7 +136,8 @@ def train(
         bool, typer.Option("--overwrite", help="Start again in an output folder that holds a run.")
     ] = False,
     num_processes: Annotated[
-        int | None, typer.Option(help="Run on N processes through 'accelerate launch' (DDP, or FSDP2 with --fsdp).")
+        int | None,
+        typer.Option(min=1, help="Run on N processes through 'accelerate launch' (DDP, or FSDP2 with --fsdp)."),
     ] = None,
     fsdp: Annotated[
         bool, typer.Option("--fsdp", help="With --num-processes: shard with FSDP2 instead of DDP.")

@@ -11,6 +11,10 @@ import os
 import subprocess
 import sys
 
+import torch
+
+from newcompute.errors import ConfigError
+
 _FSDP2 = (
     "--use_fsdp",
     "--fsdp_version",
@@ -58,6 +62,19 @@ def launcher_command(arguments: list[str], processes: int, fsdp: bool) -> list[s
     return [*command, "-m", "newcompute.train", *arguments]
 
 
+def check_gpus(processes: int) -> None:
+    """On a CUDA machine every process takes a GPU of its own. With too few, a rank fails after the launch in
+    accelerate ("CUDA error: invalid device ordinal"), an error that names neither the flag nor the fix."""
+    gpus = torch.cuda.device_count()
+    if 0 < gpus < processes:
+        raise ConfigError(
+            f"--num-processes {processes}: this machine shows {gpus} CUDA GPU{'s' if gpus > 1 else ''} and each "
+            f"process needs one of its own. Use --num-processes {gpus} or fewer "
+            "(CUDA_VISIBLE_DEVICES chooses which GPUs are shown)."
+        )
+
+
 def relaunch(argv: list[str], processes: int, fsdp: bool) -> int:
     """Run ``newcompute train`` on ``processes`` processes and return the launcher's exit code."""
+    check_gpus(processes)
     return subprocess.call(launcher_command(train_arguments(argv), processes, fsdp))
