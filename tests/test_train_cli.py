@@ -70,20 +70,33 @@ def test_bad_input_is_one_clear_error(args: list[str], message: str) -> None:
     assert message in _flat(result.output)
 
 
-def test_more_processes_than_gpus_is_refused_before_the_launch(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    ("args", "gpus", "message"),
+    [
+        (["--fsdp"], 1, "--num-processes 2: this machine shows 1 CUDA GPU and each process needs one of its own. "
+                        "Use --num-processes 1 or fewer"),
+        (["--batch-size", "6"], 0, "train.batch_size 6 must be a multiple of micro_batch_size × processes = 2 × 2 = 4"),
+        (["--paradigm", "nope"], 0, "Unknown paradigm 'nope'. Installed paradigms:"),
+        (["-o", "HELD"], 0, "already holds a run. Pass --resume to continue it"),
+        (["--resume", "-o", "EMPTY"], 0, "--resume: "),
+    ],
+)
+def test_settings_every_process_would_refuse_are_refused_once_before_the_launch(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, args: list[str], gpus: int, message: str
+) -> None:
     from newcompute.train import launch
 
     def launched(*args: object) -> int:
         raise AssertionError(f"launched {args}")
 
-    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    (tmp_path / "HELD").mkdir()
+    (tmp_path / "HELD" / "metrics.jsonl").write_text("")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
     monkeypatch.setattr(launch.subprocess, "call", launched)
-    result = _invoke("train", *SMALL, "--steps", "1", "--num-processes", "2", "--fsdp")
+    result = _invoke("train", *SMALL, "--steps", "1", "--num-processes", "2", *args)
     assert result.exit_code == 2, result.output
-    assert "--num-processes 2: this machine shows 1 CUDA GPU and each process needs one of its own" in _flat(
-        result.output
-    )
-    assert "Use --num-processes 1 or fewer" in _flat(result.output)
+    assert _flat(result.output).count(message) == 1, result.output
 
 
 def test_unknown_text_column_names_the_columns(tmp_path: Path) -> None:

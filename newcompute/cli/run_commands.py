@@ -149,11 +149,8 @@ def train(
     """
     from newcompute.train.launch import inside_launcher, relaunch
 
-    if not inside_launcher():
-        if fsdp and num_processes is None:
-            raise ConfigError("--fsdp runs under accelerate launch: add --num-processes N (the GPUs to shard over).")
-        if fsdp or (num_processes is not None and num_processes > 1):
-            raise typer.Exit(relaunch(sys.argv[2:], num_processes or 1, fsdp))
+    if fsdp and num_processes is None and not inside_launcher():
+        raise ConfigError("--fsdp runs under accelerate launch: add --num-processes N (the GPUs to shard over).")
     flags = {
         "dataset": dataset,
         "dataset_config": dataset_config,
@@ -180,6 +177,12 @@ def train(
         "precision": precision,
     }
     run = run_config(config, [*(set_ or []), *_overrides(flags)], model, init, paradigm_config)
+    if not inside_launcher() and (fsdp or (num_processes or 1) > 1):
+        from newcompute.plugins import get_registry
+        from newcompute.train.setup import check_settings
+
+        check_settings(run, get_registry(), paradigm, resume, overwrite, num_processes or 1)
+        raise typer.Exit(relaunch(sys.argv[2:], num_processes or 1, fsdp))
     from newcompute.train import train as run_training
 
     result = run_training(run, paradigms=paradigm, resume=resume, overwrite=overwrite, console=console)

@@ -56,8 +56,13 @@ def train_arguments(argv: list[str]) -> list[str]:
 
 
 def launcher_command(arguments: list[str], processes: int, fsdp: bool) -> list[str]:
-    """accelerate's torchrun-based launcher; on a machine without CUDA its processes use gloo on the CPU."""
+    """accelerate's torchrun-based launcher; on a machine without CUDA its processes use gloo on the CPU.
+
+    The run sets precision and compilation itself; naming accelerate's defaults for them (and for one machine)
+    keeps the launcher from printing a warning that lists them as unset.
+    """
     command = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(processes)]
+    command += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
     command += _FSDP2 if fsdp else ("--multi_gpu",)
     return [*command, "-m", "newcompute.train", *arguments]
 

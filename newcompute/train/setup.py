@@ -40,7 +40,7 @@ from newcompute.params import OptimizerSettings
 from newcompute.plugins import Registry, get_registry
 from newcompute.record import ADAPTER_DIR, RECORD_FILE, run_record
 from newcompute.train import checkpoint
-from newcompute.train.budget import Mode, Plan, make_plan
+from newcompute.train.budget import Mode, Plan, accumulation_steps, make_plan
 from newcompute.train.metrics import METRICS_FILE, SUMMARY_FILE
 from newcompute.train.packing import BlockOrder, PackedCorpus, pack, validation_period
 from newcompute.train.runs import default_run_dir
@@ -156,6 +156,20 @@ def _check_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> Path | None:
             "or --output-dir for a new folder."
         )
     return None
+
+
+def check_settings(
+    run: RunConfig, registry: Registry, paradigms: list[str] | None, resume: bool, overwrite: bool, processes: int
+) -> None:
+    """What every process would refuse first (paradigms, run folder, batch split), checked once before a launch.
+
+    Under ``accelerate launch`` each process refuses a bad setting itself: the error comes once per process,
+    after the launch, and the launcher adds its own traceback and exit code 1.
+    """
+    uses = resolve_paradigms(registry, run, paradigms)
+    run_dir = Path(run.train.output_dir) if run.train.output_dir else default_run_dir(run, [u.name for u in uses])
+    _check_run_dir(run_dir, resume, overwrite)
+    accumulation_steps(run.train.batch_size, run.train.micro_batch_size, processes)
 
 
 def _ready_run_dir(run_dir: Path, resume: bool) -> None:
