@@ -57,7 +57,7 @@ def test_train_then_eval_reports_the_same_loss(tmp_path: Path) -> None:
         (["--model", "tinny"], "Did you mean 'tiny'?"),
         (["--micro-batch-size", "3"], "must be a multiple of micro_batch_size"),
         (["--fsdp"], "--fsdp runs under accelerate launch: add --num-processes N"),
-        (["--num-processes", "0"], "Invalid value for '--num-processes': Input should be greater than or equal to 1"),
+        (["--num-processes", "0"], "Invalid value for '--num-processes'"),
         (["--report-to", "nothing"], "report_to"),
         (["--cuda-graphs"], "--cuda-graphs (train.cuda_graphs) needs a CUDA GPU; this run is on cpu"),
     ],

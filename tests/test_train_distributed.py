@@ -42,6 +42,12 @@ another order, an fp32 weight moves by an ulp, and bf16 rounding of the next for
 relative loss difference of order 1e-3. On CPU (fp32, gloo) the curves agree to float rounding."""
 
 
+TWO_PROCESSES = pytest.mark.skipif(
+    0 < torch.cuda.device_count() < 2,
+    reason="on a CUDA machine each process takes a GPU of its own, so 2 processes need 2 GPUs",
+)
+
+
 def _assert_same_curve(got: list[float], want: list[float], cpu_rtol: float) -> None:
     rtol = LOSS_RTOL_GPU if torch.cuda.is_available() else cpu_rtol
     assert got == pytest.approx(want, rel=rtol), f"losses {got} vs {want}"
@@ -72,6 +78,7 @@ def _train_losses(run_dir: Path) -> list[float]:
 
 
 @pytest.mark.slow
+@TWO_PROCESSES
 def test_two_processes_train_on_the_same_global_batch_as_one(tmp_path: Path) -> None:
     cli = [sys.executable, "-m", "newcompute.train", *ARGS]
     single = _run([*cli, "-o", str(tmp_path / "one")])
@@ -83,6 +90,7 @@ def test_two_processes_train_on_the_same_global_batch_as_one(tmp_path: Path) -> 
     assert (tmp_path / "two" / "model.safetensors").is_file()
 
 
+@TWO_PROCESSES
 def test_a_checkpoint_of_two_processes_resumes_in_one(tmp_path: Path) -> None:
     """World size may change between a checkpoint and its resume (DDP on 2 processes → 1 process)."""
     run = tmp_path / "run"
@@ -135,6 +143,7 @@ def test_an_fsdp2_checkpoint_resumes_in_one_process(tmp_path: Path, flags: list[
 
 
 @pytest.mark.slow
+@TWO_PROCESSES
 @pytest.mark.parametrize(
     ("flags", "cpu_rtol"),
     [
