@@ -32,7 +32,7 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase, get_linear_schedule_with_warmup
 
 from newcompute.composer import ComposeReport, apply, verify_attention
-from newcompute.config import RunConfig, resolve_paradigms
+from newcompute.config import ParadigmUse, RunConfig, resolve_paradigms
 from newcompute.errors import ConfigError
 from newcompute.models import load_model, parameter_count
 from newcompute.optim import build_optimizer
@@ -141,6 +141,10 @@ def _trackers(report_to: str) -> str | None:
     return report_to
 
 
+def _run_dir(run: RunConfig, uses: list[ParadigmUse]) -> Path:
+    return Path(run.train.output_dir) if run.train.output_dir else default_run_dir(run, [u.name for u in uses])
+
+
 def _check_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> Path | None:
     """The checkpoint to resume from, after checking the folder holds what the flags expect."""
     if resume:
@@ -167,7 +171,7 @@ def check_settings(
     after the launch, and the launcher adds its own traceback and exit code 1.
     """
     uses = resolve_paradigms(registry, run, paradigms)
-    run_dir = Path(run.train.output_dir) if run.train.output_dir else default_run_dir(run, [u.name for u in uses])
+    run_dir = _run_dir(run, uses)
     _check_run_dir(run_dir, resume, overwrite)
     accumulation_steps(run.train.batch_size, run.train.micro_batch_size, processes)
 
@@ -262,7 +266,7 @@ def build_session(
     state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.cuda.is_available())
     registry = registry or get_registry()
     uses = resolve_paradigms(registry, run, paradigms)
-    run_dir = Path(run.train.output_dir) if run.train.output_dir else default_run_dir(run, [u.name for u in uses])
+    run_dir = _run_dir(run, uses)
     resume_from = _check_run_dir(run_dir, resume, overwrite)
     used: list[tuple[str, str]] = []
 
