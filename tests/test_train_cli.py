@@ -78,7 +78,7 @@ def test_bad_input_is_one_clear_error(args: list[str], message: str) -> None:
         (["--batch-size", "6"], 0, "train.batch_size 6 must be a multiple of micro_batch_size × processes = 2 × 2 = 4"),
         (["--paradigm", "nope"], 0, "Unknown paradigm 'nope'. Installed paradigms:"),
         (["-o", "HELD"], 0, "already holds a run. Pass --resume to continue it"),
-        (["--resume", "-o", "EMPTY"], 0, "--resume: "),
+        (["--resume", "-o", "EMPTY"], 0, "--resume: EMPTY has no checkpoint to resume from"),
     ],
 )
 def test_settings_every_process_would_refuse_are_refused_once_before_the_launch(
