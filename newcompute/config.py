@@ -9,12 +9,13 @@ did-you-mean, never ignored.
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from newcompute.errors import ConfigError, RunError
 from newcompute.paradigm import Paradigm
@@ -28,7 +29,17 @@ else:
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    """Unknown keys are errors, and no number may be ``inf`` or ``nan``: a learning rate of ``inf`` trains
+    nothing but NaNs, and every bound below (``gt=0``…) holds for ``inf`` too."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+
+Beta = Annotated[float, Field(ge=0.0, lt=1.0)]
+"""An Adam moment decay: 0 forgets at once, 1 would never forget (and divides by zero in the bias correction)."""
+
+UserPath = Annotated[str, AfterValidator(os.path.expanduser)]
+"""A path as a user types it: ``~`` means their home, in a file and in ``--set`` as in a shell."""
 
 
 class ModelSettings(Strict):
@@ -42,7 +53,7 @@ class ModelSettings(Strict):
 
 
 class DataSettings(Strict):
-    dataset: str = Field(
+    dataset: UserPath = Field(
         "builtin:pydoc",
         description="'builtin:pydoc' (the text of Python's pydoc_data.topics, offline), a local "
         ".txt/.jsonl/.parquet file or folder, or a hub dataset id.",
@@ -59,7 +70,7 @@ class DataSettings(Strict):
 
 
 class TrainSettings(Strict):
-    output_dir: str | None = Field(None, description="The run folder; default runs/MODEL[-PARADIGM…].")
+    output_dir: UserPath | None = Field(None, description="The run folder; default runs/MODEL[-PARADIGM…].")
     steps: int | None = Field(None, gt=0, description="Optimizer steps; default from the token budget.")
     tokens: int | None = Field(
         None, gt=0, description="Token budget; default 22 × params / 100 (fine-tuning), 22 × params (scratch)."
@@ -71,7 +82,7 @@ class TrainSettings(Strict):
     )
     lr: float | None = Field(None, gt=0.0, description="Default from the model-size table in docs/training.md.")
     weight_decay: float = Field(0.01, ge=0.0)
-    betas: tuple[float, float] = (0.9, 0.95)
+    betas: tuple[Beta, Beta] = Field((0.9, 0.95), description="AdamW's moment decays, each in [0, 1).")
     warmup_steps: int | None = Field(None, ge=0, description="Default 5% of the steps.")
     grad_clip: float | None = Field(1.0, gt=0.0)
     seed: int = Field(0, ge=0)
@@ -162,10 +173,18 @@ def format_validation_error(exc: ValidationError, model: type[BaseModel], where:
 
 
 def read_toml(path: Path) -> dict[str, Any]:
+    path = path.expanduser()
     if not path.is_file():
         raise ConfigError(f"Config file {path} does not exist (expected a TOML file).")
+    raw = path.read_bytes()
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(
+            f"Config file {path} is not UTF-8 text: byte 0x{raw[exc.start]:02x} at offset {exc.start} (line {line}) "
+            "cannot be read as UTF-8. Save the file as UTF-8, which TOML requires."
+        ) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"Config file {path} is not valid TOML: {exc}") from None
 

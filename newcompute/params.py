@@ -10,11 +10,13 @@ works for any model family.
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from newcompute.errors import ConfigError
 from newcompute.layers import ReplacedLinear, is_linear_like
 
 
@@ -51,6 +53,21 @@ class OptimizerSettings:
     weight_decay: float = 0.0
     betas: tuple[float, float] = (0.9, 0.95)
     eps: float = 1e-8
+
+    def __post_init__(self) -> None:
+        """Refused here, naming the setting, rather than as torch's raw error or a run of NaNs."""
+        problems = [
+            f"{name} {value!r} must be {rule}"
+            for name, value, rule, ok in (
+                ("lr", self.lr, "finite and > 0", lambda v: v > 0),
+                ("weight_decay", self.weight_decay, "finite and >= 0", lambda v: v >= 0),
+                ("eps", self.eps, "finite and > 0", lambda v: v > 0),
+                *((f"betas[{i}]", b, "in [0, 1)", lambda v: 0 <= v < 1) for i, b in enumerate(self.betas)),
+            )
+            if not (math.isfinite(value) and ok(value))
+        ]
+        if problems:
+            raise ConfigError("OptimizerSettings: " + "; ".join(problems) + ".")
 
 
 def _kind(module: nn.Module, leaf: str, param: torch.Tensor, head_ids: set[int]) -> ParamKind:

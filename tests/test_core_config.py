@@ -73,6 +73,10 @@ def test_paradigm_files_supply_a_table_unchanged(tmp_path: Path, registry: nc.Re
         ("[train]\nbatch_size = 0\n", "'train.batch_size': Input should be greater than 0"),
         ("[model]\ninit = 'random'\n", "'model.init': Input should be 'auto', 'pretrained' or 'scratch'"),
         ("[train\n", "is not valid TOML"),
+        ("[train]\nlr = inf\n", "'train.lr': Input should be a finite number (got inf)"),
+        ("[train]\nweight_decay = nan\n", "'train.weight_decay': Input should be a finite number"),
+        ("[train]\nbetas = [2, -1]\n", "'train.betas.0': Input should be less than 1 (got 2) 'train.betas.1'"),
+        ("[train]\ngrad_clip = -inf\n", "'train.grad_clip': Input should be a finite number"),
     ],
 )
 def test_bad_files_name_the_field_and_what_is_valid(tmp_path: Path, text: str, message: str) -> None:
@@ -80,6 +84,24 @@ def test_bad_files_name_the_field_and_what_is_valid(tmp_path: Path, text: str, m
         load_run_config(write(tmp_path, text))
     assert message in str(err.value)
     assert err.value.exit_code == 2
+
+
+def test_a_file_that_is_not_utf8_names_the_byte_and_its_offset(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.toml"
+    path.write_bytes("[model]\nname = 'caf\u00e9'\n".encode("latin-1"))
+    with pytest.raises(nc.ConfigError) as err:
+        load_run_config(path)
+    assert f"{path} is not UTF-8 text: byte 0xe9 at offset 19 (line 2)" in str(err.value)
+
+
+def test_optimizer_settings_from_code_are_checked_too() -> None:
+    with pytest.raises(nc.ConfigError, match=r"lr inf must be finite and > 0; betas\[0\] 2.0 must be in \[0, 1\)"):
+        nc.OptimizerSettings(lr=float("inf"), betas=(2.0, 0.9))
+
+
+def test_home_in_paths_is_expanded() -> None:
+    run = load_run_config(None, ["train.output_dir='~/runs/a'", "data.dataset='~/corpus.txt'"])
+    assert run.train.output_dir == str(Path.home() / "runs/a") and run.data.dataset == str(Path.home() / "corpus.txt")
 
 
 def test_bad_paradigm_tables_name_the_paradigm_and_key(registry: nc.Registry) -> None:

@@ -60,6 +60,8 @@ def test_train_then_eval_reports_the_same_loss(tmp_path: Path) -> None:
         (["--num-processes", "0"], "Invalid value for '--num-processes'"),
         (["--report-to", "nothing"], "report_to"),
         (["--cuda-graphs"], "--cuda-graphs (train.cuda_graphs) needs a CUDA GPU; this run is on cpu"),
+        (["--lr", "inf"], "'train.lr': Input should be a finite number (got inf)"),
+        (["--set", "train.betas=[2, -1]"], "'train.betas.0': Input should be less than 1 (got 2)"),
     ],
 )
 def test_bad_input_is_one_clear_error(args: list[str], message: str) -> None:
