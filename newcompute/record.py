@@ -10,6 +10,7 @@ be repeated from it with ``newcompute train --config``.
 from __future__ import annotations
 
 import json
+import shutil
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from safetensors.torch import load_file
 from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
 
-from newcompute import __version__
+from newcompute import __version__, run_files
 from newcompute.composer import apply, report_of
 from newcompute.config import RunConfig, load_run_config, resolve_paradigms
 from newcompute.errors import ConfigError, RunError
@@ -28,6 +29,7 @@ from newcompute.plugins import Registry, get_registry
 
 RECORD_FILE = "newcompute.toml"
 ADAPTER_DIR = "adapter"
+STAGING_DIR = ".tmp-save"
 
 
 def run_record(run: RunConfig, model: nn.Module) -> dict[str, Any]:
@@ -44,13 +46,21 @@ def save_transformed(
     run: RunConfig,
     folder: Path,
 ) -> None:
-    """Write the model, its tokenizer and ``newcompute.toml`` into ``folder``."""
-    folder.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
+    """Write the model, its tokenizer and ``newcompute.toml`` into ``folder``.
+
+    They are written into a staging folder first and then moved in, so every
+    file is registered as newcompute's (:mod:`newcompute.run_files`) and a
+    user's file of the same name stops the save instead of being replaced.
+    """
+    staging = folder / STAGING_DIR
+    run_files.register(folder, staging)
+    shutil.rmtree(staging, ignore_errors=True)
+    model.save_pretrained(staging)
+    tokenizer.save_pretrained(staging)
     record = run_record(run, model)
     record["record"] = {"newcompute_version": __version__, "model_class": type(model).__name__}
-    (folder / RECORD_FILE).write_text(tomli_w.dumps(record), encoding="utf-8")
+    (staging / RECORD_FILE).write_text(tomli_w.dumps(record), encoding="utf-8")
+    run_files.move_in(folder, staging)
 
 
 def _state_dict_files(folder: Path) -> list[Path]:

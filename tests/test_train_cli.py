@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -10,7 +11,9 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from newcompute import run_files
 from newcompute.cli.app import build_app
+from newcompute.run_lock import RunLock
 from newcompute.plugins import get_registry
 
 SMALL = ["--model", "tiny", "--init", "scratch", "--batch-size", "4", "--micro-batch-size", "2", "--block-size", "32"]
@@ -81,24 +84,32 @@ def test_bad_input_is_one_clear_error(args: list[str], message: str) -> None:
         (["--paradigm", "nope"], 0, "Unknown paradigm 'nope'. Installed paradigms:"),
         (["-o", "HELD"], 0, "already holds a run. Pass --resume to continue it"),
         (["--resume", "-o", "EMPTY"], 0, "--resume: EMPTY has no checkpoint to resume from"),
+        (["--overwrite", "-o", "LOCKED"], 0, "LOCKED is in use by another newcompute command: pid {pid} on host"),
     ],
 )
 def test_settings_every_process_would_refuse_are_refused_once_before_the_launch(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, args: list[str], gpus: int, message: str
+    monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    args: list[str],
+    gpus: int,
+    message: str,
 ) -> None:
     from newcompute.train import launch
 
     def launched(*args: object) -> int:
         raise AssertionError(f"launched {args}")
 
-    (tmp_path / "HELD").mkdir()
-    (tmp_path / "HELD" / "metrics.jsonl").write_text("")
+    run_files.write_text(tmp_path / "HELD", "metrics.jsonl", "")
     monkeypatch.chdir(tmp_path)
+    held = RunLock(Path("LOCKED"))
+    held.acquire()
+    request.addfinalizer(held.release)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
     monkeypatch.setattr(launch.subprocess, "call", launched)
     result = _invoke("train", *SMALL, "--steps", "1", "--num-processes", "2", *args)
     assert result.exit_code == 2, result.output
-    assert _flat(result.output).count(message) == 1, result.output
+    assert _flat(result.output).count(message.format(pid=os.getpid())) == 1, result.output
 
 
 def test_unknown_text_column_names_the_columns(tmp_path: Path) -> None:

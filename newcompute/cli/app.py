@@ -44,7 +44,6 @@ from newcompute.optim import build_optimizer
 from newcompute.params import OptimizerSettings
 from newcompute.plugins import get_registry
 from newcompute.presets import PRESETS
-from newcompute.record import save_transformed
 from newcompute.train.budget import default_lr
 
 
@@ -99,6 +98,9 @@ def transform(
     set_: SetOption = None,
     init: InitOption = None,
     save: Annotated[Path | None, typer.Option(help="Save the transformed model and newcompute.toml here.")] = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="With --save: replace a trained run in that folder.")
+    ] = False,
 ) -> None:
     """Dry run: build or load a model, apply paradigms, print what changed."""
     run = run_config(config, set_, model, init, paradigm_config)
@@ -116,8 +118,10 @@ def transform(
         console.print(table)
     console.print(f"Parameters: {params:,}")
     if save is not None:
-        save_transformed(loaded.model, loaded.tokenizer, run, save)
-        console.print(f"Saved to {save}")
+        from newcompute.train.runs import save_transform
+
+        save_transform(loaded.model, loaded.tokenizer, run, save.expanduser(), overwrite)
+        console.print(f"Saved to {save.expanduser()}")
 
 
 def build_app() -> typer.Typer:

@@ -3,8 +3,14 @@
 Paradigms that quantize or add noise make training fragile: NewComputeBench
 saw optical fine-tuning diverge above lr 1e-5. A loss that is not finite,
 or that stays above ``factor`` × its running minimum for ``patience``
-steps in a row, stops the run. While the loss is above that line the run
-also holds back checkpoints, so the last one kept predates the trouble.
+steps in a row, stops the run.
+
+The loss of step ``k`` is measured on the weights *before* that step's
+update, that is on the weights a checkpoint of step ``k - 1`` holds. So a
+checkpoint written after step ``k`` is judged by the loss of step ``k + 1``:
+the trainer keeps it only if that loss is under the line (:meth:`accepts`),
+and "the last good checkpoint" always holds weights that were seen to score
+well.
 """
 
 from __future__ import annotations
@@ -28,6 +34,10 @@ class DivergenceGuard:
     def suspicious(self) -> bool:
         """True while the loss is above the line, so a checkpoint now might hold a diverging model."""
         return self.streak > 0
+
+    def accepts(self, loss: float) -> bool:
+        """Whether weights that score ``loss`` are good enough to keep, by the line of the run so far."""
+        return math.isfinite(loss) and loss <= self.factor * self.best
 
     def check(self, step: int, loss: float) -> None:
         """Record one step's loss; raise :class:`Diverged` when the run must stop."""

@@ -27,7 +27,7 @@ from torch.distributed.tensor import DTensor
 from transformers import AutoModelForCausalLM
 from transformers.utils import logging as hf_logging
 
-from newcompute import __version__
+from newcompute import __version__, run_files
 from newcompute.attention import unpacked_sequences
 from newcompute.cli.render import report_tables
 from newcompute.composer import apply
@@ -48,6 +48,7 @@ from newcompute.train.sharded_checkpoint import is_sharded, load_sharded
 from newcompute.train.teardown import release_reducer
 
 StepCallback = Callable[[int, float], None]
+TRACKER_PROJECT = "newcompute"
 
 
 @dataclass
@@ -101,6 +102,8 @@ class Trainer:
         self.guard = DivergenceGuard(settings.divergence_factor, settings.divergence_patience)
         self.step = 0
         self.saved_step = -1
+        self.pending: Path | None = None
+        self.kept: dict[int, float] = {}
         self.best_val = math.inf
         self.losses: dict[int, float] = {}
         self.speed = (0, 0.0)
@@ -133,25 +136,82 @@ class Trainer:
         self.guard.load_state_dict(state["guard"])
         self.best_val = float(state["best_val_loss"])
         if self.s.accelerator.is_main_process:
-            truncate_metrics(self.s.run_dir, self.step)
+            truncate_metrics(self.s.run_dir, self.step, self.display.print)
+
+    def _nonfinite_weights(self) -> int:
+        """How many parameter tensors hold a NaN or Inf, over all processes (their shards, under FSDP)."""
+        bad = torch.zeros((), device=self.s.accelerator.device)
+        for param in self.s.model.parameters():
+            local = param.to_local() if isinstance(param, DTensor) else param
+            bad += (~torch.isfinite(local.detach()).all()).float()
+        if self.s.plan.processes > 1:
+            bad = self.s.accelerator.reduce(bad, reduction="sum")
+        return int(bad.item())
 
     def _save(self) -> None:
+        """Write the checkpoint of this step as pending: it is kept once the loss of its weights is known good.
+
+        Weights with a NaN or Inf are never written: the run has diverged.
+        """
         accelerator = self.s.accelerator
+        bad = self._nonfinite_weights()
+        if bad:
+            raise Diverged(f"after the update of step {self.step}, {bad} weight tensor(s) hold NaN or Inf")
 
         def write(folder: Path) -> None:
             accelerator.save_state(str(folder), safe_serialization=True)
             if accelerator.is_main_process:
                 checkpoint.write_state(folder, self._trainer_state())
 
-        checkpoint.write_checkpoint(
-            self.s.run_dir,
-            self.step,
-            self.s.run.train.keep_checkpoints,
-            write,
-            is_main=accelerator.is_main_process,
-            wait=accelerator.wait_for_everyone,
+        self.pending = checkpoint.write_pending(
+            self.s.run_dir, self.step, write, is_main=accelerator.is_main_process, wait=accelerator.wait_for_everyone
         )
         self.saved_step = self.step
+
+    def _settle(self, keep: bool, loss: float, measured: str) -> None:
+        """Keep the pending checkpoint (its weights scored ``loss``) or drop it."""
+        if self.pending is None:
+            return
+        accelerator = self.s.accelerator
+        step = self.saved_step
+        if accelerator.is_main_process:
+            if keep:
+                checkpoint.commit(self.pending, self.s.run.train.keep_checkpoints)
+            else:
+                checkpoint.discard(self.pending)
+        accelerator.wait_for_everyone()
+        self.pending = None
+        if keep:
+            self.kept[step] = loss
+        else:
+            self.display.print(
+                f"step {step}: checkpoint not kept: its weights scored loss {loss:.4g} {measured}, above the guard "
+                f"line ({self.guard.factor:g} × {self.guard.best:.4g})"
+            )
+
+    def _probe_loss(self) -> float:
+        """The loss of the current weights on the next step's batches, without training on them.
+
+        What a pending checkpoint is judged by when the run stops before that step.
+        """
+        s, plan = self.s, self.s.plan
+        total = torch.zeros((), device=s.accelerator.device)
+        with torch.no_grad(), unpacked_sequences():
+            for micro in range(plan.accumulation):
+                batch = self._batch(micro)
+                total += s.model(input_ids=batch, labels=batch, use_cache=False).loss.detach().float()
+        mean = total / plan.accumulation
+        if plan.processes > 1:
+            mean = s.accelerator.reduce(mean, reduction="mean")
+        return float(mean.item())
+
+    def _batch(self, micro: int) -> torch.Tensor:
+        """Micro-batch ``micro`` of optimizer step ``self.step`` (0-based) for this process."""
+        s, plan, accelerator = self.s, self.s.plan, self.s.accelerator
+        first = self.step * plan.batch_size + (micro * plan.processes + accelerator.process_index) * (
+            plan.micro_batch_size
+        )
+        return as_batch(s.corpus.train[s.order.indices(first, plan.micro_batch_size)], accelerator.device)
 
     def _eager_micro_step(self, batch: torch.Tensor) -> torch.Tensor:
         with unpacked_sequences():
@@ -167,10 +227,7 @@ class Trainer:
         total = torch.zeros((), device=accelerator.device)
         grad_norm: torch.Tensor | None = None
         for micro in range(plan.accumulation):
-            first = self.step * plan.batch_size + (micro * plan.processes + accelerator.process_index) * (
-                plan.micro_batch_size
-            )
-            batch = as_batch(s.corpus.train[s.order.indices(first, plan.micro_batch_size)], accelerator.device)
+            batch = self._batch(micro)
             with accelerator.accumulate(s.model):
                 loss = self._eager_micro_step(batch) if self.graphed is None else self.graphed(batch)
                 total += loss.detach().float()
@@ -239,6 +296,9 @@ class Trainer:
         self.metrics.write(record)
         s.accelerator.log({"eval/loss": result.loss, "eval/perplexity": result.perplexity}, step=self.step)
         self.display.evaluation(self.step, result, final)
+        if not math.isfinite(result.loss):
+            what = "the final model was not saved" if final else "training stopped"
+            raise Diverged(f"the validation loss became {result.loss} at step {self.step}; {what}")
         return result
 
     def run(self) -> TrainResult:
@@ -248,7 +308,9 @@ class Trainer:
             self._restore(s.resume_from)
         self.metrics = MetricsLog(s.run_dir, s.accelerator.is_main_process)
         if s.accelerator.is_main_process and settings.report_to != "none":
-            s.accelerator.init_trackers("newcompute", config=_flat(s.record))
+            if settings.report_to == "tensorboard":  # accelerate writes its events under RUN/<project>
+                run_files.register(s.run_dir, TRACKER_PROJECT)
+            s.accelerator.init_trackers(TRACKER_PROJECT, config=_flat(s.record))
         try:
             with StopRequest(self.display.print) as stop, self.display:
                 self.display.start(self.step, s.plan.steps)
@@ -256,22 +318,24 @@ class Trainer:
                     outcome = self.train_step(stop.requested)
                     self.step += 1
                     self.guard.check(self.step, outcome.loss)
+                    self._settle(not self.guard.suspicious, outcome.loss, f"at step {self.step}")
+                    if outcome.grad_norm is not None and not math.isfinite(outcome.grad_norm):
+                        raise Diverged(f"the gradient norm became {outcome.grad_norm} at step {self.step}")
                     self._record_step(outcome)
                     if self.on_step is not None:
                         self.on_step(self.step, outcome.loss)
                     if self.step % s.plan.eval_every == 0 and self.step < s.plan.steps:
                         self._evaluate(final=False)
-                    due = self.step % settings.save_every == 0 or outcome.stop
-                    if due and self.guard.suspicious:
-                        self.display.print(
-                            f"step {self.step}: checkpoint held back while the loss is above its guard line"
-                        )
-                    elif due:
+                    if self.step % settings.save_every == 0 or outcome.stop:
                         self._save()
                     if outcome.stop:
+                        probe = self._probe_loss()
+                        self._settle(self.guard.accepts(probe), probe, "on the batch of the next step")
                         return self._interrupted()
             return self._finish()
         except Diverged as exc:
+            if self.pending is not None and s.accelerator.is_main_process:
+                checkpoint.discard(self.pending)
             raise RunError(self._divergence_message(str(exc))) from None
         finally:
             self.metrics.close()
@@ -281,7 +345,7 @@ class Trainer:
     def _interrupted(self) -> TrainResult:
         self.display.stop()
         newest = checkpoint.latest_checkpoint(self.s.run_dir)
-        held = "" if self.saved_step == self.step else " (none written now: the loss was above the guard line)"
+        held = "" if self.step in self.kept else " (none kept now: the loss was above the guard line)"
         self.display.print(
             f"Stopped at step {self.step}. Newest checkpoint: {newest}{held}. "
             "Repeat the command with --resume to continue from it."
@@ -291,7 +355,11 @@ class Trainer:
     def _divergence_message(self, what: str) -> str:
         lr = self.s.plan.lr
         kept = checkpoint.latest_checkpoint(self.s.run_dir)
-        where = f"The last good checkpoint is {kept}." if kept else "No checkpoint had been written yet."
+        where = "No good checkpoint had been written yet."
+        if kept is not None:
+            step = int(checkpoint.read_state(kept)["step"])
+            scored = f", whose weights scored loss {self.kept[step]:.4g} when it was kept" if step in self.kept else ""
+            where = f"The last good checkpoint is {kept}{scored}."
         return (
             f"Training diverged: {what}. The learning rate {lr:.3g} is probably too high for this model and "
             f"paradigm: start again with a lower one, e.g. --lr {lr / 10:.2g}. {where}"
@@ -302,6 +370,7 @@ class Trainer:
         if self.saved_step != self.step:
             self._save()
         final = self._evaluate(final=True)
+        self._settle(True, final.loss, "on the validation blocks")
         self._save_model()
         if s.accelerator.is_main_process:
             self._write_summary(final)
@@ -388,8 +457,14 @@ def train(
     loss)`` is called after every optimizer step.
     """
     session = build_session(run, registry=registry, paradigms=paradigms, resume=resume, overwrite=overwrite)
-    display = RunDisplay(console or Console(), session.accelerator.is_main_process)
-    display.used(session.used)
-    for table in report_tables(session.report):
-        display.print(table)
-    return Trainer(session, display, on_step).run()
+    try:
+        display = RunDisplay(console or Console(), session.accelerator.is_main_process)
+        for note in session.notes:
+            display.print(note)
+        display.used(session.used)
+        for table in report_tables(session.report):
+            display.print(table)
+        return Trainer(session, display, on_step).run()
+    finally:
+        if session.lock is not None:
+            session.lock.release()

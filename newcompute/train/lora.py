@@ -19,6 +19,7 @@ from pathlib import Path
 
 from torch import nn
 
+from newcompute import run_files
 from newcompute.config import TrainSettings
 from newcompute.errors import ConfigError
 from newcompute.layers import ReplacedLinear, is_linear_like
@@ -72,6 +73,7 @@ def add_lora(model: nn.Module, settings: TrainSettings) -> PeftModel:
 
 def save_adapters(model: PeftModel, folder: Path) -> nn.Module:
     """Write the adapters to ``folder/adapter`` and return the base model with the adapters removed."""
+    run_files.register(folder, ADAPTER_DIR)
     model.save_pretrained(folder / ADAPTER_DIR)
     return model.base_model.unload()
 

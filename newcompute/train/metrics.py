@@ -5,6 +5,9 @@ one JSON object per line, ``{"kind": "train", "step", "loss", "lr", …}`` or
 ``{"kind": "eval", "step", "val_loss", "val_ppl", …}``, flushed as it is
 written so a killed run keeps its curve. A resumed run first drops the
 lines after its checkpoint, so the file reads as one uninterrupted run.
+A run killed in the middle of a write leaves a last line without its
+newline: readers skip that torn line and say so; a broken line anywhere else
+is an error naming the file and line.
 ``summary.json`` holds the numbers ``newcompute compare`` tabulates.
 """
 
@@ -14,31 +17,57 @@ import json
 import resource
 import sys
 from pathlib import Path
+from collections.abc import Callable
 from typing import IO, Any
 
 import torch
+
+from newcompute import run_files
+from newcompute.errors import ConfigError
 
 METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "summary.json"
 
 
-def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+def _record(path: Path, number: int, line: bytes) -> dict[str, Any]:
+    try:
+        record = json.loads(line)
+    except ValueError as exc:
+        raise ConfigError(
+            f"{path} line {number} is not a JSON record ({exc}): the file was edited or damaged. "
+            "Delete that line (or the file) and run the command again."
+        ) from None
+    if not isinstance(record, dict) or not isinstance(record.get("step"), int) or "kind" not in record:
+        raise ConfigError(f"{path} line {number} is not a newcompute metrics record (it needs 'kind' and 'step').")
+    return record
+
+
+def read_metrics(run_dir: Path, on_torn: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
+    """The records of ``metrics.jsonl``; a torn last line is left out and reported to ``on_torn``."""
     path = run_dir / METRICS_FILE
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    *lines, tail = path.read_bytes().split(b"\n")
+    if tail.strip() and on_torn is not None:
+        on_torn(
+            f"{path}: skipped its last line, cut off by a run stopped in the middle of writing it "
+            f"({len(tail)} bytes without a newline)."
+        )
+    return [_record(path, number, line) for number, line in enumerate(lines, 1) if line.strip()]
 
 
-def truncate_metrics(run_dir: Path, step: int) -> None:
-    """Keep only the records up to ``step`` (the resumed checkpoint)."""
-    kept = [r for r in read_metrics(run_dir) if r["step"] <= step]
-    (run_dir / METRICS_FILE).write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
+def truncate_metrics(run_dir: Path, step: int, on_torn: Callable[[str], None] | None = None) -> None:
+    """Keep only the records up to ``step`` (the resumed checkpoint), rewriting the file atomically."""
+    kept = [r for r in read_metrics(run_dir, on_torn) if r["step"] <= step]
+    run_files.write_text(run_dir, METRICS_FILE, "".join(json.dumps(r) + "\n" for r in kept))
 
 
 class MetricsLog:
     """Appends records to ``metrics.jsonl`` (main process only; the others get a closed log)."""
 
     def __init__(self, run_dir: Path, enabled: bool) -> None:
+        if enabled:
+            run_files.register(run_dir, METRICS_FILE)
         self._file: IO[str] | None = (run_dir / METRICS_FILE).open("a", encoding="utf-8") if enabled else None
 
     def write(self, record: dict[str, Any]) -> None:
@@ -61,7 +90,7 @@ def peak_memory() -> tuple[int, str]:
 
 
 def write_summary(run_dir: Path, summary: dict[str, Any]) -> None:
-    (run_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
+    run_files.write_text(run_dir, SUMMARY_FILE, json.dumps(summary, indent=1) + "\n")
 
 
 def read_summary(run_dir: Path) -> dict[str, Any]:

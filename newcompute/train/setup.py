@@ -10,7 +10,6 @@ resolved settings (every default filled in) are what the run records, so
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from accelerate.utils import (
     DistributedDataParallelKwargs,
     DistributedType,
     FullyShardedDataParallelPlugin,
+    broadcast_object_list,
     is_tensorboard_available,
     is_trackio_available,
     is_wandb_available,
@@ -38,10 +38,11 @@ from newcompute.models import load_model, parameter_count
 from newcompute.optim import build_optimizer
 from newcompute.params import OptimizerSettings
 from newcompute.plugins import Registry, get_registry
-from newcompute.record import ADAPTER_DIR, RECORD_FILE, run_record
+from newcompute import run_files
+from newcompute.record import run_record
+from newcompute.run_lock import RunLock
 from newcompute.train import checkpoint
 from newcompute.train.budget import Mode, Plan, accumulation_steps, make_plan
-from newcompute.train.metrics import METRICS_FILE, SUMMARY_FILE
 from newcompute.train.packing import BlockOrder, PackedCorpus, pack, validation_period
 from newcompute.train.runs import default_run_dir
 from newcompute.train.sources import open_source
@@ -60,9 +61,6 @@ SESSION_FIELDS = frozenset(
     }
 )
 """Train settings a resumed run may change: they do not alter what the run computes."""
-
-_RUN_FILES = (checkpoint.CHECKPOINTS, METRICS_FILE, SUMMARY_FILE, RECORD_FILE, ADAPTER_DIR)
-"""What marks a folder as holding a run, and what ``--overwrite`` deletes (the weights are rewritten at the end)."""
 
 _TRACKERS = {"tensorboard": is_tensorboard_available, "wandb": is_wandb_available, "trackio": is_trackio_available}
 
@@ -84,6 +82,8 @@ class Session:
     used: list[tuple[str, str]]
     resume_from: Path | None
     registry: Registry
+    lock: RunLock | None
+    notes: list[str]
 
 
 def max_positions(model: nn.Module) -> int | None:
@@ -145,48 +145,93 @@ def _run_dir(run: RunConfig, uses: list[ParadigmUse]) -> Path:
     return Path(run.train.output_dir) if run.train.output_dir else default_run_dir(run, [u.name for u in uses])
 
 
-def _check_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> Path | None:
-    """The checkpoint to resume from, after checking the folder holds what the flags expect."""
+@dataclass(frozen=True)
+class FolderPlan:
+    """What the run folder holds and what the run will do with it, decided before anything is touched."""
+
+    resume_from: Path | None
+    damaged: list[tuple[Path, str]]
+    notes: list[str]
+
+
+def _check_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> FolderPlan:
+    """The checkpoint to resume from, after checking the folder holds what the flags expect.
+
+    A user's files are never deleted or overwritten: a folder that holds files newcompute did not write is
+    refused for a new run, and ``--overwrite`` deletes only what newcompute wrote (:mod:`newcompute.run_files`).
+    """
     if resume:
-        found = checkpoint.latest_checkpoint(run_dir)
+        found, damaged = checkpoint.newest_intact(run_dir)
+        notes = [f"Checkpoint {path.name} is damaged ({problem}): set aside." for path, problem in damaged]
         if found is None:
+            what = "intact checkpoint" if damaged else "checkpoint"
+            why = "".join(f" {note}" for note in notes).replace(": set aside.", ".")
             raise ConfigError(
-                f"--resume: {run_dir} has no checkpoint to resume from (looked in {run_dir}/checkpoints)."
+                f"--resume: {run_dir} has no {what} to resume from (looked in {run_dir}/checkpoints).{why}"
             )
-        return found
-    if not overwrite and any((run_dir / name).exists() for name in _RUN_FILES):
+        if damaged:
+            notes.append(f"Resuming from {found.name}, the newest intact checkpoint.")
+        return FolderPlan(found, damaged, notes)
+    theirs = run_files.foreign(run_dir)
+    ours = run_files.holds_run(run_dir)
+    if ours and not overwrite:
         raise ConfigError(
             f"{run_dir} already holds a run. Pass --resume to continue it, --overwrite to start it again, "
             "or --output-dir for a new folder."
         )
-    return None
+    if theirs and not ours:
+        what = "--overwrite deletes only what newcompute wrote, and it wrote nothing here" if overwrite else (
+            "newcompute never writes over them"
+        )
+        raise ConfigError(
+            f"{run_dir} is not a newcompute run folder: it holds files newcompute did not write "
+            f"({run_files.describe(theirs)}); {what}. Choose an empty or new folder with --output-dir."
+        )
+    kept = [f"{run_dir} keeps {run_files.describe(theirs)}, which newcompute did not write."] if theirs else []
+    return FolderPlan(None, [], kept)
 
 
 def check_settings(
     run: RunConfig, registry: Registry, paradigms: list[str] | None, resume: bool, overwrite: bool, processes: int
 ) -> None:
-    """What every process would refuse first (paradigms, run folder, batch split), checked once before a launch.
+    """What every process would refuse first (paradigms, run folder and its lock, batch split), checked once
+    before a launch.
 
     Under ``accelerate launch`` each process refuses a bad setting itself: the error comes once per process,
     after the launch, and the launcher adds its own traceback and exit code 1.
     """
     uses = resolve_paradigms(registry, run, paradigms)
     run_dir = _run_dir(run, uses)
-    _check_run_dir(run_dir, resume, overwrite)
+    with RunLock(run_dir):
+        _check_run_dir(run_dir, resume, overwrite)
     accumulation_steps(run.train.batch_size, run.train.micro_batch_size, processes)
 
 
-def _ready_run_dir(run_dir: Path, resume: bool) -> None:
-    """Once every setting checked out: clear what a previous run left (new run) or a broken write (resume)."""
-    if resume:
+def _ready_run_dir(run_dir: Path, folder: FolderPlan) -> None:
+    """Once every setting checked out: clear what a previous run wrote (new run) or a broken write (resume)."""
+    if folder.resume_from is not None:
+        for path, _ in folder.damaged:
+            checkpoint.set_aside(path)
         checkpoint.remove_temporary(run_dir)
-        return
-    for path in (run_dir / name for name in _RUN_FILES):
-        if path.is_dir():
-            shutil.rmtree(path)
-        elif path.exists():
-            path.unlink()
-    run_dir.mkdir(parents=True, exist_ok=True)
+    else:
+        run_files.remove_owned(run_dir)
+    run_files.compact(run_dir)
+
+
+def _lock_run_dir(state: PartialState, run_dir: Path, notes: list[str]) -> RunLock | None:
+    """The main process takes the folder's lock; every process raises the same error when it cannot."""
+    lock = RunLock(run_dir) if state.is_main_process else None
+    refusal: list[str | None] = [None]
+    if lock is not None:
+        try:
+            lock.acquire(notes.append)
+        except ConfigError as exc:
+            refusal = [str(exc)]
+    if state.num_processes > 1:
+        broadcast_object_list(refusal)
+    if refusal[0] is not None:
+        raise ConfigError(refusal[0])
+    return lock
 
 
 def _mode(run: RunConfig, init: str) -> Mode:
@@ -263,11 +308,36 @@ def build_session(
     resume: bool = False,
     overwrite: bool = False,
 ) -> Session:
+    """Everything the run needs, holding the run folder's lock (released here if anything fails, else by
+    the caller through ``session.lock``)."""
     state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.cuda.is_available())
     registry = registry or get_registry()
     uses = resolve_paradigms(registry, run, paradigms)
     run_dir = _run_dir(run, uses)
-    resume_from = _check_run_dir(run_dir, resume, overwrite)
+    notes: list[str] = []
+    lock = _lock_run_dir(state, run_dir, notes)
+    try:
+        return _session(state, run, registry, uses, run_dir, resume, overwrite, lock, notes)
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
+
+
+def _session(
+    state: PartialState,
+    run: RunConfig,
+    registry: Registry,
+    uses: list[ParadigmUse],
+    run_dir: Path,
+    resume: bool,
+    overwrite: bool,
+    lock: RunLock | None,
+    notes: list[str],
+) -> Session:
+    folder = _check_run_dir(run_dir, resume, overwrite)
+    resume_from = folder.resume_from
+    notes += folder.notes
     used: list[tuple[str, str]] = []
 
     set_seed(run.train.seed)
@@ -329,7 +399,7 @@ def build_session(
     if resume_from is not None:
         check_resumable(checkpoint.read_state(resume_from)["run"], record)
     if accelerator.is_main_process:
-        _ready_run_dir(run_dir, resume)
+        _ready_run_dir(run_dir, folder)
     accelerator.wait_for_everyone()
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     used += _used_rows(loaded, resolved, plan, corpus, source.description, report, accelerator, trainable)
@@ -350,6 +420,8 @@ def build_session(
         used=used,
         resume_from=resume_from,
         registry=registry,
+        lock=lock,
+        notes=notes,
     )
 
 
