@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from newcompute.errors import ConfigError, RunError
 from newcompute.paradigm import Paradigm
@@ -49,7 +49,21 @@ class ModelSettings(Strict):
     )
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     revision: str | None = None
-    trust_remote_code: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _remote_code_is_not_a_setting(cls, data: Any) -> Any:
+        """A model's own code runs only when the person at the command line asks (--trust-remote-code), never
+        because a file says so: a downloaded run folder's newcompute.toml could otherwise run its code unasked.
+        Records written before this rule hold ``trust_remote_code = false``, which is read as nothing."""
+        if isinstance(data, dict) and "trust_remote_code" in data:
+            if data["trust_remote_code"] is not False:
+                raise ValueError(
+                    "trust_remote_code is not read from files or --set: pass --trust-remote-code on the command "
+                    "line (trust_remote_code=True from Python) to run a model's own code"
+                )
+            data = {k: v for k, v in data.items() if k != "trust_remote_code"}
+        return data
 
 
 class DataSettings(Strict):

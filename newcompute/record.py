@@ -24,7 +24,7 @@ from newcompute import __version__, run_files
 from newcompute.composer import apply, report_of
 from newcompute.config import RunConfig, load_run_config, resolve_paradigms
 from newcompute.errors import ConfigError, RunError
-from newcompute.models import tokenizer_for
+from newcompute.models import check_remote_code, tokenizer_for
 from newcompute.plugins import Registry, get_registry
 
 RECORD_FILE = "newcompute.toml"
@@ -107,16 +107,24 @@ def read_record(folder: Path) -> RunConfig:
     return load_run_config(path)
 
 
-def load(folder: str | Path, registry: Registry | None = None) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Rebuild a saved transformed model exactly: architecture, paradigms, weights, paradigm state, LoRA adapters."""
-    folder = Path(folder)
+def load(
+    folder: str | Path, registry: Registry | None = None, trust_remote_code: bool = False
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Rebuild a saved transformed model exactly: architecture, paradigms, weights, paradigm state, LoRA adapters.
+
+    A folder whose model brings its own code (``auto_map``) is refused unless
+    ``trust_remote_code=True``: a run folder from elsewhere must not run code
+    because it was opened.
+    """
+    folder = Path(folder).expanduser()
     run = read_record(folder)
     registry = registry or get_registry()
-    config = AutoConfig.from_pretrained(folder, trust_remote_code=run.model.trust_remote_code)
-    model = AutoModelForCausalLM.from_config(config, trust_remote_code=run.model.trust_remote_code)
+    check_remote_code(folder, trust_remote_code)
+    config = AutoConfig.from_pretrained(folder, trust_remote_code=trust_remote_code)
+    model = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
     apply(model, resolve_paradigms(registry, run), registry=registry)
     _load_weights(model, folder)
-    tokenizer, _ = tokenizer_for(str(folder), model)
+    tokenizer, _ = tokenizer_for(str(folder), model, trust_remote_code)
     if (folder / ADAPTER_DIR).is_dir():
         from newcompute.train.lora import attach_saved_adapters  # peft is optional: only LoRA runs need it
 

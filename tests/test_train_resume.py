@@ -69,3 +69,29 @@ def test_resume_refuses_a_changed_run_and_a_missing_checkpoint(tmp_path: Path) -
         train(tiny_run(tmp_path / "empty", steps=4), registry, console=quiet(), resume=True)
     with pytest.raises(ConfigError, match="already holds a run. Pass --resume"):
         train(tiny_run(run_dir, steps=4, save_every=2), registry, console=quiet())
+
+
+def test_resume_skips_a_torn_metrics_line_and_falls_back_past_damaged_checkpoints(tmp_path: Path) -> None:
+    registry = make_registry()
+    settings = dict(steps=8, save_every=2, keep_checkpoints=3, eval_every=100)
+    first = train(tiny_run(tmp_path, PARADIGMS, **settings), registry, console=quiet(), on_step=_ctrl_c_at(5))
+    assert [p.name for p in complete_checkpoints(tmp_path)] == ["step-00000002", "step-00000004", "step-00000006"]
+    newest, middle = tmp_path / "checkpoints" / "step-00000006", tmp_path / "checkpoints" / "step-00000004"
+    weights = (newest / "model.safetensors").read_bytes()
+    (newest / "model.safetensors").write_bytes(weights[: len(weights) // 2])  # a truncated copy
+    (middle / "trainer_state.json").write_text("{not json")
+    with open(tmp_path / "metrics.jsonl", "a") as metrics:
+        metrics.write('{"kind": "train", "st')  # a kill in the middle of a write
+
+    console = quiet()
+    second = train(tiny_run(tmp_path, PARADIGMS, **settings), registry, console=console, resume=True)
+    shown = " ".join(console.file.getvalue().split())
+    assert f"Checkpoint step-00000006 is damaged (model.safetensors has {len(weights) // 2:,} bytes where" in shown
+    assert "Checkpoint step-00000004 is damaged (trainer_state.json cannot be read" in shown
+    assert "Resuming from step-00000002, the newest intact checkpoint." in shown
+    assert "metrics.jsonl: skipped its last line, cut off by a run stopped in the middle of writing it" in shown
+    assert second.status == "finished" and sorted(second.losses) == [3, 4, 5, 6, 7, 8]
+    assert {s: second.losses[s] for s in (3, 4, 5, 6)} == {s: first.losses[s] for s in (3, 4, 5, 6)}
+    steps = [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4, 5, 6, 7, 8, 8]  # train steps, then the final evaluation
+    assert {p.name for p in (tmp_path / "checkpoints").iterdir()} >= {"damaged-step-00000004", "damaged-step-00000006"}

@@ -24,6 +24,7 @@ from newcompute.cli.common import (
     ParadigmConfigOption,
     ParadigmOption,
     SetOption,
+    TrustRemoteCodeOption,
     run_config,
     user_errors,
 )
@@ -101,12 +102,13 @@ def transform(
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="With --save: replace a trained run in that folder.")
     ] = False,
+    trust_remote_code: TrustRemoteCodeOption = False,
 ) -> None:
     """Dry run: build or load a model, apply paradigms, print what changed."""
     run = run_config(config, set_, model, init, paradigm_config)
     registry = get_registry()
     uses = resolve_paradigms(registry, run, paradigm)
-    loaded = load_model(run.model, seed=run.train.seed)
+    loaded = load_model(run.model, seed=run.train.seed, trust_remote_code=trust_remote_code)
     console.print(f"Model: {loaded.source}. Tokenizer: {loaded.tokenizer_source}.", highlight=False, markup=False)
     report = apply(loaded.model, uses, registry=registry)
     verify_attention(loaded.model)

@@ -36,6 +36,14 @@ SetOption = Annotated[
 ModelOption = Annotated[
     str | None, typer.Option("--model", "-m", help="A preset (tiny, clm-60m, …), a local folder or a hub id.")
 ]
+TrustRemoteCodeOption = Annotated[
+    bool,
+    typer.Option(
+        "--trust-remote-code",
+        help="Let a model that brings its own Python code (auto_map) run it. Never read from a file: only this "
+        "flag allows it, so a downloaded run folder cannot run code unasked.",
+    ),
+]
 InitOption = Annotated[
     str | None, typer.Option("--init", help="'scratch' (random weights from the config), 'pretrained' or 'auto'.")
 ]

@@ -22,6 +22,7 @@ from newcompute.cli.common import (
     ParadigmConfigOption,
     ParadigmOption,
     SetOption,
+    TrustRemoteCodeOption,
     run_config,
     user_errors,
 )
@@ -142,6 +143,7 @@ def train(
     fsdp: Annotated[
         bool, typer.Option("--fsdp", help="With --num-processes: shard with FSDP2 instead of DDP.")
     ] = False,
+    trust_remote_code: TrustRemoteCodeOption = False,
 ) -> None:
     """Train a model under the chosen paradigms: fine-tune (default with weights), --init scratch, or --lora.
 
@@ -185,7 +187,14 @@ def train(
         raise typer.Exit(relaunch(sys.argv[2:], num_processes or 1, fsdp))
     from newcompute.train import train as run_training
 
-    result = run_training(run, paradigms=paradigm, resume=resume, overwrite=overwrite, console=console)
+    result = run_training(
+        run,
+        paradigms=paradigm,
+        resume=resume,
+        overwrite=overwrite,
+        console=console,
+        trust_remote_code=trust_remote_code,
+    )
     if result.status == "interrupted":
         raise typer.Exit(130)
 
@@ -209,6 +218,7 @@ def eval_(
         str | None, typer.Option(help="Comma-separated lm-eval-harness tasks to run too (needs lm-eval).")
     ] = None,
     limit: Annotated[int | None, typer.Option(help="With --tasks: at most N examples per task.")] = None,
+    trust_remote_code: TrustRemoteCodeOption = False,
 ) -> None:
     """Validation loss and perplexity of a run folder (rebuilt exactly) or of a model under paradigms.
 
@@ -227,9 +237,10 @@ def eval_(
                 f"{folder} is a saved run: its paradigms and weights are recorded in newcompute.toml. "
                 "Drop --paradigm/--paradigm-config/--init, or evaluate the base model by name instead."
             )
-        target = load_run_for_eval(folder, data_sets)
+        target = load_run_for_eval(folder, data_sets, trust_remote_code=trust_remote_code)
     else:
-        target = load_model_for_eval(run_config(config, data_sets, model, init, paradigm_config), paradigm)
+        run = run_config(config, data_sets, model, init, paradigm_config)
+        target = load_model_for_eval(run, paradigm, trust_remote_code=trust_remote_code)
     for key, value in target.used:
         console.print(f"[bold]{key}:[/] {escape(str(value))}", highlight=False)
     result = evaluate_model(target, batch_size=batch_size, max_blocks=max_blocks)

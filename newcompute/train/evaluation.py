@@ -61,21 +61,29 @@ def _target(model: nn.Module, tokenizer: PreTrainedTokenizerBase, run: RunConfig
     return EvalTarget(model, tokenizer, run, corpus, accelerator, used)
 
 
-def load_run_for_eval(folder: Path, overrides: list[str] | None = None, registry: Registry | None = None) -> EvalTarget:
+def load_run_for_eval(
+    folder: Path,
+    overrides: list[str] | None = None,
+    registry: Registry | None = None,
+    trust_remote_code: bool = False,
+) -> EvalTarget:
     """A run folder's model as trained, with its own data settings unless ``overrides`` change them."""
-    model, tokenizer, _ = load_run(folder, registry=registry)
+    model, tokenizer, _ = load_run(folder, registry=registry, trust_remote_code=trust_remote_code)
     run = load_run_config(folder / RECORD_FILE, overrides)
     paradigms = ", ".join(run.paradigm) or "no paradigms"
     return _target(model, tokenizer, run, f"the run saved in {folder} ({run.model.name}, {paradigms})")
 
 
 def load_model_for_eval(
-    run: RunConfig, paradigms: list[str] | None = None, registry: Registry | None = None
+    run: RunConfig,
+    paradigms: list[str] | None = None,
+    registry: Registry | None = None,
+    trust_remote_code: bool = False,
 ) -> EvalTarget:
     """A model by name with ``paradigms`` applied, as ``newcompute transform`` would build it."""
     registry = registry or get_registry()
     uses = resolve_paradigms(registry, run, paradigms)
-    loaded = load_model(run.model, seed=run.train.seed)
+    loaded = load_model(run.model, seed=run.train.seed, trust_remote_code=trust_remote_code)
     apply(loaded.model, uses, registry=registry)
     loaded.model.eval()
     verify_attention(loaded.model)

@@ -396,7 +396,7 @@ class Trainer:
         if not accelerator.is_main_process:
             return None
         config = accelerator.unwrap_model(s.model).config
-        plain = AutoModelForCausalLM.from_config(config, trust_remote_code=s.run.model.trust_remote_code)
+        plain = AutoModelForCausalLM.from_config(config, trust_remote_code=s.trust_remote_code)
         apply(plain, s.report.uses, registry=s.registry)
         plain.load_state_dict(state)
         return plain
@@ -448,15 +448,24 @@ def train(
     overwrite: bool = False,
     console: Console | None = None,
     on_step: StepCallback | None = None,
+    trust_remote_code: bool = False,
 ) -> TrainResult:
     """Train (or resume) the run ``run`` describes; ``paradigms`` overrides the file's paradigm list.
 
     Returns when the run finishes or is stopped by Ctrl-C (after saving a
     checkpoint); raises :class:`~newcompute.RunError` when it diverges and
     :class:`~newcompute.ConfigError` for bad settings. ``on_step(step,
-    loss)`` is called after every optimizer step.
+    loss)`` is called after every optimizer step. ``trust_remote_code`` lets
+    a model that brings its own code (``auto_map``) run it.
     """
-    session = build_session(run, registry=registry, paradigms=paradigms, resume=resume, overwrite=overwrite)
+    session = build_session(
+        run,
+        registry=registry,
+        paradigms=paradigms,
+        resume=resume,
+        overwrite=overwrite,
+        trust_remote_code=trust_remote_code,
+    )
     try:
         display = RunDisplay(console or Console(), session.accelerator.is_main_process)
         for note in session.notes:

@@ -41,9 +41,11 @@ def is_run_dir(path: Path) -> bool:
     return (path / "newcompute.toml").is_file()
 
 
-def load_run(folder: Path, registry: Registry | None = None) -> tuple[nn.Module, PreTrainedTokenizerBase, RunConfig]:
+def load_run(
+    folder: Path, registry: Registry | None = None, trust_remote_code: bool = False
+) -> tuple[nn.Module, PreTrainedTokenizerBase, RunConfig]:
     """A saved run's model exactly as trained (paradigms, weights, paradigm state, LoRA adapters)."""
-    model, tokenizer = load(folder, registry=registry)
+    model, tokenizer = load(folder, registry=registry, trust_remote_code=trust_remote_code)
     return model, tokenizer, read_record(folder)
 
 

@@ -84,6 +84,7 @@ class Session:
     registry: Registry
     lock: RunLock | None
     notes: list[str]
+    trust_remote_code: bool
 
 
 def max_positions(model: nn.Module) -> int | None:
@@ -307,6 +308,7 @@ def build_session(
     paradigms: list[str] | None = None,
     resume: bool = False,
     overwrite: bool = False,
+    trust_remote_code: bool = False,
 ) -> Session:
     """Everything the run needs, holding the run folder's lock (released here if anything fails, else by
     the caller through ``session.lock``)."""
@@ -317,7 +319,7 @@ def build_session(
     notes: list[str] = []
     lock = _lock_run_dir(state, run_dir, notes)
     try:
-        return _session(state, run, registry, uses, run_dir, resume, overwrite, lock, notes)
+        return _session(state, run, registry, uses, run_dir, resume, overwrite, trust_remote_code, lock, notes)
     except BaseException:
         if lock is not None:
             lock.release()
@@ -332,6 +334,7 @@ def _session(
     run_dir: Path,
     resume: bool,
     overwrite: bool,
+    trust_remote_code: bool,
     lock: RunLock | None,
     notes: list[str],
 ) -> Session:
@@ -341,7 +344,7 @@ def _session(
     used: list[tuple[str, str]] = []
 
     set_seed(run.train.seed)
-    loaded = load_model(run.model, seed=run.train.seed)
+    loaded = load_model(run.model, seed=run.train.seed, trust_remote_code=trust_remote_code)
     model = loaded.model
     if run.model.dtype == "auto" and next(model.parameters()).dtype != torch.float32:
         used.append(("Weights", f"upcast from {next(model.parameters()).dtype} to float32 for training"))
@@ -422,6 +425,7 @@ def _session(
         registry=registry,
         lock=lock,
         notes=notes,
+        trust_remote_code=trust_remote_code,
     )
 
 
