@@ -9,6 +9,7 @@ columns it cannot know are shown as missing rather than guessed.
 from __future__ import annotations
 
 import statistics
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,9 +33,9 @@ class RunSummary:
     val_curve: list[tuple[int, float]] = field(default_factory=list)
 
 
-def summarize(run_dir: Path) -> RunSummary:
-    """The comparable numbers of one run folder."""
-    records = read_metrics(run_dir)
+def summarize(run_dir: Path, notify: Callable[[str], None] | None = None) -> RunSummary:
+    """The comparable numbers of one run folder; ``notify`` hears of a torn last metrics line, left out."""
+    records = read_metrics(run_dir, notify)
     summary = read_summary(run_dir)
     if not records and not summary:
         raise ConfigError(

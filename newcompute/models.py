@@ -35,6 +35,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from newcompute import weight_files
 from newcompute.config import ModelSettings
 from newcompute.errors import ConfigError
 from newcompute.plugins import did_you_mean
@@ -190,6 +191,7 @@ def _load_folder(folder: Path, settings: ModelSettings, trust: bool) -> LoadedMo
     else:
         if not _has_weights(folder):
             raise ConfigError(f"{folder} has no weights (*.safetensors or pytorch_model*.bin); use --init scratch.")
+        weight_files.check([p for pattern in _WEIGHT_FILES for p in sorted(folder.glob(pattern))], f"the model in {folder}")
         model = _pretrained(str(folder), settings, trust)
         source = f"pretrained weights from {folder}"
     tokenizer, tok_source = tokenizer_for(str(folder), model, trust)

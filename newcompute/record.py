@@ -20,7 +20,7 @@ from safetensors.torch import load_file
 from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
 
-from newcompute import __version__, run_files
+from newcompute import __version__, run_files, weight_files
 from newcompute.composer import apply, report_of
 from newcompute.config import RunConfig, load_run_config, resolve_paradigms
 from newcompute.errors import ConfigError, RunError
@@ -66,7 +66,10 @@ def save_transformed(
 def _state_dict_files(folder: Path) -> list[Path]:
     index = folder / "model.safetensors.index.json"
     if index.is_file():
-        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        try:
+            shards = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise ConfigError(f"{index} is not a safetensors index ({exc!r}): the saved model is damaged.") from None
         return [folder / shard for shard in shards]
     single = folder / "model.safetensors"
     if not single.is_file():
@@ -76,7 +79,9 @@ def _state_dict_files(folder: Path) -> list[Path]:
 
 def _load_weights(model: nn.Module, folder: Path) -> None:
     state: dict[str, Any] = {}
-    for file in _state_dict_files(folder):
+    files = _state_dict_files(folder)
+    weight_files.check(files, f"the saved model in {folder}")
+    for file in files:
         state.update(load_file(str(file)))
     result = model.load_state_dict(state, strict=False)
     tied = _tied_names(model)

@@ -85,3 +85,19 @@ def test_a_folder_that_is_not_a_run(tmp_path: Path) -> None:
         summarize(tmp_path / "empty")
     result = CliRunner().invoke(build_app(), ["compare", str(tmp_path / "missing")])
     assert result.exit_code == 2 and "Not a folder" in result.output
+
+
+def test_a_torn_last_line_is_skipped_and_a_broken_one_named(two_runs: tuple[Path, Path], tmp_path: Path) -> None:
+    finished, unfinished = two_runs
+    with open(unfinished / "metrics.jsonl", "a") as metrics:
+        metrics.write('{"kind": "train", "step": 4, "lo')  # a kill in the middle of a write
+    plot = tmp_path / "curves.png"
+    result = CliRunner().invoke(build_app(), ["compare", str(finished), str(unfinished), "--plot", str(plot)])
+    assert result.exit_code == 0, result.output
+    assert "metrics.jsonl:skippeditslastline,cutoffbyarunstopped" in "".join(result.output.split())
+    lines = (unfinished / "metrics.jsonl").read_text().splitlines()
+    (unfinished / "metrics.jsonl").write_text("\n".join([*lines[:2], "{broken", *lines[2:]]) + "\n")
+    (finished / "summary.json").write_bytes(b"\xff\xfe")
+    for run, named in ((unfinished, "metrics.jsonlline3isnotaJSONrecord"), (finished, "summary.jsonisnotJSON")):
+        result = CliRunner().invoke(build_app(), ["compare", str(run), "--plot", str(plot)])
+        assert result.exit_code == 2 and named in "".join(result.output.split()), result.output

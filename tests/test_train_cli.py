@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
 from pathlib import Path
 
 import pytest
 import torch
+from tests_support import run_bounded
 from typer.testing import CliRunner
 
 from newcompute import run_files
@@ -64,11 +66,12 @@ def test_train_then_eval_reports_the_same_loss(tmp_path: Path) -> None:
         (["--report-to", "nothing"], "report_to"),
         (["--cuda-graphs"], "--cuda-graphs (train.cuda_graphs) needs a CUDA GPU; this run is on cpu"),
         (["--lr", "inf"], "'train.lr': Input should be a finite number (got inf)"),
+        (["--precision", "fp16"], "'fp16' (--precision fp16) needs a GPU: on the CPU accelerate does not autocast"),
         (["--set", "train.betas=[2, -1]"], "'train.betas.0': Input should be less than 1 (got 2)"),
     ],
 )
 def test_bad_input_is_one_clear_error(args: list[str], message: str) -> None:
-    if "--cuda-graphs" in args and torch.cuda.is_available():
+    if ("--cuda-graphs" in args or "fp16" in args) and torch.cuda.is_available():
         pytest.skip("the error is for machines without a CUDA GPU")
     result = _invoke("train", *SMALL, "--steps", "1", *args)
     assert result.exit_code == 2, result.output
@@ -145,3 +148,61 @@ def test_optical_and_normuon_compose_in_a_run(tmp_path: Path) -> None:
     assert summary["paradigms"] == ["optical", "normuon"]
     evaluated = _invoke("eval", str(run_dir))
     assert f"Validation loss {summary['final_val_loss']:.4f}" in _flat(evaluated.output)
+
+
+CTRL_C_AT_START = """
+import os, signal, sys, time
+import newcompute.train.setup as setup
+
+def interrupted(*args, **kwargs):  # Ctrl-C arrives while the model loads
+    os.kill(os.getpid(), signal.SIGINT)
+    time.sleep(60)
+
+setup.load_model = interrupted
+from newcompute.cli.app import main
+sys.argv = ["newcompute", "train", "--model", "tiny", "--init", "scratch", "--steps", "1", "-o", sys.argv[1]]
+main()
+"""
+
+
+def test_ctrl_c_during_start_up_exits_130_without_a_traceback(tmp_path: Path) -> None:
+    result = run_bounded([sys.executable, "-c", CTRL_C_AT_START, str(tmp_path / "run")], limit_s=50)
+    assert result.returncode == 130, result.stderr[-2000:]
+    assert "Interrupted (Ctrl-C)." in result.stderr and "Traceback" not in result.stderr + result.stdout
+
+
+def test_a_keyboard_interrupt_inside_a_command_exits_130_and_releases_the_folder(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from newcompute.train import setup
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(setup, "load_model", interrupted)
+    result = _invoke("train", *SMALL, "--steps", "1", "-o", str(tmp_path))
+    assert result.exit_code == 130 and "Interrupted (Ctrl-C)." in result.output
+    lock = RunLock(tmp_path)
+    lock.acquire()
+    lock.release()
+
+
+@pytest.fixture
+def fresh_accelerate_state():
+    """accelerate keeps one precision per process; a command asking for another needs the state reset."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
+def test_eval_says_what_precision_it_computes_in(tmp_path: Path, fresh_accelerate_state: None) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("fp16 autocasts on a GPU")
+    folder = tmp_path / "saved"
+    saved = _invoke("transform", *SMALL[:4], "--set", 'train.mixed_precision="fp16"', "--save", str(folder))
+    assert saved.exit_code == 0, saved.output
+    evaluated = _invoke("eval", str(folder), "--max-blocks", "1", "--max-tokens", "4096", "--block-size", "32")
+    assert evaluated.exit_code == 0, evaluated.output
+    assert "Precision: fp32 on cpu (fp16 autocast is not available there)" in _flat(evaluated.output)

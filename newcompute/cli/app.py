@@ -25,6 +25,7 @@ from newcompute.cli.common import (
     ParadigmOption,
     SetOption,
     TrustRemoteCodeOption,
+    quiet_ctrl_c,
     run_config,
     user_errors,
 )
@@ -145,7 +146,8 @@ def build_app() -> typer.Typer:
 
 
 def main() -> None:
-    """Console entry point: usage errors exit 2 (Typer), our errors exit with their code."""
+    """Console entry point: usage errors exit 2 (Typer), our errors exit with their code, Ctrl-C exits 130."""
+    quiet_ctrl_c()
     try:
         build_app()(prog_name="newcompute")
     except NewcomputeError as exc:

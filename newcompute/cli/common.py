@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import functools
 import os
+import signal
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -75,8 +77,13 @@ def _toml_string(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+INTERRUPTED = 130
+"""The exit code of a command stopped by Ctrl-C (128 + SIGINT), as shells report it."""
+
+
 def user_errors(command: F) -> F:
-    """Print a NewcomputeError as one paragraph and exit with its code, instead of a traceback."""
+    """Print a NewcomputeError as one paragraph and exit with its code, instead of a traceback; Ctrl-C
+    (a ``KeyboardInterrupt`` that reaches the command) exits 130 with one line."""
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -87,5 +94,29 @@ def user_errors(command: F) -> F:
                 raise
             print_error(str(exc))
             raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            if os.environ.get("NEWCOMPUTE_DEBUG"):
+                raise
+            print_error("Interrupted (Ctrl-C).", label="Stopped")
+            raise typer.Exit(INTERRUPTED) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _stop_now(signum: int, frame: object) -> None:
+    sys.stderr.write("\nInterrupted (Ctrl-C).\n")
+    sys.stderr.flush()
+    os._exit(INTERRUPTED)
+
+
+def quiet_ctrl_c() -> None:
+    """Make Ctrl-C end the process at once with exit 130 and one line, wherever it lands.
+
+    Python's default raises ``KeyboardInterrupt`` wherever the program is:
+    in the middle of importing torch that becomes a C++ abort, elsewhere a
+    traceback. Nothing a run must keep is open while this handler is in
+    place: the training loop installs its own (finish the step, checkpoint,
+    stop) for as long as it runs, and a run killed here resumes as after any kill.
+    """
+    if not os.environ.get("NEWCOMPUTE_DEBUG"):
+        signal.signal(signal.SIGINT, _stop_now)

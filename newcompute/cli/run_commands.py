@@ -274,12 +274,13 @@ def compare(
     """Compare runs: final/best validation loss, tokens/s, peak memory, and a PNG of their loss curves."""
     from newcompute.compare import comparison_table, plot_curves, summarize
 
+    runs = [r.expanduser() for r in runs]
     missing = [str(r) for r in runs if not r.is_dir()]
     if missing:
         raise ConfigError(f"Not a folder: {', '.join(missing)}. Pass run folders written by 'newcompute train'.")
-    summaries = [summarize(r) for r in runs]
+    summaries = [summarize(r, lambda note: console.print(note, highlight=False, markup=False)) for r in runs]
     console.print(comparison_table(summaries))
-    console.print(f"Loss curves: {plot_curves(summaries, plot)}", highlight=False)
+    console.print(f"Loss curves: {plot_curves(summaries, plot.expanduser())}", highlight=False)
 
 
 def register(app: typer.Typer) -> None:

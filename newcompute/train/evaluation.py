@@ -56,7 +56,7 @@ def _target(model: nn.Module, tokenizer: PreTrainedTokenizerBase, run: RunConfig
     used = [
         ("Model", model_text),
         ("Data", f"{data_text}: {corpus.validation.shape[0]} validation blocks of {corpus.block_size} tokens"),
-        ("Precision", precision_text(accelerator.mixed_precision, accelerator.device)),
+        ("Precision", precision_text(accelerator)),
     ]
     return EvalTarget(model, tokenizer, run, corpus, accelerator, used)
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from torch import nn
 
-from newcompute import run_files
+from newcompute import run_files, weight_files
 from newcompute.config import TrainSettings
 from newcompute.errors import ConfigError
 from newcompute.layers import ReplacedLinear, is_linear_like
@@ -81,6 +81,7 @@ def save_adapters(model: PeftModel, folder: Path) -> nn.Module:
 def attach_saved_adapters(model: nn.Module, folder: Path) -> PeftModel:
     """``model`` with the adapters saved in ``folder/adapter``."""
     adapter = folder / ADAPTER_DIR
+    weight_files.check(sorted(adapter.glob("*")), f"the LoRA adapters in {adapter}")
     saved = LoraConfig.from_pretrained(str(adapter))
     config = _config(sorted(saved.target_modules), saved.r, saved.lora_alpha, saved.lora_dropout)
     return PeftModel.from_pretrained(model, str(adapter), config=config)

@@ -95,4 +95,13 @@ def write_summary(run_dir: Path, summary: dict[str, Any]) -> None:
 
 def read_summary(run_dir: Path) -> dict[str, Any]:
     path = run_dir / SUMMARY_FILE
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    if not path.is_file():
+        return {}
+    try:
+        summary = json.loads(path.read_bytes())
+    except ValueError as exc:
+        raise ConfigError(f"{path} is not JSON ({exc}): the file was edited or damaged. Delete it to use the "
+                          "metrics alone.") from None
+    if not isinstance(summary, dict):
+        raise ConfigError(f"{path} is not a newcompute summary (a JSON object).")
+    return summary

@@ -116,10 +116,24 @@ def fsdp2_plugin(precision: str) -> FullyShardedDataParallelPlugin | None:
     return FullyShardedDataParallelPlugin(mixed_precision_policy=policy)
 
 
-def precision_text(precision: str, device: torch.device) -> str:
-    return {"no": f"fp32 on {device}", "bf16": f"bf16 autocast on {device}", "fp16": f"fp16 autocast on {device}"}[
-        precision
-    ]
+def check_precision(choice: str, device: torch.device) -> None:
+    """fp16 on a CPU is refused: accelerate then runs without autocast, so the run would compute in fp32."""
+    if choice == "fp16" and device.type == "cpu":
+        raise ConfigError(
+            "train.mixed_precision 'fp16' (--precision fp16) needs a GPU: on the CPU accelerate does not autocast "
+            "to fp16, so the run would compute in fp32. On the CPU choose 'bf16' (autocast to bfloat16), 'no' "
+            "(fp32) or 'auto'."
+        )
+
+
+def precision_text(accelerator: Accelerator) -> str:
+    """What the forward computes in: accelerate's choice only where it actually autocasts."""
+    precision, device = accelerator.mixed_precision, accelerator.device
+    if precision == "no":
+        return f"fp32 on {device}"
+    if not accelerator.native_amp:
+        return f"fp32 on {device} ({precision} autocast is not available there)"
+    return f"{precision} autocast on {device}"
 
 
 def distribution_text(distributed_type: DistributedType, processes: int, fsdp_requested: bool) -> str:
@@ -202,6 +216,7 @@ def check_settings(
     after the launch, and the launcher adds its own traceback and exit code 1.
     """
     uses = resolve_paradigms(registry, run, paradigms)
+    check_precision(run.train.mixed_precision, torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     run_dir = _run_dir(run, uses)
     with RunLock(run_dir):
         _check_run_dir(run_dir, resume, overwrite)
@@ -338,6 +353,7 @@ def _session(
     lock: RunLock | None,
     notes: list[str],
 ) -> Session:
+    check_precision(run.train.mixed_precision, state.device)
     folder = _check_run_dir(run_dir, resume, overwrite)
     resume_from = folder.resume_from
     notes += folder.notes
@@ -474,7 +490,7 @@ def _used_rows(
             f"linear warm-up for {plan.warmup_steps} steps ({plan.reasons['warmup_steps']}), then linear decay to 0",
         ),
         ("Optimizer", optimizer),
-        ("Precision", precision_text(accelerator.mixed_precision, accelerator.device)),
+        ("Precision", precision_text(accelerator)),
         (
             "Distributed",
             distribution_text(
