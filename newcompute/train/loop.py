@@ -139,11 +139,16 @@ class Trainer:
             truncate_metrics(self.s.run_dir, self.step, self.display.print)
 
     def _nonfinite_weights(self) -> int:
-        """How many parameter tensors hold a NaN or Inf, over all processes (their shards, under FSDP)."""
+        """How many parameter tensors hold a NaN or Inf, over all processes (their shards, under FSDP).
+
+        A tensor's maximum and minimum are NaN or ±Inf exactly when it holds one,
+        and need no temporary the size of the tensor.
+        """
+        locals_ = [p.to_local() if isinstance(p, DTensor) else p for p in self.s.model.parameters()]
+        ends = [torch.stack([t.detach().amax(), t.detach().amin()]).float() for t in locals_ if t.numel()]
         bad = torch.zeros((), device=self.s.accelerator.device)
-        for param in self.s.model.parameters():
-            local = param.to_local() if isinstance(param, DTensor) else param
-            bad += (~torch.isfinite(local.detach()).all()).float()
+        if ends:
+            bad += (~torch.isfinite(torch.stack(ends)).all(dim=1)).sum()
         if self.s.plan.processes > 1:
             bad = self.s.accelerator.reduce(bad, reduction="sum")
         return int(bad.item())

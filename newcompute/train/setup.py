@@ -31,6 +31,7 @@ from accelerate.utils import (
 from torch import nn
 from transformers import PreTrainedTokenizerBase, get_linear_schedule_with_warmup
 
+from newcompute import run_files
 from newcompute.composer import ComposeReport, apply, verify_attention
 from newcompute.config import ParadigmUse, RunConfig, resolve_paradigms
 from newcompute.errors import ConfigError
@@ -38,7 +39,6 @@ from newcompute.models import load_model, parameter_count
 from newcompute.optim import build_optimizer
 from newcompute.params import OptimizerSettings
 from newcompute.plugins import Registry, get_registry
-from newcompute import run_files
 from newcompute.record import run_record
 from newcompute.run_lock import RunLock
 from newcompute.train import checkpoint
@@ -177,13 +177,14 @@ def _check_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> FolderPlan:
     """
     if resume:
         found, damaged = checkpoint.newest_intact(run_dir)
-        notes = [f"Checkpoint {path.name} is damaged ({problem}): set aside." for path, problem in damaged]
+        problems = [f"Checkpoint {path.name} is damaged ({problem})" for path, problem in damaged]
         if found is None:
             what = "intact checkpoint" if damaged else "checkpoint"
-            why = "".join(f" {note}" for note in notes).replace(": set aside.", ".")
             raise ConfigError(
-                f"--resume: {run_dir} has no {what} to resume from (looked in {run_dir}/checkpoints).{why}"
+                f"--resume: {run_dir} has no {what} to resume from (looked in {run_dir}/checkpoints)."
+                + "".join(f" {problem}." for problem in problems)
             )
+        notes = [f"{problem}: set aside." for problem in problems]
         if damaged:
             notes.append(f"Resuming from {found.name}, the newest intact checkpoint.")
         return FolderPlan(found, damaged, notes)
@@ -195,9 +196,9 @@ def _check_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> FolderPlan:
             "or --output-dir for a new folder."
         )
     if theirs and not ours:
-        what = "--overwrite deletes only what newcompute wrote, and it wrote nothing here" if overwrite else (
-            "newcompute never writes over them"
-        )
+        what = "newcompute never writes over them"
+        if overwrite:
+            what = "--overwrite deletes only what newcompute wrote, and it wrote nothing here"
         raise ConfigError(
             f"{run_dir} is not a newcompute run folder: it holds files newcompute did not write "
             f"({run_files.describe(theirs)}); {what}. Choose an empty or new folder with --output-dir."
