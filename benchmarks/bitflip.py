@@ -24,7 +24,7 @@ import triton.testing
 from torch import nn
 
 from newcompute_bitflip.config import BitFlipConfig, halves
-from newcompute_bitflip.kernel import flip_bits_triton
+from newcompute_bitflip.kernels import flip_bits_triton
 from newcompute_bitflip.layer import BitFlipLinear
 from newcompute_bitflip.reference import FlipSpec
 

@@ -73,7 +73,7 @@ def bench_graphed(fn: Callable[[], Any]) -> float | None:
 def kernel_bandwidth(results: dict[str, Any]) -> None:
     """The pair kernel with the portable rounding vs the GPU's FP8 cast, and one launch for two operands vs two."""
     from newcompute_mx.formats import FORMATS
-    from newcompute_mx.triton_kernels import mx_pair, mx_pairs
+    from newcompute_mx.kernels import mx_pair, mx_pairs
 
     e4m3, e5m2 = FORMATS["e4m3"], FORMATS["e5m2"]
     rows = []
@@ -113,22 +113,22 @@ def kernel_bandwidth(results: dict[str, Any]) -> None:
 
 def launch_overhead() -> dict[str, float]:
     """Host time per call on a tiny tensor, with and without the direct launcher (CPU-bound by design)."""
-    from newcompute_mx import triton_kernels
+    from newcompute_mx import kernels
     from newcompute_mx.formats import FORMATS
 
     small = torch.randn(64, 256, device="cuda", dtype=torch.bfloat16)
     timings = {}
     for direct in (True, False):
-        triton_kernels._pairs_launcher.enabled = direct
+        kernels._pairs_launcher.enabled = direct
         for _ in range(20):
-            triton_kernels.mx_pair(small, FORMATS["e4m3"], FORMATS["e4m3"], 32, False, torch.bfloat16)
+            kernels.mx_pair(small, FORMATS["e4m3"], FORMATS["e4m3"], 32, False, torch.bfloat16)
         torch.cuda.synchronize()
         start = time.perf_counter()
         for _ in range(2000):
-            triton_kernels.mx_pair(small, FORMATS["e4m3"], FORMATS["e4m3"], 32, False, torch.bfloat16)
+            kernels.mx_pair(small, FORMATS["e4m3"], FORMATS["e4m3"], 32, False, torch.bfloat16)
         torch.cuda.synchronize()
         timings["direct" if direct else "triton"] = (time.perf_counter() - start) / 2000 * 1e6
-    triton_kernels._pairs_launcher.enabled = True
+    kernels._pairs_launcher.enabled = True
     print(
         f"  host time per mx_pair call: {timings['direct']:.1f} us with the direct launcher, "
         f"{timings['triton']:.1f} us through Triton's launch path"
@@ -183,7 +183,7 @@ def _mase_linear(linear: nn.Linear) -> nn.Module | None:
 
 
 def linear_layers(results: dict[str, Any], sizes: tuple[int, ...]) -> None:
-    from newcompute_mx.linear import QuantizedLinear
+    from newcompute_mx.layer import QuantizedLinear
     from newcompute_mx.quantizers import MXQuantizer
 
     torchao_mm = _torchao_linear()

@@ -154,7 +154,7 @@ def newton_schulz_only(infos: list[ParamInfo], device: str, warmup: int, iters: 
     stacks = {shape: torch.randn(n, *shape, device=device, dtype=dtype) for shape, n in counts.items()}
     kinds: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {"cuBLAS bmm": lambda s: orthogonalize(s, plan)}
     if device == "cuda":
-        from newcompute_normuon.symmetric import orthogonalize_symmetric
+        from newcompute_normuon.kernels.symmetric import orthogonalize_symmetric
 
         kinds["Triton symmetric"] = lambda s: orthogonalize_symmetric(s, plan)
     costs = [newton_schulz_cost(r, c, 5) for (r, c), n in counts.items() for _ in range(n)]

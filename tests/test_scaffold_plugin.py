@@ -42,8 +42,8 @@ def test_roles_are_parsed_in_canonical_order_and_unknown_ones_refused() -> None:
 @pytest.mark.parametrize(
     ("roles", "modules"),
     [
-        ((Role.LAYER,), {"numerics.py", "layer.py"}),
-        ((Role.ATTENTION,), {"numerics.py", "attention.py"}),
+        ((Role.LAYER,), {"ops.py", "layer.py"}),
+        ((Role.ATTENTION,), {"ops.py", "attention.py"}),
         ((Role.OPTIMIZER,), {"optimizer.py"}),
     ],
 )

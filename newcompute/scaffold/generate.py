@@ -92,7 +92,7 @@ def _values(names: PluginNames, roles: tuple[Role, ...]) -> dict[str, str]:
     identity = {_IDENTITY_KEY[r]: "0.0" for r in roles if r in _IDENTITY_KEY}
     layout = [f"| `{names.package}/{_MODULES[r][0]}` | {_MODULES[r][1]} |" for r in roles]
     if Role.LAYER in roles or Role.ATTENTION in roles:
-        layout.insert(0, f"| `{names.package}/numerics.py` | the simulated arithmetic shared by the layers |")
+        layout.insert(0, f"| `{names.package}/ops.py` | the simulated arithmetic as autograd operations, shared by the layers |")
     placeholders = [f"`{names.package}/{_MODULES[r][0]}`" for r in roles]
     return {
         **vars(names),
@@ -125,7 +125,7 @@ def plan_files(name: str, roles: tuple[Role, ...]) -> dict[str, str]:
         f"{tests}_conformance.py": "tests/test_conformance.py.tmpl",
     }
     if Role.LAYER in roles or Role.ATTENTION in roles:
-        wanted[f"{package}/numerics.py"] = "package/numerics.py.tmpl"
+        wanted[f"{package}/ops.py"] = "package/ops.py.tmpl"
     for role in roles:
         wanted[f"{package}/{_MODULES[role][0]}"] = f"package/{role.value}.py.tmpl"
         wanted[f"{tests}_{role.value}.py"] = f"tests/test_{role.value}.py.tmpl"

@@ -95,7 +95,7 @@ def _flat(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 class Trainer:
     def __init__(self, session: Session, display: RunDisplay, on_step: StepCallback | None) -> None:
-        self.s = session
+        self.session = session
         self.display = display
         self.on_step = on_step
         settings = session.run.train
@@ -117,17 +117,17 @@ class Trainer:
             "step": self.step,
             "guard": self.guard.state_dict(),
             "best_val_loss": self.best_val,
-            "run": self.s.record,
+            "run": self.session.record,
             "newcompute_version": __version__,
         }
 
     def _restore(self, folder: Path) -> None:
-        accelerator = self.s.accelerator
+        accelerator = self.session.accelerator
         if is_sharded(folder) and accelerator.distributed_type != DistributedType.FSDP:
-            optimizer = getattr(self.s.optimizer, "optimizer", self.s.optimizer)
-            load_sharded(folder, accelerator.unwrap_model(self.s.model), optimizer)
+            optimizer = getattr(self.session.optimizer, "optimizer", self.session.optimizer)
+            load_sharded(folder, accelerator.unwrap_model(self.session.model), optimizer)
             load_accelerator_state(
-                str(folder), [], [], [self.s.scheduler], [], accelerator.process_index, accelerator.scaler
+                str(folder), [], [], [self.session.scheduler], [], accelerator.process_index, accelerator.scaler
             )
         else:
             accelerator.load_state(str(folder))
@@ -135,8 +135,8 @@ class Trainer:
         self.step = self.saved_step = int(state["step"])
         self.guard.load_state_dict(state["guard"])
         self.best_val = float(state["best_val_loss"])
-        if self.s.accelerator.is_main_process:
-            truncate_metrics(self.s.run_dir, self.step, self.display.print)
+        if self.session.accelerator.is_main_process:
+            truncate_metrics(self.session.run_dir, self.step, self.display.print)
 
     def _nonfinite_weights(self) -> int:
         """How many parameter tensors hold a NaN or Inf, over all processes (their shards, under FSDP).
@@ -144,13 +144,13 @@ class Trainer:
         A tensor's maximum and minimum are NaN or ±Inf exactly when it holds one,
         and need no temporary the size of the tensor.
         """
-        locals_ = [p.to_local() if isinstance(p, DTensor) else p for p in self.s.model.parameters()]
+        locals_ = [p.to_local() if isinstance(p, DTensor) else p for p in self.session.model.parameters()]
         ends = [torch.stack([t.detach().amax(), t.detach().amin()]).float() for t in locals_ if t.numel()]
-        bad = torch.zeros((), device=self.s.accelerator.device)
+        bad = torch.zeros((), device=self.session.accelerator.device)
         if ends:
             bad += (~torch.isfinite(torch.stack(ends)).all(dim=1)).sum()
-        if self.s.plan.processes > 1:
-            bad = self.s.accelerator.reduce(bad, reduction="sum")
+        if self.session.plan.processes > 1:
+            bad = self.session.accelerator.reduce(bad, reduction="sum")
         return int(bad.item())
 
     def _save(self) -> None:
@@ -158,7 +158,7 @@ class Trainer:
 
         Weights with a NaN or Inf are never written: the run has diverged.
         """
-        accelerator = self.s.accelerator
+        accelerator = self.session.accelerator
         bad = self._nonfinite_weights()
         if bad:
             raise Diverged(f"after the update of step {self.step}, {bad} weight tensor(s) hold NaN or Inf")
@@ -169,7 +169,7 @@ class Trainer:
                 checkpoint.write_state(folder, self._trainer_state())
 
         self.pending = checkpoint.write_pending(
-            self.s.run_dir, self.step, write, is_main=accelerator.is_main_process, wait=accelerator.wait_for_everyone
+            self.session.run_dir, self.step, write, is_main=accelerator.is_main_process, wait=accelerator.wait_for_everyone
         )
         self.saved_step = self.step
 
@@ -177,11 +177,11 @@ class Trainer:
         """Keep the pending checkpoint (its weights scored ``loss``) or drop it."""
         if self.pending is None:
             return
-        accelerator = self.s.accelerator
+        accelerator = self.session.accelerator
         step = self.saved_step
         if accelerator.is_main_process:
             if keep:
-                checkpoint.commit(self.pending, self.s.run.train.keep_checkpoints)
+                checkpoint.commit(self.pending, self.session.run.train.keep_checkpoints)
             else:
                 checkpoint.discard(self.pending)
         accelerator.wait_for_everyone()
@@ -199,49 +199,49 @@ class Trainer:
 
         What a pending checkpoint is judged by when the run stops before that step.
         """
-        s, plan = self.s, self.s.plan
-        total = torch.zeros((), device=s.accelerator.device)
+        session, plan = self.session, self.session.plan
+        total = torch.zeros((), device=session.accelerator.device)
         with torch.no_grad(), unpacked_sequences():
             for micro in range(plan.accumulation):
                 batch = self._batch(micro)
-                total += s.model(input_ids=batch, labels=batch, use_cache=False).loss.detach().float()
+                total += session.model(input_ids=batch, labels=batch, use_cache=False).loss.detach().float()
         mean = total / plan.accumulation
         if plan.processes > 1:
-            mean = s.accelerator.reduce(mean, reduction="mean")
+            mean = session.accelerator.reduce(mean, reduction="mean")
         return float(mean.item())
 
     def _batch(self, micro: int) -> torch.Tensor:
         """Micro-batch ``micro`` of optimizer step ``self.step`` (0-based) for this process."""
-        s, plan, accelerator = self.s, self.s.plan, self.s.accelerator
+        session, plan, accelerator = self.session, self.session.plan, self.session.accelerator
         first = self.step * plan.batch_size + (micro * plan.processes + accelerator.process_index) * (
             plan.micro_batch_size
         )
-        return as_batch(s.corpus.train[s.order.indices(first, plan.micro_batch_size)], accelerator.device)
+        return as_batch(session.corpus.train[session.order.indices(first, plan.micro_batch_size)], accelerator.device)
 
     def _eager_micro_step(self, batch: torch.Tensor) -> torch.Tensor:
         with unpacked_sequences():
-            loss = self.s.model(input_ids=batch, labels=batch, use_cache=False).loss
-        self.s.accelerator.backward(loss)
+            loss = self.session.model(input_ids=batch, labels=batch, use_cache=False).loss
+        self.session.accelerator.backward(loss)
         return loss
 
     def train_step(self, stop_requested: bool = False) -> StepOutcome:
-        s, plan, accelerator = self.s, self.s.plan, self.s.accelerator
-        clip = s.run.train.grad_clip
+        session, plan, accelerator = self.session, self.session.plan, self.session.accelerator
+        clip = session.run.train.grad_clip
         started = time.perf_counter()
-        lr = float(s.optimizer.param_groups[0]["lr"])
+        lr = float(session.optimizer.param_groups[0]["lr"])
         total = torch.zeros((), device=accelerator.device)
         grad_norm: torch.Tensor | None = None
         for micro in range(plan.accumulation):
             batch = self._batch(micro)
-            with accelerator.accumulate(s.model):
+            with accelerator.accumulate(session.model):
                 loss = self._eager_micro_step(batch) if self.graphed is None else self.graphed(batch)
                 total += loss.detach().float()
                 if accelerator.sync_gradients:
                     if clip is not None:
-                        grad_norm = accelerator.clip_grad_norm_(s.model.parameters(), clip)
-                    s.optimizer.step()
-                    s.scheduler.step()
-                    s.optimizer.zero_grad(set_to_none=self.graphed is None)
+                        grad_norm = accelerator.clip_grad_norm_(session.model.parameters(), clip)
+                    session.optimizer.step()
+                    session.scheduler.step()
+                    session.optimizer.zero_grad(set_to_none=self.graphed is None)
         shared = torch.stack([total / plan.accumulation, torch.tensor(float(stop_requested), device=total.device)])
         if plan.processes > 1:
             shared = accelerator.reduce(shared, reduction="mean")
@@ -258,7 +258,7 @@ class Trainer:
         )
 
     def _record_step(self, outcome: StepOutcome) -> None:
-        plan = self.s.plan
+        plan = self.session.plan
         tokens_per_s = plan.tokens_per_step / outcome.seconds
         if self.losses:
             tokens, seconds = self.speed
@@ -274,20 +274,20 @@ class Trainer:
             "tokens_per_s": tokens_per_s,
         }
         self.metrics.write(record)
-        self.s.accelerator.log(
+        self.session.accelerator.log(
             {"train/loss": outcome.loss, "train/lr": outcome.lr, "train/tokens_per_s": tokens_per_s}, step=self.step
         )
         self.display.step(self.step, outcome.loss, outcome.lr, tokens_per_s)
 
     def _evaluate(self, final: bool) -> EvalResult:
-        s = self.s
+        session = self.session
         result = evaluate_loss(
-            s.model,
-            s.corpus.validation,
-            s.plan.micro_batch_size,
-            s.accelerator,
-            seed=s.run.train.seed,
-            max_batches=None if final else s.run.train.eval_batches,
+            session.model,
+            session.corpus.validation,
+            session.plan.micro_batch_size,
+            session.accelerator,
+            seed=session.run.train.seed,
+            max_batches=None if final else session.run.train.eval_batches,
         )
         self.best_val = min(self.best_val, result.loss)
         record = {
@@ -299,7 +299,7 @@ class Trainer:
             "final": final,
         }
         self.metrics.write(record)
-        s.accelerator.log({"eval/loss": result.loss, "eval/perplexity": result.perplexity}, step=self.step)
+        session.accelerator.log({"eval/loss": result.loss, "eval/perplexity": result.perplexity}, step=self.step)
         self.display.evaluation(self.step, result, final)
         if not math.isfinite(result.loss):
             what = "the final model was not saved" if final else "training stopped"
@@ -307,19 +307,19 @@ class Trainer:
         return result
 
     def run(self) -> TrainResult:
-        s = self.s
-        settings = s.run.train
-        if s.resume_from is not None:
-            self._restore(s.resume_from)
-        self.metrics = MetricsLog(s.run_dir, s.accelerator.is_main_process)
-        if s.accelerator.is_main_process and settings.report_to != "none":
+        session = self.session
+        settings = session.run.train
+        if session.resume_from is not None:
+            self._restore(session.resume_from)
+        self.metrics = MetricsLog(session.run_dir, session.accelerator.is_main_process)
+        if session.accelerator.is_main_process and settings.report_to != "none":
             if settings.report_to == "tensorboard":  # accelerate writes its events under RUN/<project>
-                run_files.register(s.run_dir, TRACKER_PROJECT)
-            s.accelerator.init_trackers(TRACKER_PROJECT, config=_flat(s.record))
+                run_files.register(session.run_dir, TRACKER_PROJECT)
+            session.accelerator.init_trackers(TRACKER_PROJECT, config=_flat(session.record))
         try:
             with StopRequest(self.display.print) as stop, self.display:
-                self.display.start(self.step, s.plan.steps)
-                while self.step < s.plan.steps:
+                self.display.start(self.step, session.plan.steps)
+                while self.step < session.plan.steps:
                     outcome = self.train_step(stop.requested)
                     self.step += 1
                     self.guard.check(self.step, outcome.loss)
@@ -329,7 +329,7 @@ class Trainer:
                     self._record_step(outcome)
                     if self.on_step is not None:
                         self.on_step(self.step, outcome.loss)
-                    if self.step % s.plan.eval_every == 0 and self.step < s.plan.steps:
+                    if self.step % session.plan.eval_every == 0 and self.step < session.plan.steps:
                         self._evaluate(final=False)
                     if self.step % settings.save_every == 0 or outcome.stop:
                         self._save()
@@ -339,27 +339,27 @@ class Trainer:
                         return self._interrupted()
             return self._finish()
         except Diverged as exc:
-            if self.pending is not None and s.accelerator.is_main_process:
+            if self.pending is not None and session.accelerator.is_main_process:
                 checkpoint.discard(self.pending)
             raise RunError(self._divergence_message(str(exc))) from None
         finally:
             self.metrics.close()
-            release_reducer(s.model)
-            s.accelerator.end_training()
+            release_reducer(session.model)
+            session.accelerator.end_training()
 
     def _interrupted(self) -> TrainResult:
         self.display.stop()
-        newest = checkpoint.latest_checkpoint(self.s.run_dir)
+        newest = checkpoint.latest_checkpoint(self.session.run_dir)
         held = "" if self.step in self.kept else " (none kept now: the loss was above the guard line)"
         self.display.print(
             f"Stopped at step {self.step}. Newest checkpoint: {newest}{held}. "
             "Repeat the command with --resume to continue from it."
         )
-        return TrainResult(self.s.run_dir, "interrupted", self.step, self.losses)
+        return TrainResult(self.session.run_dir, "interrupted", self.step, self.losses)
 
     def _divergence_message(self, what: str) -> str:
-        lr = self.s.plan.lr
-        kept = checkpoint.latest_checkpoint(self.s.run_dir)
+        lr = self.session.plan.lr
+        kept = checkpoint.latest_checkpoint(self.session.run_dir)
         where = "No good checkpoint had been written yet."
         if kept is not None:
             step = int(checkpoint.read_state(kept)["step"])
@@ -371,20 +371,20 @@ class Trainer:
         )
 
     def _finish(self) -> TrainResult:
-        s = self.s
+        session = self.session
         if self.saved_step != self.step:
             self._save()
         final = self._evaluate(final=True)
         self._settle(True, final.loss, "on the validation blocks")
         self._save_model()
-        if s.accelerator.is_main_process:
+        if session.accelerator.is_main_process:
             self._write_summary(final)
-        s.accelerator.wait_for_everyone()
+        session.accelerator.wait_for_everyone()
         self.display.print(
             f"Done: {self.step} steps. Final validation loss {final.loss:.4f}, perplexity {final.perplexity:.2f}. "
-            f"Model saved in {s.run_dir} (newcompute eval {s.run_dir} reloads it)."
+            f"Model saved in {session.run_dir} (newcompute eval {session.run_dir} reloads it)."
         )
-        return TrainResult(s.run_dir, "finished", self.step, self.losses, final)
+        return TrainResult(session.run_dir, "finished", self.step, self.losses, final)
 
     def _final_model(self) -> nn.Module | None:
         """The model to save, on the main process (None elsewhere); gathered from its shards under FSDP.
@@ -393,54 +393,54 @@ class Trainer:
         gathered (a collective: every process takes part) and loaded into a
         plain copy rebuilt with the same paradigms.
         """
-        s = self.s
-        accelerator = s.accelerator
+        session = self.session
+        accelerator = session.accelerator
         if accelerator.distributed_type != DistributedType.FSDP:
-            return accelerator.unwrap_model(s.model, keep_torch_compile=False) if accelerator.is_main_process else None
-        state = accelerator.get_state_dict(s.model)
+            return accelerator.unwrap_model(session.model, keep_torch_compile=False) if accelerator.is_main_process else None
+        state = accelerator.get_state_dict(session.model)
         if not accelerator.is_main_process:
             return None
-        config = accelerator.unwrap_model(s.model).config
-        plain = AutoModelForCausalLM.from_config(config, trust_remote_code=s.trust_remote_code)
-        apply(plain, s.report.uses, registry=s.registry)
+        config = accelerator.unwrap_model(session.model).config
+        plain = AutoModelForCausalLM.from_config(config, trust_remote_code=session.trust_remote_code)
+        apply(plain, session.report.uses, registry=session.registry)
         plain.load_state_dict(state)
         return plain
 
     def _save_model(self) -> None:
-        s = self.s
+        session = self.session
         model = self._final_model()
         if model is None:
             return
-        if s.plan.mode == "lora":
+        if session.plan.mode == "lora":
             from newcompute.train.lora import save_adapters
 
-            model = save_adapters(model, s.run_dir)
+            model = save_adapters(model, session.run_dir)
         with quiet_transformers():
-            save_transformed(model, s.tokenizer, s.run, s.run_dir)
+            save_transformed(model, session.tokenizer, session.run, session.run_dir)
 
     def _write_summary(self, final: EvalResult) -> None:
-        s = self.s
+        session = self.session
         tokens, seconds = self.speed
         memory, memory_kind = peak_memory()
         write_summary(
-            s.run_dir,
+            session.run_dir,
             {
-                "model": s.run.model.name,
-                "paradigms": s.report.paradigms,
-                "mode": s.plan.mode,
-                "params": s.plan.params,
+                "model": session.run.model.name,
+                "paradigms": session.report.paradigms,
+                "mode": session.plan.mode,
+                "params": session.plan.params,
                 "steps": self.step,
-                "tokens": self.step * s.plan.tokens_per_step,
-                "lr": s.plan.lr,
+                "tokens": self.step * session.plan.tokens_per_step,
+                "lr": session.plan.lr,
                 "final_val_loss": final.loss,
                 "final_val_ppl": final.perplexity,
                 "best_val_loss": self.best_val,
                 "tokens_per_s": tokens / seconds if seconds else None,
                 "peak_memory_bytes": memory,
                 "peak_memory_kind": memory_kind,
-                "device": str(s.accelerator.device),
-                "processes": s.plan.processes,
-                "precision": s.accelerator.mixed_precision,
+                "device": str(session.accelerator.device),
+                "processes": session.plan.processes,
+                "precision": session.accelerator.mixed_precision,
             },
         )
 

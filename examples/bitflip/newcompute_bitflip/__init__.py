@@ -2,7 +2,7 @@
 
 Written only against newcompute's public API, as any third-party plugin
 would be. The numerics are defined once in :mod:`newcompute_bitflip.reference`
-(pure PyTorch, any device); :mod:`newcompute_bitflip.kernel` is a Triton
+(pure PyTorch, any device); :mod:`newcompute_bitflip.kernels` holds a Triton
 kernel that produces the same bits on CUDA.
 """
 

@@ -26,7 +26,7 @@ def dispatch(
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Flip on CUDA with the kernel unless told otherwise; both paths give identical bits."""
     if backend == "auto" and x.is_cuda and triton_available():
-        from newcompute_bitflip.kernel import flip_bits_triton
+        from newcompute_bitflip.kernels import flip_bits_triton
 
         return flip_bits_triton(x, call, spec)
     return flip_bits(x, call, spec)

@@ -23,7 +23,7 @@ INTERPRETED = textwrap.dedent(
     """
     import torch
     from newcompute_bitflip.formats import LAYOUTS
-    from newcompute_bitflip.kernel import flip_bits_triton
+    from newcompute_bitflip.kernels import flip_bits_triton
     from newcompute_bitflip.reference import FlipSpec, flip_bits
 
     torch.manual_seed(0)
@@ -63,7 +63,7 @@ requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs 
 @pytest.mark.parametrize("dtype", list(LAYOUTS), ids=str)
 @pytest.mark.parametrize(("exp", "frac", "threshold"), CASES)
 def test_cuda_kernel_matches_reference_bit_for_bit(dtype: torch.dtype, exp: int, frac: int, threshold: float) -> None:
-    from newcompute_bitflip.kernel import flip_bits_triton
+    from newcompute_bitflip.kernels import flip_bits_triton
 
     layout = LAYOUTS[dtype]
     x = (torch.randn(1_000_003, generator=torch.Generator().manual_seed(exp + frac)) * 4).to(dtype)
@@ -107,7 +107,7 @@ def test_cuda_layer_matches_cpu_layer_forward_and_backward() -> None:
 def test_flip_rates_agree_with_mase_triton() -> None:
     """mase-triton's kernel uses other Philox counters, so compare statistics, not bits: per-field flip rates."""
     core = pytest.importorskip("mase_triton.random_bitflip.core")
-    from newcompute_bitflip.kernel import flip_bits_triton
+    from newcompute_bitflip.kernels import flip_bits_triton
 
     x = torch.randn(4_000_000, device="cuda", dtype=torch.bfloat16)
     layout = LAYOUTS[torch.bfloat16]

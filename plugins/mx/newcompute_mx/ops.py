@@ -34,7 +34,7 @@ def mx_quantize_op(
     x: torch.Tensor, fmt: str, axis: int, block_size: int, ceil: bool, out_dtype: torch.dtype
 ) -> torch.Tensor:
     if _use_triton(x):
-        from newcompute_mx.triton_kernels import mx_pair
+        from newcompute_mx.kernels import mx_pair
 
         last, rows = (FORMATS[fmt], None) if axis == -1 else (None, FORMATS[fmt])
         out_last, out_rows = mx_pair(x, last, rows, block_size, ceil, out_dtype)
@@ -52,7 +52,7 @@ def mx_quantize_pair_op(
     x: torch.Tensor, last_fmt: str, rows_fmt: str, block_size: int, ceil: bool, out_dtype: torch.dtype
 ) -> tuple[torch.Tensor, torch.Tensor]:
     if _use_triton(x):
-        from newcompute_mx.triton_kernels import mx_pair
+        from newcompute_mx.kernels import mx_pair
 
         last, rows = mx_pair(x, FORMATS[last_fmt], FORMATS[rows_fmt], block_size, ceil, out_dtype)
         return last, rows
@@ -75,7 +75,7 @@ def _(
 @torch.library.custom_op(f"{_NAMESPACE}::scaled_cast", mutates_args=())
 def scaled_cast_op(x: torch.Tensor, fmt: str, scale: torch.Tensor, out_dtype: torch.dtype) -> torch.Tensor:
     if _use_triton(x):
-        from newcompute_mx.triton_kernels import scaled_cast
+        from newcompute_mx.kernels import scaled_cast
 
         return scaled_cast(x, FORMATS[fmt], scale, out_dtype)
     return reference.scaled_quantize(x, FORMATS[fmt], scale).to(out_dtype).contiguous()
@@ -99,7 +99,7 @@ def mx_fake_quantize_pairs(
     (and their host time) of an eagerly run layer.
     """
     if jobs and jobs[0][0].is_cuda and not torch.compiler.is_compiling():
-        from newcompute_mx.triton_kernels import mx_pairs
+        from newcompute_mx.kernels import mx_pairs
 
         return mx_pairs(jobs, block_size, scale_mode == "ceil", out_dtype)
     return [mx_fake_quantize_pair(x, last, rows, block_size, scale_mode, out_dtype) for x, last, rows in jobs]
@@ -120,7 +120,7 @@ def mx_fake_quantize_pair(
     """
     ceil = scale_mode == "ceil"
     if x.is_cuda and not torch.compiler.is_compiling() and (last is not None or rows is not None):
-        from newcompute_mx.triton_kernels import mx_pair
+        from newcompute_mx.kernels import mx_pair
 
         return mx_pair(x, last, rows, block_size, ceil, out_dtype)
     if last is not None and rows is not None:

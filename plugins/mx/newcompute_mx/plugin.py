@@ -21,7 +21,7 @@ from newcompute_mx.attention import QuantizedAttentionMatmuls
 from newcompute_mx.config import ROLES, FP8Config, MXConfig, QuantizedLayers, mx_config_class
 from newcompute_mx.formats import NO_QUANTIZATION
 from newcompute_mx.fp8_scaling import AmaxHistory
-from newcompute_mx.linear import QuantizedLinear
+from newcompute_mx.layer import QuantizedLinear
 from newcompute_mx.quantizers import FP8Quantizer, MXQuantizer, OperandQuantizer
 
 newcompute_api = ">=1.0,<2"

@@ -15,7 +15,7 @@ import torch
 
 from newcompute_mx import reference
 from newcompute_mx.formats import FORMATS
-from newcompute_mx.triton_kernels import PAIR_TILE, mx_pair, mx_pairs, scaled_cast
+from newcompute_mx.kernels import PAIR_TILE, mx_pair, mx_pairs, scaled_cast
 
 INTERPRETER_TILE = (128, 128)
 """Larger tiles under the interpreter: fewer programs, and a second tile shape exercised."""

@@ -11,7 +11,7 @@ from newcompute_mx import reference
 from newcompute_mx.config import ROLES
 from newcompute_mx.formats import FORMATS
 from newcompute_mx.fp8_scaling import AmaxHistory, TensorKind
-from newcompute_mx.linear import QuantizedLinear
+from newcompute_mx.layer import QuantizedLinear
 from newcompute_mx.quantizers import FP8Quantizer
 
 HYBRID = {role: "e5m2" if "grad_output" in role else "e4m3" for role in ROLES}

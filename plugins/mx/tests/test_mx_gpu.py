@@ -12,7 +12,7 @@ import mx_kernel_checks as checks  # noqa: E402
 from newcompute_mx import reference
 from newcompute_mx.config import ROLES
 from newcompute_mx.formats import FORMATS
-from newcompute_mx.linear import QuantizedLinear
+from newcompute_mx.layer import QuantizedLinear
 from newcompute_mx.ops import mx_fake_quantize_pair
 from newcompute_mx.quantizers import MXQuantizer
 

@@ -20,7 +20,7 @@ from newcompute_mx.attention import QuantizedAttentionMatmuls
 from newcompute_mx.config import ROLES
 from newcompute_mx.formats import FORMATS
 from newcompute_mx.fp8_scaling import TensorKind
-from newcompute_mx.linear import QuantizedLinear
+from newcompute_mx.layer import QuantizedLinear
 from newcompute_mx.quantizers import MXQuantizer, Pair, PairRequest
 
 NONE = dict.fromkeys(ROLES, "none")

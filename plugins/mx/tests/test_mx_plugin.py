@@ -12,7 +12,7 @@ import newcompute
 from newcompute import ConfigError, Registry, load_registry
 from newcompute.config import resolve_paradigm
 from newcompute_mx import plugin
-from newcompute_mx.linear import QuantizedLinear
+from newcompute_mx.layer import QuantizedLinear
 
 LLAMA = LlamaConfig(
     hidden_size=64,

@@ -16,9 +16,9 @@ import torch
 
 from newcompute_normuon import exchange
 from newcompute_normuon.coefficients import Schedule, schedule
-from newcompute_normuon.kernels import Kernels
 from newcompute_normuon.lanes import Lanes
 from newcompute_normuon.layout import block_view
+from newcompute_normuon.ops import StepOps
 from newcompute_normuon.plan import Bucket, GroupPlan, Plan, Slot
 from newcompute_normuon.topology import Topology, local, shard_rows
 
@@ -28,15 +28,15 @@ State = MutableMapping[torch.Tensor, dict[str, Any]]
 
 
 def run(
-    plan: Plan, groups: list[dict[str, Any]], state: State, kernels: Kernels, lanes: Lanes, beside: Callable[[], None]
+    plan: Plan, groups: list[dict[str, Any]], state: State, ops: StepOps, lanes: Lanes, beside: Callable[[], None]
 ) -> None:
     """One step of every NorMuon group of ``plan``; ``beside`` (the AdamW groups) runs on the side lane."""
     if plan.topology.mode == "sharded":
         beside()
         for group_plan in plan.groups:
-            _sharded_group(group_plan, groups[group_plan.group], state, kernels, plan.topology)
+            _sharded_group(group_plan, groups[group_plan.group], state, ops, plan.topology)
         return
-    _stacked(plan, groups, state, kernels, lanes, beside)
+    _stacked(plan, groups, state, ops, lanes, beside)
 
 
 def _scalars(group: dict[str, Any], device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -93,11 +93,11 @@ class _BucketStep:
     """Symmetric kernels: the Newton–Schulz normalisation the first iteration applies (one per matrix)."""
 
 
-def _group_step(plan: GroupPlan, group: dict[str, Any], state: State, kernels: Kernels) -> _GroupStep:
+def _group_step(plan: GroupPlan, group: dict[str, Any], state: State, ops: StepOps) -> _GroupStep:
     grads = [p.grad for p in plan.params]
     momenta = [state[p]["momentum_buffer"] for p in plan.params]
     device = grads[0].device
-    fused = kernels.fuses(device) and all(
+    fused = ops.fuses(device) and all(
         g.dtype == m.dtype and all(_flattens_in_place(t) for t in (p, g, m))
         for p, g, m in zip(plan.params, grads, momenta)
     )
@@ -113,7 +113,7 @@ def _group_step(plan: GroupPlan, group: dict[str, Any], state: State, kernels: K
     )
 
 
-def _bucket_steps(plan: Plan, groups: list[dict[str, Any]], state: State, kernels: Kernels) -> list[_BucketStep]:
+def _bucket_steps(plan: Plan, groups: list[dict[str, Any]], state: State, ops: StepOps) -> list[_BucketStep]:
     """Every bucket of every group, its stack allocated, in the order the step processes them.
 
     The first bucket's preparation and the last bucket's update have nothing
@@ -123,7 +123,7 @@ def _bucket_steps(plan: Plan, groups: list[dict[str, Any]], state: State, kernel
     """
     works = []
     for group_plan in plan.groups:
-        owner = _group_step(group_plan, groups[group_plan.group], state, kernels)
+        owner = _group_step(group_plan, groups[group_plan.group], state, ops)
         for bucket in group_plan.buckets:
             mine = bucket.mine(plan.topology.rank)
             shape = (len(mine), min(bucket.rows, bucket.cols), max(bucket.rows, bucket.cols))
@@ -142,42 +142,42 @@ def _bucket_steps(plan: Plan, groups: list[dict[str, Any]], state: State, kernel
     return works
 
 
-def _advance(owner: _GroupStep, indices: list[int], kernels: Kernels) -> None:
+def _advance(owner: _GroupStep, indices: list[int], ops: StepOps) -> None:
     if indices:
-        kernels.advance_momenta(
+        ops.advance_momenta(
             [owner.momenta[i] for i in indices], [owner.grads[i] for i in indices], owner.group["momentum"]
         )
 
 
-def _prepare(work: _BucketStep, kernels: Kernels) -> None:
+def _prepare(work: _BucketStep, ops: StepOps) -> None:
     """Momentum, Nesterov blend and cast into the stack, then the Newton–Schulz scaling: all memory-bound."""
     owner, group = work.owner, work.owner.group
-    _advance(owner, work.advance, kernels)
+    _advance(owner, work.advance, ops)
     if not work.mine:
         return
     tall, transposed = work.bucket.tall, group["transposed"]
     grads = [block_view(owner.grads[s.index], transposed, s.block, tall) for s in work.mine]
     momenta = [block_view(owner.momenta[s.index], transposed, s.block, tall) for s in work.mine]
     if owner.fused:
-        kernels.fused.momentum_into_stack(grads, momenta, work.stack, group["momentum"], group["nesterov"])
+        ops.fused_kernels.momentum_into_stack(grads, momenta, work.stack, group["momentum"], group["nesterov"])
     else:
-        kernels.stack_sources(grads, momenta, work.stack, group["momentum"], group["nesterov"])
-    work.inverse = kernels.normalize_(work.stack, owner.schedule)
+        ops.stack_sources(grads, momenta, work.stack, group["momentum"], group["nesterov"])
+    work.inverse = ops.normalize_(work.stack, owner.schedule)
 
 
-def _finish(work: _BucketStep, ortho: torch.Tensor, kernels: Kernels) -> None:
+def _finish(work: _BucketStep, ortho: torch.Tensor, ops: StepOps) -> None:
     """Row statistics, second-moment update and the weight update of one bucket: memory-bound."""
     owner, bucket, group = work.owner, work.bucket, work.owner.group
     views = _row_views(owner.moments, bucket.slots)
-    scales, updated = kernels.row_scales(ortho, torch.stack(views), group["beta2"], bucket.tall, bucket.shape_scale)
+    scales, updated = ops.row_scales(ortho, torch.stack(views), group["beta2"], bucket.tall, bucket.shape_scale)
     torch._foreach_copy_(views, list(updated.unbind(0)))
     targets = [block_view(owner.params[s.index], group["transposed"], s.block, bucket.tall) for s in bucket.slots]
-    update = kernels.fused.apply_update if owner.fused else kernels.apply_updates
+    update = ops.fused_kernels.apply_update if owner.fused else ops.apply_updates
     update(targets, ortho, scales, bucket.tall, owner.neg_lr, owner.decay)
 
 
 def _stacked(
-    plan: Plan, groups: list[dict[str, Any]], state: State, kernels: Kernels, lanes: Lanes, beside: Callable[[], None]
+    plan: Plan, groups: list[dict[str, Any]], state: State, ops: StepOps, lanes: Lanes, beside: Callable[[], None]
 ) -> None:
     """Single and replicated modes, pipelined over the two lanes.
 
@@ -187,42 +187,42 @@ def _stacked(
     on the side lane while main iterates on the next bucket. Without
     streams this is the plain sequential step.
     """
-    works = _bucket_steps(plan, groups, state, kernels)
+    works = _bucket_steps(plan, groups, state, ops)
     lanes.fork()
     with lanes.main():
-        _prepare(works[0], kernels)
-        pending = _orthogonalize(works[0], plan.topology, kernels, lanes)
+        _prepare(works[0], ops)
+        pending = _orthogonalize(works[0], plan.topology, ops, lanes)
     with lanes.side():
         beside()
         for owner in dict.fromkeys(work.owner for work in works):
-            _advance(owner, owner.unstacked, kernels)
+            _advance(owner, owner.unstacked, ops)
         for work in works[1:]:
-            _prepare(work, kernels)
+            _prepare(work, ops)
             work.ready = lanes.mark()
     with lanes.main():
         for work, following in zip(works, [*works[1:], None]):
             ortho, done = pending
             if following is not None:
                 lanes.wait(following.ready)
-                pending = _orthogonalize(following, plan.topology, kernels, lanes)
+                pending = _orthogonalize(following, plan.topology, ops, lanes)
             with lanes.side():
                 lanes.wait(done)
                 lanes.lend(ortho)
-                _finish(work, ortho, kernels)
+                _finish(work, ortho, ops)
     lanes.join()
 
 
 def _orthogonalize(
-    work: _BucketStep, topo: Topology, kernels: Kernels, lanes: Lanes
+    work: _BucketStep, topo: Topology, ops: StepOps, lanes: Lanes
 ) -> tuple[torch.Tensor, torch.cuda.Event | None]:
     """Queue the bucket's Newton–Schulz iterations (and all-gather) on main; the result and its event."""
-    ortho = kernels.iterate(work.stack, work.owner.schedule, work.inverse) if work.mine else work.stack
+    ortho = ops.iterate(work.stack, work.owner.schedule, work.inverse) if work.mine else work.stack
     if topo.mode == "replicated":
         ortho = exchange.all_gather_stack(ortho, work.bucket.counts, work.bucket.order, topo)
     return ortho, lanes.mark()
 
 
-def _sharded_group(plan: GroupPlan, group: dict[str, Any], state: State, kernels: Kernels, topo: Topology) -> None:
+def _sharded_group(plan: GroupPlan, group: dict[str, Any], state: State, ops: StepOps, topo: Topology) -> None:
     """FSDP2: gather each owned matrix whole, orthogonalise, return row shards and row factors."""
     transposed = group["transposed"]
     params = [local(p) for p in plan.params]
@@ -230,7 +230,7 @@ def _sharded_group(plan: GroupPlan, group: dict[str, Any], state: State, kernels
     momenta = [local(state[p]["momentum_buffer"]) for p in plan.params]
     moments = [state[p]["second_moment"] for p in plan.params]
     dtype = DTYPES[group["ns_dtype"]]
-    sources = kernels.momentum_and_sources(grads, momenta, group["momentum"], group["nesterov"], dtype)
+    sources = ops.momentum_and_sources(grads, momenta, group["momentum"], group["nesterov"], dtype)
     fulls = exchange.to_owners(sources, plan.shapes, plan.owners, topo)
     ortho_fulls = {i: fulls[i].new_empty(plan.shapes[i]) for i in fulls}
     vectors = {i: moments[i].new_empty(2 * moments[i].numel()) for i in fulls}
@@ -240,9 +240,9 @@ def _sharded_group(plan: GroupPlan, group: dict[str, Any], state: State, kernels
         if not mine:
             continue
         stack = torch.stack([block_view(fulls[s.index], transposed, s.block, bucket.tall) for s in mine])
-        ortho = kernels.iterate(stack, sched, kernels.normalize_(stack, sched))
+        ortho = ops.iterate(stack, sched, ops.normalize_(stack, sched))
         views = _row_views(moments, mine)
-        scales, updated = kernels.row_scales(ortho, torch.stack(views), group["beta2"], bucket.tall, bucket.shape_scale)
+        scales, updated = ops.row_scales(ortho, torch.stack(views), group["beta2"], bucket.tall, bucket.shape_scale)
         ortho_views = [block_view(ortho_fulls[s.index], transposed, s.block, bucket.tall) for s in mine]
         torch._foreach_copy_(ortho_views, list(ortho.unbind(0)))
         factor_views = [vectors[s.index][s.block.start : s.block.stop] for s in mine]
@@ -258,7 +258,7 @@ def _sharded_group(plan: GroupPlan, group: dict[str, Any], state: State, kernels
         for vector, m, shape, shard in zip(gathered, moments, plan.shapes, params)
     ]
     neg_lr, decay = _scalars(group, params[0].device)
-    kernels.apply_local_updates(params, shards, factors, neg_lr, decay)
+    ops.apply_local_updates(params, shards, factors, neg_lr, decay)
 
 
 def _local_factor(

@@ -9,7 +9,7 @@ cores, fp32 accumulation inside the matmuls), float32 for exact CPU checks.
 rounding: folding ``a`` into B's bfloat16 diagonal instead (saving the copy
 of X that ``baddbmm`` makes) multiplies the bfloat16 error by 2 to 4, because B's
 diagonal (≈ −2.7) is rounded before ``a`` (≈ 3.4) cancels most of it. The
-Triton path (:mod:`newcompute_normuon.symmetric`) adds ``a`` inside its
+Triton path (:mod:`newcompute_normuon.kernels.symmetric`) adds ``a`` inside its
 float32 accumulator and gets the saving without the loss. The step calls
 the normalisation and the iterations separately (:func:`normalize_`,
 :func:`iterate`) so that the memory-bound scaling can run beside another

@@ -21,9 +21,9 @@ from newcompute import ConfigError
 from newcompute_normuon import engine
 from newcompute_normuon.adamw import adamw_group
 from newcompute_normuon.coefficients import schedule
-from newcompute_normuon.kernels import ELEMENTWISE, Kernels
 from newcompute_normuon.lanes import Lanes
 from newcompute_normuon.layout import logical_shape, resolve_blocks
+from newcompute_normuon.ops import ELEMENTWISE, StepOps
 from newcompute_normuon.plan import Plan, build_plan
 from newcompute_normuon.topology import detect, local
 
@@ -94,9 +94,9 @@ class NorMuonAdamW(torch.optim.Optimizer):
     ``compile`` wraps the step's torch functions in ``torch.compile``
     (measured slower than eager on an H100); ``ns_kernel='triton'``
     computes the symmetric Newton–Schulz products on half the tiles (CUDA
-    only, see :mod:`newcompute_normuon.symmetric`). ``elementwise`` picks
+    only, see :mod:`newcompute_normuon.kernels.symmetric`). ``elementwise`` picks
     the momentum and update passes: fused Triton kernels ('triton', see
-    :mod:`newcompute_normuon.fused`), ``torch._foreach`` ops ('torch'), or
+    :mod:`newcompute_normuon.kernels.elementwise`), ``torch._foreach`` ops ('torch'), or
     'auto' (Triton on CUDA unless ``compile``). ``overlap`` runs the
     memory-bound work (AdamW included) on one CUDA stream beside the
     Newton–Schulz iterations on another (see :mod:`newcompute_normuon.lanes`);
@@ -129,7 +129,7 @@ class NorMuonAdamW(torch.optim.Optimizer):
         self._mode = ""
         self.distributed = distributed
         self.overlap = overlap
-        self.kernels = Kernels(compile, symmetric=ns_kernel == "triton", elementwise=elementwise)
+        self.ops = StepOps(compile, symmetric=ns_kernel == "triton", elementwise=elementwise)
         super().__init__(params, dict(DEFAULTS))
 
     @property
@@ -190,7 +190,7 @@ class NorMuonAdamW(torch.optim.Optimizer):
 
         if any(members):
             plan = self._plan(members)
-            engine.run(plan, self.param_groups, self.state, self.kernels, self._lanes(plan), adamw_groups)
+            engine.run(plan, self.param_groups, self.state, self.ops, self._lanes(plan), adamw_groups)
         else:
             adamw_groups()
         return loss

@@ -26,8 +26,8 @@ import pytest
 SCRIPT = r"""
 import itertools
 import torch
-from newcompute_normuon import NorMuonAdamW, kernels
-from newcompute_normuon import fused
+from newcompute_normuon import NorMuonAdamW, ops
+from newcompute_normuon.kernels import elementwise
 from newcompute_normuon.layout import Block, block_view
 
 TILE = (16, 16)
@@ -66,9 +66,9 @@ def check_momentum(layout, nesterov):
     want_momenta, got_momenta = [m.clone() for m in start], [m.clone() for m in start]
     want = torch.full(stack_shape(layout), float("nan"))
     got = want.clone()
-    kernels.advance_momenta(want_momenta, grads, 0.9)
-    kernels.stack_sources(slots(grads, layout), slots(want_momenta, layout), want, 0.9, nesterov)
-    fused.momentum_into_stack(slots(grads, layout), slots(got_momenta, layout), got, 0.9, nesterov, block=TILE)
+    ops.advance_momenta(want_momenta, grads, 0.9)
+    ops.stack_sources(slots(grads, layout), slots(want_momenta, layout), want, 0.9, nesterov)
+    elementwise.momentum_into_stack(slots(grads, layout), slots(got_momenta, layout), got, 0.9, nesterov, block=TILE)
     assert all(torch.equal(a, b) for a, b in zip(got_momenta, want_momenta)), "momentum"
     assert torch.equal(got, want), f"stack differs by {(got.double() - want.double()).abs().max()}"
 
@@ -81,8 +81,8 @@ def check_update(layout, decay):
     neg_lr = torch.tensor(-0.37)
     decay = torch.tensor(0.93) if decay else None
     want, got = [w.clone() for w in weights], [w.clone() for w in weights]
-    kernels.apply_updates(slots(want, layout), ortho, scales, tall, neg_lr, decay)
-    fused.apply_update(slots(got, layout), ortho, scales, tall, neg_lr, decay, block=TILE)
+    ops.apply_updates(slots(want, layout), ortho, scales, tall, neg_lr, decay)
+    elementwise.apply_update(slots(got, layout), ortho, scales, tall, neg_lr, decay, block=TILE)
     assert all(torch.equal(a, b) for a, b in zip(got, want)), "weights"
 
 

@@ -134,7 +134,8 @@ def test_adamw_beside_newton_schulz_matches_torch_adamw() -> None:
 @pytest.mark.parametrize("tall", [False, True], ids=["wide", "tall"])
 def test_fused_kernels_round_bfloat16_like_torch(tall: bool) -> None:
     """bfloat16 momentum and stack round like the foreach path; the bfloat16 update is within two roundings."""
-    from newcompute_normuon import fused, kernels
+    from newcompute_normuon import ops
+    from newcompute_normuon.kernels import elementwise
     from newcompute_normuon.layout import Block, block_view
 
     torch.manual_seed(0)
@@ -148,9 +149,9 @@ def test_fused_kernels_round_bfloat16_like_torch(tall: bool) -> None:
     want_momenta, got_momenta = [m.clone() for m in start], [m.clone() for m in start]
     want = torch.empty(3, 300, 700, device="cuda", dtype=torch.bfloat16)
     got = torch.empty_like(want)
-    kernels.advance_momenta(want_momenta, grads, 0.95)
-    kernels.stack_sources(views(grads), views(want_momenta), want, 0.95, True)
-    fused.momentum_into_stack(views(grads), views(got_momenta), got, 0.95, True)
+    ops.advance_momenta(want_momenta, grads, 0.95)
+    ops.stack_sources(views(grads), views(want_momenta), want, 0.95, True)
+    elementwise.momentum_into_stack(views(grads), views(got_momenta), got, 0.95, True)
     for a, b in [*zip(got_momenta, want_momenta), (got, want)]:
         torch.testing.assert_close(a.float(), b.float(), rtol=2**-7, atol=0)
 
@@ -158,10 +159,10 @@ def test_fused_kernels_round_bfloat16_like_torch(tall: bool) -> None:
     scales = torch.rand(3, 700 if tall else 300, device="cuda")
     neg_lr, decay = torch.tensor(-0.02, device="cuda"), torch.tensor(0.998, device="cuda")
     got_weights = [w.clone() for w in weights]
-    fused.apply_update(views(got_weights), want, scales, tall, neg_lr, decay)
+    elementwise.apply_update(views(got_weights), want, scales, tall, neg_lr, decay)
     # Against the update computed in float32: the kernel rounds the decayed weight and the result
     # to bfloat16, each rounding within 2⁻⁸ of the terms' magnitude.
-    factors = kernels.row_factor_view(scales * neg_lr, tall)
+    factors = ops.row_factor_view(scales * neg_lr, tall)
     for index, weight in enumerate(views(weights)):
         decayed, update = weight.float() * decay, want[index].float() * factors[index]
         exact, size = decayed + update, decayed.abs() + update.abs()
@@ -178,7 +179,7 @@ def test_float32_step_matches_the_reference_tightly(reference) -> None:
 
 @pytest.mark.parametrize("shape", [(3, 200, 333), (2, 1536, 4096)])
 def test_triton_symmetric_product_in_bfloat16(shape: tuple[int, int, int]) -> None:
-    from newcompute_normuon.symmetric import symmetric_product
+    from newcompute_normuon.kernels.symmetric import symmetric_product
 
     torch.manual_seed(0)
     y = (torch.randn(*shape, device="cuda") / shape[-1] ** 0.5).bfloat16()
@@ -200,8 +201,8 @@ def test_plugin_uses_triton_eagerly_on_cuda() -> None:
     reg = registry()
     newcompute.apply(model, ["normuon"], registry=reg)
     optimizer = newcompute.build_optimizer(model, newcompute.OptimizerSettings(lr=3e-3), registry=reg)
-    assert optimizer.kernels.symmetric and not optimizer.kernels.compiled
-    assert optimizer.kernels.fuses(torch.device("cuda")) and not optimizer.overlap
+    assert optimizer.ops.symmetric and not optimizer.ops.compiled
+    assert optimizer.ops.fuses(torch.device("cuda")) and not optimizer.overlap
     tokens = torch.randint(0, 128, (4, 32), device="cuda")
     losses = []
     for _ in range(8):

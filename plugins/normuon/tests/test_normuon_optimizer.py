@@ -236,7 +236,7 @@ def test_a_failing_compile_falls_back_to_eager_once(monkeypatch: pytest.MonkeyPa
     """A compiler bug in the installed torch costs speed (one RuntimeWarning), not the run."""
     from torch._dynamo.exc import BackendCompilerFailed
 
-    from newcompute_normuon import kernels
+    from newcompute_normuon import ops
 
     attempts = []
 
@@ -248,9 +248,9 @@ def test_a_failing_compile_falls_back_to_eager_once(monkeypatch: pytest.MonkeyPa
         return run
 
     monkeypatch.setattr(torch, "compile", broken_compile)
-    row_scales = kernels._compiled(kernels.row_scales)
+    row_scales = ops._compiled(ops.row_scales)
     ortho, moment = torch.randn(2, 3, 5), torch.zeros(2, 3)
-    want = kernels.row_scales(ortho, moment, 0.95, False, 1.0)
+    want = ops.row_scales(ortho, moment, 0.95, False, 1.0)
     with pytest.warns(RuntimeWarning, match="torch.compile failed on row_scales"):
         first = row_scales(ortho, moment, 0.95, False, 1.0)
     second = row_scales(ortho, moment, 0.95, False, 1.0)

@@ -18,7 +18,7 @@ import pytest
 SCRIPT = """
 import torch
 from newcompute_normuon import orthogonalize, schedule
-from newcompute_normuon.symmetric import orthogonalize_symmetric, symmetric_product
+from newcompute_normuon.kernels.symmetric import orthogonalize_symmetric, symmetric_product
 
 blocks = {"BLOCK": 16, "BLOCK_K": 16}
 torch.manual_seed(0)

@@ -180,18 +180,18 @@ def test_fused_splits_and_explicit_weight_decay() -> None:
 
 def test_defaults_on_cpu_are_eager_torch_kernels() -> None:
     optimizer = _build(_llama())
-    kernels = optimizer.kernels
-    assert (kernels.compiled, kernels.symmetric) == (False, False)
-    assert kernels.elementwise == "auto" and not kernels.fuses(torch.device("cpu")) and not optimizer.overlap
-    assert kernels.fuses(torch.device("cuda")) == (importlib.util.find_spec("triton") is not None)
-    assert _build(_llama(), {"compile": True, "ns_kernel": "triton"}).kernels.symmetric is True
-    assert not _build(_llama(), {"compile": True}).kernels.fuses(torch.device("cuda"))
+    ops = optimizer.ops
+    assert (ops.compiled, ops.symmetric) == (False, False)
+    assert ops.elementwise == "auto" and not ops.fuses(torch.device("cpu")) and not optimizer.overlap
+    assert ops.fuses(torch.device("cuda")) == (importlib.util.find_spec("triton") is not None)
+    assert _build(_llama(), {"compile": True, "ns_kernel": "triton"}).ops.symmetric is True
+    assert not _build(_llama(), {"compile": True}).ops.fuses(torch.device("cuda"))
 
 
 def test_elementwise_and_overlap_reach_the_optimizer() -> None:
     optimizer = _build(_llama(), {"elementwise": "torch", "overlap": True})
-    assert not optimizer.kernels.fuses(torch.device("cuda")) and optimizer.overlap
-    assert _build(_llama(), {"elementwise": "triton"}).kernels.fuses(torch.device("cpu"))
+    assert not optimizer.ops.fuses(torch.device("cuda")) and optimizer.overlap
+    assert _build(_llama(), {"elementwise": "triton"}).ops.fuses(torch.device("cpu"))
 
 
 @pytest.mark.parametrize(

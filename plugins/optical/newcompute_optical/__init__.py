@@ -8,7 +8,7 @@ plain-PyTorch definition of the numerics (:mod:`newcompute_optical.reference`).
 
 from newcompute_optical.attention import OpticalAttentionMatmuls
 from newcompute_optical.config import OpticalConfig, ProductSettings, load_newcomputebench_config
-from newcompute_optical.linear import OpticalLinear
+from newcompute_optical.layer import OpticalLinear
 from newcompute_optical.product import OpticalProduct
 
 __all__ = [

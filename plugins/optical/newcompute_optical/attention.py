@@ -6,7 +6,7 @@ scaling, masks, softmax and dropout between the two products, as
 NewComputeBench's attention does around mase-triton's products.
 
 On CUDA the whole attention usually takes fused kernels instead
-(:mod:`newcompute_optical.fused_attention`), which compute the same
+(:mod:`newcompute_optical.ops.attention`), which compute the same
 definition without materialising the scores.
 """
 
@@ -15,8 +15,8 @@ from __future__ import annotations
 import torch
 
 from newcompute import AttentionMatmuls
-from newcompute_optical import fused_attention
 from newcompute_optical.config import ProductSettings
+from newcompute_optical.ops import attention as fused_attention
 from newcompute_optical.product import OpticalProduct, compute_dtype
 
 

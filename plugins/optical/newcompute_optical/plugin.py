@@ -7,7 +7,7 @@ from torch import nn
 from newcompute import AttentionMatmuls, Paradigm, Role, hookimpl, is_linear_like
 from newcompute_optical.attention import OpticalAttentionMatmuls
 from newcompute_optical.config import OpticalConfig
-from newcompute_optical.linear import OpticalLinear
+from newcompute_optical.layer import OpticalLinear
 
 newcompute_api = ">=1.0,<2"
 

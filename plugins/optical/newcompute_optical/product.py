@@ -24,7 +24,7 @@ from torch import nn
 from newcompute.attention import probing
 from newcompute_optical import distributed, reference
 from newcompute_optical.config import ProductSettings
-from newcompute_optical.ops import OpticalProductFunction
+from newcompute_optical.ops.product import OpticalProductFunction
 
 RANGES = ("input_range", "weight_range", "output_range")
 _RANK_MIX = 0x9E3779B1

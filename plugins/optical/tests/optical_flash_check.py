@@ -13,7 +13,7 @@ import torch
 
 assert os.environ.get("TRITON_INTERPRET") == "1", "run with TRITON_INTERPRET=1"
 
-from newcompute_optical import fused_attention
+from newcompute_optical.ops import attention as fused_attention
 from optical_support import compare_fused_attention
 
 fused_attention._CALIBRATION_ELEMENTS = 2048  # calibrate one (batch, head) slice at a time

@@ -16,8 +16,9 @@ import torch
 
 assert os.environ.get("TRITON_INTERPRET") == "1", "run with TRITON_INTERPRET=1"
 
-from newcompute_optical import ops, philox  # noqa: E402
+from newcompute_optical import philox  # noqa: E402
 from newcompute_optical.kernels import launch, numerics  # noqa: E402
+from newcompute_optical.ops.product import product as product_op  # noqa: E402
 
 import triton  # noqa: E402
 import triton.language as tl  # noqa: E402
@@ -60,7 +61,7 @@ def check_product(case: str, batch: int, transposed_b: bool, bias: bool, lut: fl
         b = b.transpose(1, 2).contiguous().transpose(1, 2)
     bias_t = torch.randn(45, generator=generator) if bias else None
     results = []
-    for implementation in (launch.product, ops.product):
+    for implementation in (launch.product, product_op):
         ranges, stats, calls = _state(batch)
         out = implementation(a, b, bias_t, *ranges, stats, calls, 64, lut, quantiles, 0.1, 5, 77, training,
                              torch.float32)

@@ -7,7 +7,8 @@ from typing import Any
 
 import newcompute_optical.plugin as optical_plugin
 import torch
-from newcompute_optical import OpticalAttentionMatmuls, ProductSettings, fused_attention
+from newcompute_optical import OpticalAttentionMatmuls, ProductSettings
+from newcompute_optical.ops import attention as fused_attention
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
 import newcompute as nc

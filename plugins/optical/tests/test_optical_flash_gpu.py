@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from newcompute_optical import fused_attention
+from newcompute_optical.ops import attention as fused_attention
 from optical_support import compare_fused_attention, optical, tiny, tokens
 
 pytestmark = [

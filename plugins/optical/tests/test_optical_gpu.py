@@ -6,7 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from newcompute_optical import OpticalAttentionMatmuls, OpticalLinear, ProductSettings, ops, reference
+from newcompute_optical import OpticalAttentionMatmuls, OpticalLinear, ProductSettings, reference
+from newcompute_optical.ops.product import product as product_op
 
 pytestmark = [
     pytest.mark.gpu,
@@ -31,7 +32,7 @@ def _operands(dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Ten
 
 def _run(device: str, a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor, training: bool, dtype: torch.dtype):
     ranges, stats, calls = _state(device)
-    out = ops.product(
+    out = product_op(
         a.to(device), b.to(device), bias.to(device), *ranges, stats, calls, LEVELS, 0.02, None, 0.1, 3, 99,
         training, dtype,
     )

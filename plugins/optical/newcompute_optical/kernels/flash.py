@@ -20,7 +20,7 @@ Forward, two kernels over blocks of queries:
    also accumulates the unquantized probabilities times the values, which
    backward needs for the softmax's row terms.
 
-Backward (straight-through, like :mod:`newcompute_optical.ops`): one kernel
+Backward (straight-through, like :mod:`newcompute_optical.ops.product`): one kernel
 per block of keys accumulates ``dK`` and ``dV`` over every query head that
 reads that key head, one per block of queries ``dQ``; both recompute the
 probabilities bit for bit as the forward did.

@@ -4,7 +4,7 @@ They run as ``torch._foreach_*`` and batched ops: a handful of kernel
 launches per bucket, whatever the number of parameters. On CUDA the two
 passes that touch every matrix element twice over (momentum into the
 stack, the update) run by default as the fused Triton kernels of
-:mod:`newcompute_normuon.fused`, with the same arithmetic; the functions
+:mod:`newcompute_normuon.kernels.elementwise`, with the same arithmetic; the functions
 here are the CPU path, the fallback and what ``compile`` compiles. With
 ``compile=True`` each function is one ``torch.compile`` region, which lets
 inductor fuse the elementwise passes; on an H100 with torch 2.11 that
@@ -179,11 +179,11 @@ ELEMENTWISE = ("auto", "torch", "triton")
 ``TRITON_INTERPRET=1``), the functions above ("torch"), or "auto": Triton on CUDA unless ``compiled``."""
 
 
-class Kernels:
+class StepOps:
     """The step's functions, compiled once per process when ``compiled``.
 
     ``symmetric`` runs the Newton–Schulz Gram and polynomial products with
-    the Triton kernels of :mod:`newcompute_normuon.symmetric` (CUDA only).
+    the Triton kernels of :mod:`newcompute_normuon.kernels.symmetric` (CUDA only).
     ``elementwise`` is one of :data:`ELEMENTWISE`.
     """
 
@@ -211,11 +211,11 @@ class Kernels:
         return self.elementwise == "triton"
 
     @functools.cached_property
-    def fused(self) -> ModuleType:
-        """:mod:`newcompute_normuon.fused`, imported on first use so that CPU-only installs never need Triton."""
-        from newcompute_normuon import fused
+    def fused_kernels(self) -> ModuleType:
+        """:mod:`newcompute_normuon.kernels.elementwise`, imported on first use so that CPU-only installs never need Triton."""
+        from newcompute_normuon.kernels import elementwise
 
-        return fused
+        return elementwise
 
     def normalize_(self, stack: torch.Tensor, schedule: Schedule) -> torch.Tensor | None:
         """Scale the stack for Newton–Schulz, or, for the symmetric kernels, return each matrix's inverse
@@ -229,7 +229,7 @@ class Kernels:
 
     def iterate(self, stack: torch.Tensor, schedule: Schedule, inverse: torch.Tensor | None = None) -> torch.Tensor:
         if self.symmetric:
-            from newcompute_normuon.symmetric import iterate_symmetric
+            from newcompute_normuon.kernels.symmetric import iterate_symmetric
 
             return iterate_symmetric(stack, schedule, inverse)
         if schedule not in self._iterators:

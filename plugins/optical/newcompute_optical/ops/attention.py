@@ -7,7 +7,7 @@ layer, the fp32 scores, their read-out, the fp32 probabilities and their
 quantized copy; :mod:`newcompute_optical.kernels.flash` keeps them in tiles.
 Operands are quantized by the same pass as the products' (recording the
 input and weight statistics), the kernels record the rest, and both
-products close their call exactly as :func:`newcompute_optical.ops.product`
+products close their call exactly as :func:`newcompute_optical.ops.product.product`
 does: statistics agreed across ranks, ranges folded, counters advanced.
 
 Where the fused path differs from the two-product path, and why it is still
