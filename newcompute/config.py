@@ -42,10 +42,35 @@ UserPath = Annotated[str, AfterValidator(os.path.expanduser)]
 """A path as a user types it: ``~`` means their home, in a file and in ``--set`` as in a shell."""
 
 
+ALL_COMMANDS = ("train", "eval", "transform")
+
+
+def flag(
+    name: str | None = None, short: str | None = None, commands: tuple[str, ...] = ("train",)
+) -> dict[str, Any]:
+    """A field's command-line flag, for ``json_schema_extra`` (read by :mod:`newcompute.cli.flags`).
+
+    Without it, a field that has a ``description`` is the flag ``--field-name``
+    on ``train`` with the description as its help; this renames the flag, adds
+    a short form, or puts it on other commands.
+    """
+    return {"cli": {"name": name, "short": short, "commands": commands}}
+
+
+NO_FLAG: dict[str, Any] = {"cli": None}
+"""``json_schema_extra`` of a described field that stays out of the command line (``--set`` still reaches it)."""
+
+
 class ModelSettings(Strict):
-    name: str = Field("tiny", description="A preset (see 'newcompute presets'), a hub id or a local folder.")
+    name: str = Field(
+        "tiny",
+        description="A preset (see 'newcompute presets'), a hub id or a local folder.",
+        json_schema_extra=flag("--model", "-m", commands=("train", "transform")),
+    )
     init: Literal["auto", "pretrained", "scratch"] = Field(
-        "auto", description="'scratch' builds from the config with random weights; 'auto' loads weights when they exist."
+        "auto",
+        description="'scratch' builds from the config with random weights; 'auto' loads weights when they exist.",
+        json_schema_extra=flag(commands=ALL_COMMANDS),
     )
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     revision: str | None = None
@@ -70,21 +95,33 @@ class DataSettings(Strict):
     dataset: UserPath = Field(
         "builtin:pydoc",
         description="'builtin:pydoc' (the text of Python's pydoc_data.topics, offline), a local "
-        ".txt/.jsonl/.parquet file or folder, or a hub dataset id.",
+        ".txt/.jsonl/.parquet file or folder, or a hub dataset id (needs 'datasets').",
+        json_schema_extra=flag(commands=("train", "eval")),
     )
-    config_name: str | None = Field(None, description="The hub dataset's configuration, e.g. 'sample-10BT'.")
-    split: str = "train"
-    text_column: str = "text"
-    streaming: bool = False
+    config_name: str | None = Field(
+        None,
+        description="The hub dataset's configuration, e.g. 'sample-10BT'.",
+        json_schema_extra=flag("--dataset-config"),
+    )
+    split: str = Field("train", description="The dataset split to read.")
+    text_column: str = Field("text", description="The column or JSON key holding the text.")
+    streaming: bool = Field(False, description="Stream a hub dataset instead of downloading it.")
     validation_fraction: float = Field(
         0.05, gt=0.0, le=0.5, description="Share of blocks held out: every round(1/fraction)-th block."
     )
     validation_max_blocks: int = Field(256, gt=0, description="At most this many validation blocks.")
-    max_tokens: int | None = Field(None, gt=0, description="Stop reading the source after this many tokens.")
+    max_tokens: int | None = Field(
+        None,
+        gt=0,
+        description="Stop reading the source after this many tokens.",
+        json_schema_extra=flag(commands=("train", "eval")),
+    )
 
 
 class TrainSettings(Strict):
-    output_dir: UserPath | None = Field(None, description="The run folder; default runs/MODEL[-PARADIGM…].")
+    output_dir: UserPath | None = Field(
+        None, description="The run folder; default runs/MODEL[-PARADIGM…].", json_schema_extra=flag(short="-o")
+    )
     steps: int | None = Field(None, gt=0, description="Optimizer steps; default from the token budget.")
     tokens: int | None = Field(
         None, gt=0, description="Token budget; default 22 × params / 100 (fine-tuning), 22 × params (scratch)."
@@ -92,32 +129,47 @@ class TrainSettings(Strict):
     batch_size: int = Field(16, gt=0, description="Sequences per optimizer step, across processes.")
     micro_batch_size: int = Field(4, gt=0, description="Sequences per forward on one device.")
     block_size: int | None = Field(
-        None, gt=1, description="Tokens per sequence; default 1024, or the model's context if shorter."
+        None,
+        gt=1,
+        description="Tokens per sequence; default 1024, or the model's context if shorter.",
+        json_schema_extra=flag(commands=("train", "eval")),
     )
-    lr: float | None = Field(None, gt=0.0, description="Default from the model-size table in docs/training.md.")
+    lr: float | None = Field(
+        None, gt=0.0, description="Peak learning rate; default from the model-size table in docs/training.md."
+    )
     weight_decay: float = Field(0.01, ge=0.0)
     betas: tuple[Beta, Beta] = Field((0.9, 0.95), description="AdamW's moment decays, each in [0, 1).")
-    warmup_steps: int | None = Field(None, ge=0, description="Default 5% of the steps.")
+    warmup_steps: int | None = Field(None, ge=0, description="Linear warm-up steps; default 5% of the steps.")
     grad_clip: float | None = Field(1.0, gt=0.0)
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, description="Seed of the weights, the data order and the noise.")
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = Field(
-        "auto", description="'auto': bf16 autocast on a GPU that supports it, fp32 otherwise."
+        "auto",
+        description="'auto': bf16 autocast on a GPU that supports it, fp32 otherwise.",
+        json_schema_extra=flag("--precision"),
     )
     eval_every: int | None = Field(None, gt=0, description="Validate every N steps; default a tenth of the run, ≤ 50.")
     eval_batches: int = Field(8, gt=0, description="Micro-batches in a periodic evaluation; the final one uses all.")
-    save_every: int = Field(200, gt=0)
+    save_every: int = Field(200, gt=0, description="Checkpoint every N steps, and at the end.")
     keep_checkpoints: int = Field(2, gt=0, description="Checkpoints kept in RUN/checkpoints (newest first).")
-    compile: bool = False
+    compile: bool = Field(False, description="torch.compile the model.")
     cuda_graphs: bool = Field(
         False, description="Replay each micro-step as a captured CUDA graph (one CUDA GPU, one process)."
     )
-    lora: bool = False
-    lora_rank: int = Field(8, gt=0)
+    lora: bool = Field(False, description="Train LoRA adapters (PEFT) on top of the paradigm layers.")
+    lora_rank: int = Field(8, gt=0, description="LoRA rank.")
     lora_alpha: float = Field(16.0, gt=0.0)
     lora_dropout: float = Field(0.0, ge=0.0, lt=1.0)
-    report_to: Literal["none", "tensorboard", "wandb", "trackio"] = "none"
-    divergence_factor: float = Field(2.0, gt=1.0, description="Stop when loss > factor × its running minimum …")
-    divergence_patience: int = Field(20, gt=0, description="… for this many steps in a row.")
+    report_to: Literal["none", "tensorboard", "wandb", "trackio"] = Field(
+        "none", description="Also log to this tracker (metrics.jsonl is always written)."
+    )
+    divergence_factor: float = Field(
+        2.0,
+        gt=1.0,
+        description="Stop when the loss stays above this factor × its running minimum for divergence_patience steps.",
+    )
+    divergence_patience: int = Field(
+        20, gt=0, description="Steps in a row the loss may stay above divergence_factor × its minimum before a stop."
+    )
 
 
 class RunConfig(Strict):

@@ -19,8 +19,6 @@ from newcompute import __version__
 from newcompute.cli import run_commands, scaffold_commands
 from newcompute.cli.common import (
     ConfigOption,
-    InitOption,
-    ModelOption,
     ParadigmConfigOption,
     ParadigmOption,
     SetOption,
@@ -29,6 +27,7 @@ from newcompute.cli.common import (
     run_config,
     user_errors,
 )
+from newcompute.cli.flags import with_config_flags
 from newcompute.cli.render import (
     config_table,
     console,
@@ -92,21 +91,22 @@ def presets() -> None:
 
 
 @user_errors
+@with_config_flags("transform")
 def transform(
-    model: ModelOption = None,
     paradigm: ParadigmOption = None,
     config: ConfigOption = None,
     paradigm_config: ParadigmConfigOption = None,
     set_: SetOption = None,
-    init: InitOption = None,
     save: Annotated[Path | None, typer.Option(help="Save the transformed model and newcompute.toml here.")] = None,
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="With --save: replace a trained run in that folder.")
     ] = False,
     trust_remote_code: TrustRemoteCodeOption = False,
+    *,
+    flags: list[str],
 ) -> None:
     """Dry run: build or load a model, apply paradigms, print what changed."""
-    run = run_config(config, set_, model, init, paradigm_config)
+    run = run_config(config, set_, flags, paradigm_config)
     registry = get_registry()
     uses = resolve_paradigms(registry, run, paradigm)
     loaded = load_model(run.model, seed=run.train.seed, trust_remote_code=trust_remote_code)

@@ -35,9 +35,6 @@ ParadigmConfigOption = Annotated[
 SetOption = Annotated[
     list[str] | None, typer.Option("--set", help="Override a config value: --set paradigm.optical.fc.q_levels=128")
 ]
-ModelOption = Annotated[
-    str | None, typer.Option("--model", "-m", help="A preset (tiny, clm-60m, …), a local folder or a hub id.")
-]
 TrustRemoteCodeOption = Annotated[
     bool,
     typer.Option(
@@ -46,24 +43,19 @@ TrustRemoteCodeOption = Annotated[
         "flag allows it, so a downloaded run folder cannot run code unasked.",
     ),
 ]
-InitOption = Annotated[
-    str | None, typer.Option("--init", help="'scratch' (random weights from the config), 'pretrained' or 'auto'.")
-]
 
 
 def run_config(
     config: Path | None,
     sets: list[str] | None,
-    model: str | None,
-    init: str | None,
+    flags: list[str],
     paradigm_configs: list[str] | None = None,
 ) -> RunConfig:
-    """The run config: file, then ``--paradigm-config`` tables, then ``--set``, then direct flags."""
-    overrides = list(sets or [])
-    if model is not None:
-        overrides.append(f"model.name={_toml_string(model)}")
-    if init is not None:
-        overrides.append(f"model.init={_toml_string(init)}")
+    """The run config: file, then ``--paradigm-config`` tables, then ``--set``, then the config flags.
+
+    ``flags`` are the overrides :func:`newcompute.cli.flags.with_config_flags` hands a command.
+    """
+    overrides = [*(sets or []), *flags]
     files: dict[str, Path] = {}
     for item in paradigm_configs or []:
         name, sep, file = item.partition("=")
@@ -71,10 +63,6 @@ def run_config(
             raise ConfigError(f"--paradigm-config {item!r}: expected NAME=FILE, e.g. optical=transform_cfg.toml")
         files[name] = Path(file)
     return load_run_config(config, overrides, files)
-
-
-def _toml_string(text: str) -> str:
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 INTERRUPTED = 130
