@@ -131,7 +131,7 @@ def load(
     _load_weights(model, folder)
     tokenizer, _ = tokenizer_for(str(folder), model, trust_remote_code)
     if (folder / ADAPTER_DIR).is_dir():
-        from newcompute.train.lora import attach_saved_adapters  # peft is optional: only LoRA runs need it
+        from newcompute.lora import attach_saved_adapters  # peft is optional: only LoRA runs need it
 
-        model = attach_saved_adapters(model, folder)
+        model = attach_saved_adapters(model, folder / ADAPTER_DIR)
     return model, tokenizer

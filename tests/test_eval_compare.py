@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from newcompute.cli.app import build_app
-from newcompute.compare import comparison_table, summarize
+from newcompute.train.compare import comparison_table, summarize
 from newcompute.errors import ConfigError
 
 

@@ -34,7 +34,6 @@ from newcompute.cli.render import (
     paradigms_table,
     print_error,
     problems_table,
-    report_tables,
 )
 from newcompute.composer import apply, verify_attention
 from newcompute.config import resolve_paradigms
@@ -46,6 +45,7 @@ from newcompute.params import OptimizerSettings
 from newcompute.plugins import get_registry
 from newcompute.presets import PRESETS
 from newcompute.train.budget import default_lr
+from newcompute.train.display import report_tables
 
 
 def _version(value: bool) -> None:

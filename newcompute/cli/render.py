@@ -9,7 +9,6 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from newcompute.composer import ComposeReport
 from newcompute.paradigm import Paradigm
 from newcompute.plugins import Registry
 
@@ -75,30 +74,3 @@ def config_table(paradigm: Paradigm) -> Table:
     table.add_row("include", "list[str]", "['*']", "Module-name patterns the paradigm may touch (core rule).")
     table.add_row("exclude", "list[str]", "['lm_head']", "Patterns it must not touch; wins over include (core rule).")
     return table
-
-
-def report_tables(report: ComposeReport) -> list[Table]:
-    layers = Table(title="Layers replaced")
-    for column in ("paradigm", "from", "to", "count"):
-        layers.add_column(column)
-    for (paradigm, source, target), count in sorted(report.replaced_types.items()):
-        layers.add_row(paradigm, source, target, str(count))
-    if not report.replaced_types:
-        layers.add_row("—", "—", "—", "0")
-    attention = Table(title="Attention intercepted")
-    attention.add_column("paradigm")
-    attention.add_column("layers")
-    for paradigm, names in report.attention.items():
-        attention.add_row(paradigm, str(len(names)))
-    if not report.attention:
-        attention.add_row("—", "0 (model attention unchanged)")
-    tables = [layers, attention]
-    if report.optimizer_groups:
-        groups = Table(title=f"Optimizer ({report.optimizer_paradigm or 'default AdamW'})")
-        for column in ("group", "optimizer", "lr", "params", "elements", "kinds"):
-            groups.add_column(column)
-        for row in report.optimizer_groups:
-            kinds = ", ".join(f"{k}×{n}" for k, n in row["kinds"].items())
-            groups.add_row(row["group"], row["optimizer"], f"{row['lr']:.3g}", str(row["params"]), f"{row['numel']:,}", kinds)
-        tables.append(groups)
-    return tables

@@ -151,7 +151,7 @@ def compare(
     plot: Annotated[Path, typer.Option(help="Where to write the PNG of the loss curves.")] = Path("compare.png"),
 ) -> None:
     """Compare runs: final/best validation loss, tokens/s, peak memory, and a PNG of their loss curves."""
-    from newcompute.compare import comparison_table, plot_curves, summarize
+    from newcompute.train.compare import comparison_table, plot_curves, summarize
 
     runs = [r.expanduser() for r in runs]
     missing = [str(r) for r in runs if not r.is_dir()]

@@ -1,4 +1,4 @@
-"""What a run prints: what was used and why, a live progress bar, evaluations.
+"""What a run prints: what was used and why, what the paradigms replaced, a live progress bar, evaluations.
 
 Only the main process prints. On a terminal the progress bar shows step,
 loss, lr, tokens/s and ETA; when output goes to a file or CI log, where a
@@ -14,7 +14,36 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from newcompute.composer import ComposeReport
 from newcompute.evaluate import EvalResult
+
+
+def report_tables(report: ComposeReport) -> list[Table]:
+    """What the paradigms replaced and the optimizer groups, as ``newcompute train`` and ``transform`` print them."""
+    layers = Table(title="Layers replaced")
+    for column in ("paradigm", "from", "to", "count"):
+        layers.add_column(column)
+    for (paradigm, source, target), count in sorted(report.replaced_types.items()):
+        layers.add_row(paradigm, source, target, str(count))
+    if not report.replaced_types:
+        layers.add_row("—", "—", "—", "0")
+    attention = Table(title="Attention intercepted")
+    attention.add_column("paradigm")
+    attention.add_column("layers")
+    for paradigm, names in report.attention.items():
+        attention.add_row(paradigm, str(len(names)))
+    if not report.attention:
+        attention.add_row("—", "0 (model attention unchanged)")
+    tables = [layers, attention]
+    if report.optimizer_groups:
+        groups = Table(title=f"Optimizer ({report.optimizer_paradigm or 'default AdamW'})")
+        for column in ("group", "optimizer", "lr", "params", "elements", "kinds"):
+            groups.add_column(column)
+        for row in report.optimizer_groups:
+            kinds = ", ".join(f"{k}×{n}" for k, n in row["kinds"].items())
+            groups.add_row(row["group"], row["optimizer"], f"{row['lr']:.3g}", str(row["params"]), f"{row['numel']:,}", kinds)
+        tables.append(groups)
+    return tables
 
 
 class RunDisplay:

@@ -29,15 +29,14 @@ from transformers.utils import logging as hf_logging
 
 from newcompute import __version__, run_files
 from newcompute.attention import unpacked_sequences
-from newcompute.cli.render import report_tables
 from newcompute.composer import apply
 from newcompute.config import RunConfig
 from newcompute.errors import RunError
 from newcompute.evaluate import EvalResult, evaluate_loss
 from newcompute.plugins import Registry
-from newcompute.record import save_transformed
+from newcompute.record import ADAPTER_DIR, save_transformed
 from newcompute.train import checkpoint
-from newcompute.train.display import RunDisplay
+from newcompute.train.display import RunDisplay, report_tables
 from newcompute.train.graphs import GraphedMicroStep
 from newcompute.train.guard import Diverged, DivergenceGuard
 from newcompute.train.interrupt import StopRequest
@@ -412,9 +411,10 @@ class Trainer:
         if model is None:
             return
         if session.plan.mode == "lora":
-            from newcompute.train.lora import save_adapters
+            from newcompute.lora import save_adapters
 
-            model = save_adapters(model, session.run_dir)
+            run_files.register(session.run_dir, ADAPTER_DIR)
+            model = save_adapters(model, session.run_dir / ADAPTER_DIR)
         with quiet_transformers():
             save_transformed(model, session.tokenizer, session.run, session.run_dir)
 

@@ -381,7 +381,7 @@ def _session(
 
     resolved = _resolved(run, plan, run_dir, limit)
     if plan.mode == "lora":
-        from newcompute.train.lora import add_lora
+        from newcompute.lora import add_lora
 
         model = add_lora(model, run.train)
 

@@ -10,7 +10,8 @@ know, so they are registered through PEFT's custom-module mapping with a
 thin subclass of PEFT's own LoRA ``Linear``.
 
 A finished LoRA run saves the base (transformed) model as usual and the
-adapters in ``RUN/adapter``; :func:`attach_saved_adapters` puts them back.
+adapters in ``RUN/adapter`` (:data:`newcompute.record.ADAPTER_DIR`);
+:func:`attach_saved_adapters` puts them back when the run is loaded.
 """
 
 from __future__ import annotations
@@ -19,11 +20,10 @@ from pathlib import Path
 
 from torch import nn
 
-from newcompute import run_files, weight_files
+from newcompute import weight_files
 from newcompute.config import TrainSettings
 from newcompute.errors import ConfigError
 from newcompute.layers import ReplacedLinear, is_linear_like
-from newcompute.record import ADAPTER_DIR
 
 try:
     from peft import LoraConfig, PeftModel, get_peft_model
@@ -71,16 +71,14 @@ def add_lora(model: nn.Module, settings: TrainSettings) -> PeftModel:
     return get_peft_model(model, _config(targets, settings.lora_rank, settings.lora_alpha, settings.lora_dropout))
 
 
-def save_adapters(model: PeftModel, folder: Path) -> nn.Module:
-    """Write the adapters to ``folder/adapter`` and return the base model with the adapters removed."""
-    run_files.register(folder, ADAPTER_DIR)
-    model.save_pretrained(folder / ADAPTER_DIR)
+def save_adapters(model: PeftModel, adapter: Path) -> nn.Module:
+    """Write the adapters to the folder ``adapter`` and return the base model with the adapters removed."""
+    model.save_pretrained(adapter)
     return model.base_model.unload()
 
 
-def attach_saved_adapters(model: nn.Module, folder: Path) -> PeftModel:
-    """``model`` with the adapters saved in ``folder/adapter``."""
-    adapter = folder / ADAPTER_DIR
+def attach_saved_adapters(model: nn.Module, adapter: Path) -> PeftModel:
+    """``model`` with the adapters saved in the folder ``adapter``."""
     weight_files.check(sorted(adapter.glob("*")), f"the LoRA adapters in {adapter}")
     saved = LoraConfig.from_pretrained(str(adapter))
     config = _config(sorted(saved.target_modules), saved.r, saved.lora_alpha, saved.lora_dropout)
