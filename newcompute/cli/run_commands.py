@@ -22,6 +22,7 @@ from newcompute.cli.common import (
     ParadigmConfigOption,
     ParadigmOption,
     SetOption,
+    StrictOption,
     TrustRemoteCodeOption,
     run_config,
     user_errors,
@@ -53,6 +54,7 @@ _FLAG_KEYS = {
     "lora_rank": "train.lora_rank",
     "report_to": "train.report_to",
     "precision": "train.mixed_precision",
+    "strict": "train.strict",
 }
 
 DatasetOption = Annotated[
@@ -144,6 +146,7 @@ def train(
         bool, typer.Option("--fsdp", help="With --num-processes: shard with FSDP2 instead of DDP.")
     ] = False,
     trust_remote_code: TrustRemoteCodeOption = False,
+    strict: StrictOption = False,
 ) -> None:
     """Train a model under the chosen paradigms: fine-tune (default with weights), --init scratch, or --lora.
 
@@ -177,6 +180,7 @@ def train(
         "lora_rank": lora_rank,
         "report_to": report_to,
         "precision": precision,
+        "strict": strict,
     }
     run = run_config(config, [*(set_ or []), *_overrides(flags)], model, init, paradigm_config)
     if not inside_launcher() and (fsdp or (num_processes or 1) > 1):
