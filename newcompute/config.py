@@ -17,8 +17,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from newcompute.errors import ConfigError, RunError
-from newcompute.paradigm import Paradigm
+from newcompute.culprit import Culprit, describe
+from newcompute.errors import ConfigError, NewcomputeError, PluginError, RunError
+from newcompute.paradigm import Paradigm, StrictConfig
 from newcompute.plugins import Registry, did_you_mean
 from newcompute.rules import Rules
 
@@ -28,11 +29,12 @@ else:
     import tomli as tomllib
 
 
-class Strict(BaseModel):
-    """Unknown keys are errors, and no number may be ``inf`` or ``nan``: a learning rate of ``inf`` trains
-    nothing but NaNs, and every bound below (``gt=0``…) holds for ``inf`` too."""
+class Strict(StrictConfig):
+    """Run settings: unknown keys are errors (as in a paradigm config, but not frozen: the trainer fills in
+    resolved values), and no number may be ``inf`` or ``nan``: a learning rate of ``inf`` trains nothing but
+    NaNs, and every bound below (``gt=0``…) holds for ``inf`` too."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+    model_config = ConfigDict(frozen=False, validate_assignment=True, allow_inf_nan=False)
 
 
 Beta = Annotated[float, Field(ge=0.0, lt=1.0)]
@@ -170,6 +172,11 @@ class TrainSettings(Strict):
     divergence_patience: int = Field(
         20, gt=0, description="Steps in a row the loss may stay above divergence_factor × its minimum before a stop."
     )
+    strict: bool = Field(
+        False,
+        description="A paradigm whose rules match no module (or that changes none) is an error (exit 2), not a warning.",
+        json_schema_extra=flag(commands=("train", "transform")),
+    )
 
 
 class RunConfig(Strict):
@@ -177,8 +184,10 @@ class RunConfig(Strict):
     train: TrainSettings = TrainSettings()
     data: DataSettings = DataSettings()
     paradigm: dict[str, dict[str, Any]] = Field(default_factory=dict)
-    record: dict[str, str] = Field(
-        default_factory=dict, description="Provenance written by newcompute when it saves a run; not read back."
+    record: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Provenance written by newcompute when it saves a run (versions of newcompute and of each "
+        "paradigm's plugin); read back only to warn when they changed.",
     )
 
 
@@ -334,6 +343,11 @@ def resolve_paradigm(registry: Registry, name: str, table: dict[str, Any]) -> Pa
         config = paradigm.config.model_validate(options)
     except ValidationError as exc:
         raise format_validation_error(exc, paradigm.config, f"[paradigm.{name}]") from None
+    except NewcomputeError:
+        raise
+    except Exception as exc:  # a validator that crashes instead of refusing is the plugin's bug
+        culprit = Culprit(paradigm.plugin, paradigm.version, name, f"validating {paradigm.config.__name__}")
+        raise PluginError(describe(culprit, exc)) from exc
     return ParadigmUse(paradigm, config, rules)
 
 

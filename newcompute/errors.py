@@ -23,3 +23,16 @@ class RunError(NewcomputeError, RuntimeError):
     """A run could not go on (divergence, a failed checkpoint, a broken plugin)."""
 
     exit_code = 1
+
+
+class PluginError(RunError):
+    """A plugin's own code failed: a hook, a validator, or a module's forward or backward.
+
+    The message names the plugin's distribution, the paradigm, the hook and
+    the layer, and where to report it; the plugin's original exception is
+    the ``__cause__``.
+    """
+
+
+class NewcomputeWarning(UserWarning):
+    """Something the user should know that does not stop the run (the CLI prints it as one line)."""

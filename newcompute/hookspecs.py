@@ -11,7 +11,22 @@ may register several (``mxfp8``, ``mxfp4``…).
 Compatibility: :data:`HOOKSPEC_VERSION` follows semantic versioning. A plugin
 states the versions it supports in a module attribute
 ``newcompute_api = ">=1.0,<2"`` (a PEP 440 specifier); a plugin whose range
-excludes the running core is listed as incompatible and not loaded.
+excludes the running core is listed as incompatible and not loaded. A minor
+version only adds hooks, so ``">=1.0,<2"`` (or ``"~=1.0"``) is the range to
+declare; ``"==1.0.*"`` means "1.0 exactly" and is refused by a 1.1 core.
+
+* 1.0: ``newcompute_register_paradigms``, ``newcompute_replace_layer``,
+  ``newcompute_attention_matmuls``, ``newcompute_build_optimizer``,
+  ``newcompute_register_commands``.
+* 1.1: ``newcompute_register_presets``. Hooks are declared in that order;
+  later versions append theirs below.
+
+An exception a hook raises (other than :class:`newcompute.ConfigError` or
+:class:`newcompute.RunError`, which carry a message meant for users) is
+reported as a :class:`newcompute.PluginError` naming the plugin, the
+paradigm, the hook and the layer; so is one raised in the forward or
+backward of a module a hook returned. A plugin that raises in a
+registration hook is listed as failed and the others load.
 """
 
 from __future__ import annotations
@@ -29,9 +44,10 @@ if TYPE_CHECKING:
     from newcompute.attention import AttentionMatmuls
     from newcompute.paradigm import Paradigm
     from newcompute.params import OptimizerSettings, ParamInfo
+    from newcompute.presets import Preset
 
 PROJECT_NAME = "newcompute"
-HOOKSPEC_VERSION = "1.0"
+HOOKSPEC_VERSION = "1.1"
 
 hookspec = pluggy.HookspecMarker(PROJECT_NAME)
 hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
@@ -63,6 +79,15 @@ def newcompute_replace_layer(
     keeps parameter names and layouts, so checkpoints stay loadable by the
     unmodified model. ``config`` is the validated instance of
     ``paradigm.config``. ``firstresult``.
+
+    The returned module is put in the training mode of the module it
+    replaces. It must keep what the model around it sees (output shape,
+    dtype and device, and the source's parameter names and layouts) and
+    keep every piece of state it needs to reproduce its output in buffers:
+    the conformance suite checks both (docs/plugins.md lists every rule it
+    enforces and why). It should learn (update running statistics, advance
+    counters) only in training mode, so evaluating a model leaves it as it
+    was, and never while :func:`newcompute.probing` is true.
     """
 
 
@@ -78,7 +103,8 @@ def newcompute_attention_matmuls(
     At run time the core's ``newcompute`` attention implementation (registered
     in transformers' ``AttentionInterface``) calls ``qk`` and ``pv`` and
     handles scaling, masks, grouped-query repeat, softmax and dropout itself.
-    ``firstresult``.
+    ``firstresult``. The same rules as for a replaced layer hold for its
+    state and training mode.
     """
 
 
@@ -108,4 +134,17 @@ def newcompute_register_commands(app: typer.Typer) -> None:
 
     Called once while the CLI is built; use ``app.command()`` or
     ``app.add_typer()``. Not ``firstresult``: every plugin may add commands.
+    """
+
+
+@hookspec
+def newcompute_register_presets() -> list[Preset]:
+    """Declare model presets: architectures ``--model NAME`` builds offline (since 1.1).
+
+    Called once when the plugin manager loads plugins; return
+    :class:`newcompute.Preset` objects. The core registers its own
+    (``tiny``, ``clm-60m``…) through this hook first, and names must be
+    unique across all plugins: a clash is reported by ``newcompute
+    list-paradigms`` and the later plugin's preset is refused. Not
+    ``firstresult``: every plugin answers.
     """

@@ -38,8 +38,8 @@ from transformers import (
 from newcompute import weight_files
 from newcompute.config import ModelSettings
 from newcompute.errors import ConfigError
-from newcompute.plugins import did_you_mean
-from newcompute.presets import PRESETS
+from newcompute.plugins import Registry, did_you_mean, get_registry
+from newcompute.presets import Preset
 from newcompute.tokenizer import BYTE_VOCAB_SIZE, byte_tokenizer
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -145,8 +145,7 @@ def _has_weights(folder: Path) -> bool:
     return any(next(folder.glob(pattern), None) for pattern in _WEIGHT_FILES)
 
 
-def _load_preset(settings: ModelSettings, trust: bool) -> LoadedModel:
-    preset = PRESETS[settings.name]
+def _load_preset(preset: Preset, settings: ModelSettings, trust: bool) -> LoadedModel:
     if preset.hub_id is None or settings.init == "scratch":
         if settings.init == "pretrained":
             raise ConfigError(f"Preset '{preset.name}' has no published weights; use --init scratch.")
@@ -173,11 +172,11 @@ def _load_preset(settings: ModelSettings, trust: bool) -> LoadedModel:
     return LoadedModel(model, tokenizer, f"pretrained weights of {preset.hub_id}", "pretrained", tok_source)
 
 
-def _load_folder(folder: Path, settings: ModelSettings, trust: bool) -> LoadedModel:
+def _load_folder(folder: Path, settings: ModelSettings, trust: bool, presets: dict[str, Preset]) -> LoadedModel:
     if not (folder / "config.json").is_file():
         raise ConfigError(
             f"{folder} is not a model folder: it has no config.json. Pass a folder written by save_pretrained, "
-            f"a preset ({', '.join(PRESETS)}) or a hub id."
+            f"a preset ({', '.join(presets)}) or a hub id."
         )
     check_remote_code(folder, trust)
     scratch = settings.init == "scratch" or (settings.init == "auto" and not _has_weights(folder))
@@ -198,7 +197,7 @@ def _load_folder(folder: Path, settings: ModelSettings, trust: bool) -> LoadedMo
     return LoadedModel(model, tokenizer, source, "scratch" if scratch else "pretrained", tok_source)
 
 
-def _load_hub(name: str, settings: ModelSettings, trust: bool) -> LoadedModel:
+def _load_hub(name: str, settings: ModelSettings, trust: bool, presets: dict[str, Preset]) -> LoadedModel:
     try:
         if settings.init == "scratch":
             config = AutoConfig.from_pretrained(
@@ -211,27 +210,31 @@ def _load_hub(name: str, settings: ModelSettings, trust: bool) -> LoadedModel:
         if "trust_remote_code" in str(exc):
             raise _needs_code(name) from None
         raise ConfigError(
-            f"Unknown model '{name}': not a preset{did_you_mean(name, PRESETS)} "
-            f"(presets: {', '.join(PRESETS)}), not a local folder, and loading it from the hub failed ({exc})."
+            f"Unknown model '{name}': not a preset{did_you_mean(name, presets)} "
+            f"(presets: {', '.join(presets)}), not a local folder, and loading it from the hub failed ({exc})."
         ) from None
     init = "scratch" if settings.init == "scratch" else "pretrained"
     tokenizer, tok_source = tokenizer_for(name, model, trust)
     return LoadedModel(model, tokenizer, f"{name} from the hub ({init})", init, tok_source)
 
 
-def load_model(settings: ModelSettings, seed: int = 0, trust_remote_code: bool = False) -> LoadedModel:
+def load_model(
+    settings: ModelSettings, seed: int = 0, trust_remote_code: bool = False, registry: Registry | None = None
+) -> LoadedModel:
     """Build or load the model ``settings`` names; random weights are drawn from ``seed``.
 
     ``trust_remote_code`` lets a model run its own code; only the caller's
-    explicit choice sets it, never a setting read from a file.
+    explicit choice sets it, never a setting read from a file. Preset names
+    are looked up in ``registry`` (default: the installed plugins').
     """
     torch.manual_seed(seed)
-    if settings.name in PRESETS:
-        return _load_preset(settings, trust_remote_code)
+    presets = (registry or get_registry()).presets
+    if settings.name in presets:
+        return _load_preset(presets[settings.name], settings, trust_remote_code)
     folder = Path(settings.name).expanduser()
     if folder.exists():
-        return _load_folder(folder, settings, trust_remote_code)
-    return _load_hub(settings.name, settings, trust_remote_code)
+        return _load_folder(folder, settings, trust_remote_code, presets)
+    return _load_hub(settings.name, settings, trust_remote_code, presets)
 
 
 def parameter_count(model: torch.nn.Module) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 
 class Role(str, enum.Enum):
@@ -18,6 +18,17 @@ class Role(str, enum.Enum):
     LAYER = "layer"
     ATTENTION = "attention"
     OPTIMIZER = "optimizer"
+
+
+class StrictConfig(BaseModel):
+    """A base for paradigm configs: unknown keys are refused and a validated config cannot change.
+
+    Refusing unknown keys turns a typo into an error naming it rather than a
+    setting silently ignored. Freezing keeps the config that layers were
+    built from the one the run records.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 RESERVED_CONFIG_KEYS = frozenset({"include", "exclude"})

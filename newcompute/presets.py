@@ -8,6 +8,13 @@ not read offline are assumptions, listed in docs/models.md: untied
 embeddings, 2048 positions, RMSNorm ε 1e-5. The ``tiny*`` presets are for
 tests and demos (a few hundred thousand parameters), one per model family
 the attention interception supports.
+
+They reach the rest of newcompute only through the presets hook: the
+core's own plugin (:mod:`newcompute.core_plugin`) registers
+:data:`CORE_PRESETS`, exactly as a plugin registers its own, so every
+reader (``newcompute presets``, ``--model NAME``) asks the registry.
+Transformers' config classes are imported when a preset is built, not
+when this table is read.
 """
 
 from __future__ import annotations
@@ -15,17 +22,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from transformers import (
-    GPT2Config,
-    GPTNeoXConfig,
-    LlamaConfig,
-    MistralConfig,
-    OPTConfig,
-    PretrainedConfig,
-    Qwen2Config,
-)
+from typing import TYPE_CHECKING
 
 from newcompute.tokenizer import BYTE_VOCAB_SIZE
+
+if TYPE_CHECKING:
+    from transformers import PretrainedConfig
 
 CLM_VOCAB = 49152
 TINY_VOCAB = BYTE_VOCAB_SIZE
@@ -33,6 +35,13 @@ TINY_VOCAB = BYTE_VOCAB_SIZE
 
 @dataclass(frozen=True)
 class Preset:
+    """A model ``--model NAME`` builds offline, as registered by ``newcompute_register_presets``.
+
+    ``build_config`` returns the architecture as a transformers
+    ``PretrainedConfig`` (``--init scratch`` builds it with random weights);
+    ``hub_id`` names published weights, loaded when they can be had.
+    """
+
     name: str
     summary: str
     build_config: Callable[[], PretrainedConfig]
@@ -48,6 +57,8 @@ def torchtitan_mlp_width(dim: int, multiple_of: int = 128, multiplier: float = 1
 
 def _clm(dim: int, layers: int, heads: int, kv_heads: int) -> Callable[[], PretrainedConfig]:
     def build() -> PretrainedConfig:
+        from transformers import LlamaConfig
+
         return LlamaConfig(
             vocab_size=CLM_VOCAB,
             hidden_size=dim,
@@ -71,28 +82,40 @@ _TINY = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, max_pos
 
 
 def _tiny_llama() -> PretrainedConfig:
+    from transformers import LlamaConfig
+
     return LlamaConfig(vocab_size=TINY_VOCAB, intermediate_size=128, num_key_value_heads=2, **_TINY)
 
 
 def _tiny_qwen2() -> PretrainedConfig:
+    from transformers import Qwen2Config
+
     return Qwen2Config(vocab_size=TINY_VOCAB, intermediate_size=128, num_key_value_heads=2, **_TINY)
 
 
 def _tiny_mistral() -> PretrainedConfig:
+    from transformers import MistralConfig
+
     return MistralConfig(vocab_size=TINY_VOCAB, intermediate_size=128, num_key_value_heads=2, **_TINY)
 
 
 def _tiny_gpt2() -> PretrainedConfig:
+    from transformers import GPT2Config
+
     return GPT2Config(
         vocab_size=TINY_VOCAB, n_embd=64, n_layer=2, n_head=4, n_positions=256, bos_token_id=256, eos_token_id=256
     )
 
 
 def _tiny_gpt_neox() -> PretrainedConfig:
+    from transformers import GPTNeoXConfig
+
     return GPTNeoXConfig(vocab_size=TINY_VOCAB, intermediate_size=128, **_TINY)
 
 
 def _tiny_opt() -> PretrainedConfig:
+    from transformers import OPTConfig
+
     return OPTConfig(
         vocab_size=TINY_VOCAB,
         hidden_size=64,
@@ -104,19 +127,16 @@ def _tiny_opt() -> PretrainedConfig:
     )
 
 
-PRESETS: dict[str, Preset] = {
-    p.name: p
-    for p in [
-        Preset("tiny", "Llama, 2 layers, width 64, byte vocabulary: tests and demos", _tiny_llama),
-        Preset("tiny-qwen2", "Qwen2 counterpart of tiny", _tiny_qwen2),
-        Preset("tiny-mistral", "Mistral counterpart of tiny", _tiny_mistral),
-        Preset("tiny-gpt2", "GPT-2 counterpart of tiny (Conv1D layers)", _tiny_gpt2),
-        Preset("tiny-gpt-neox", "GPT-NeoX counterpart of tiny", _tiny_gpt_neox),
-        Preset("tiny-opt", "OPT counterpart of tiny", _tiny_opt),
-        Preset("clm-60m", "AICrossSim CLM 60M (dim 384, 22 layers)", _clm(384, 22, 6, 2), "AICrossSim/clm-60m"),
-        Preset("clm-200m", "AICrossSim CLM 200M (dim 768, 24 layers)", _clm(768, 24, 12, 4), "AICrossSim/clm-200m"),
-        Preset("clm-400m", "AICrossSim CLM 400M (dim 960, 30 layers)", _clm(960, 30, 15, 5), "AICrossSim/clm-400m"),
-        Preset("clm-600m", "AICrossSim CLM 600M (dim 1152, 32 layers)", _clm(1152, 32, 18, 6), "AICrossSim/clm-600m"),
-        Preset("clm-1.1b", "AICrossSim CLM 1.1B (dim 1536, 32 layers)", _clm(1536, 32, 24, 8), "AICrossSim/clm-1.1b"),
-    ]
-}
+CORE_PRESETS: list[Preset] = [
+    Preset("tiny", "Llama, 2 layers, width 64, byte vocabulary: tests and demos", _tiny_llama),
+    Preset("tiny-qwen2", "Qwen2 counterpart of tiny", _tiny_qwen2),
+    Preset("tiny-mistral", "Mistral counterpart of tiny", _tiny_mistral),
+    Preset("tiny-gpt2", "GPT-2 counterpart of tiny (Conv1D layers)", _tiny_gpt2),
+    Preset("tiny-gpt-neox", "GPT-NeoX counterpart of tiny", _tiny_gpt_neox),
+    Preset("tiny-opt", "OPT counterpart of tiny", _tiny_opt),
+    Preset("clm-60m", "AICrossSim CLM 60M (dim 384, 22 layers)", _clm(384, 22, 6, 2), "AICrossSim/clm-60m"),
+    Preset("clm-200m", "AICrossSim CLM 200M (dim 768, 24 layers)", _clm(768, 24, 12, 4), "AICrossSim/clm-200m"),
+    Preset("clm-400m", "AICrossSim CLM 400M (dim 960, 30 layers)", _clm(960, 30, 15, 5), "AICrossSim/clm-400m"),
+    Preset("clm-600m", "AICrossSim CLM 600M (dim 1152, 32 layers)", _clm(1152, 32, 18, 6), "AICrossSim/clm-600m"),
+    Preset("clm-1.1b", "AICrossSim CLM 1.1B (dim 1536, 32 layers)", _clm(1536, 32, 24, 8), "AICrossSim/clm-1.1b"),
+]

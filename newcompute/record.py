@@ -4,13 +4,17 @@ A saved folder holds what ``save_pretrained`` writes (config, safetensors
 weights including paradigm buffers such as optical ranges, tokenizer) and a
 ``newcompute.toml`` recording the model settings and every paradigm's
 validated config and rules. That file is a valid run config, so a run can
-be repeated from it with ``newcompute train --config``.
+be repeated from it with ``newcompute train --config``. Its ``[record]``
+table says what wrote it, down to each paradigm's distribution and
+version: a plugin's numerics may change between its releases, so loading
+or resuming under another version warns, naming both.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+import warnings
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -22,8 +26,8 @@ from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel, PreT
 
 from newcompute import __version__, run_files, weight_files
 from newcompute.composer import apply, report_of
-from newcompute.config import RunConfig, load_run_config, resolve_paradigms
-from newcompute.errors import ConfigError, RunError
+from newcompute.config import ParadigmUse, RunConfig, load_run_config, resolve_paradigms
+from newcompute.errors import ConfigError, NewcomputeWarning, RunError
 from newcompute.models import check_remote_code, tokenizer_for
 from newcompute.plugins import Registry, get_registry
 
@@ -32,11 +36,42 @@ ADAPTER_DIR = "adapter"
 STAGING_DIR = ".tmp-save"
 
 
+def paradigm_versions(uses: list[ParadigmUse]) -> dict[str, dict[str, str]]:
+    """``{paradigm: {"distribution": …, "version": …}}``: which release of which plugin computed each paradigm."""
+    return {use.name: {"distribution": use.paradigm.plugin, "version": use.paradigm.version} for use in uses}
+
+
+def version_changes(recorded: dict[str, Any], uses: list[ParadigmUse]) -> list[str]:
+    """For each paradigm recorded under another plugin release than the installed one, what changed."""
+    changes = []
+    then = recorded.get("paradigms", {})
+    for name, now in paradigm_versions(uses).items():
+        old = then.get(name)
+        if isinstance(old, dict) and {k: old.get(k) for k in now} != now:
+            changes.append(
+                f"paradigm '{name}' was recorded with {old.get('distribution')} {old.get('version')}, "
+                f"and {now['distribution']} {now['version']} is installed now"
+            )
+    return changes
+
+
+def warn_version_changes(what: str, recorded: dict[str, Any], uses: list[ParadigmUse]) -> None:
+    changes = version_changes(recorded, uses)
+    if changes:
+        warnings.warn(
+            f"{what}: {'; '.join(changes)}. Its numerics may differ from the recorded run's.",
+            NewcomputeWarning,
+            stacklevel=3,
+        )
+
+
 def run_record(run: RunConfig, model: nn.Module) -> dict[str, Any]:
     """The run config as applied: paradigm tables hold the validated values, not just what was typed."""
     report = report_of(model)
+    uses = report.uses if report else []
     data = run.model_dump(mode="json", exclude_none=True)
-    data["paradigm"] = {use.name: use.to_table() for use in report.uses} if report else {}
+    data["paradigm"] = {use.name: use.to_table() for use in uses}
+    data["record"] = {"paradigms": paradigm_versions(uses)}
     return data
 
 
@@ -58,7 +93,7 @@ def save_transformed(
     model.save_pretrained(staging)
     tokenizer.save_pretrained(staging)
     record = run_record(run, model)
-    record["record"] = {"newcompute_version": __version__, "model_class": type(model).__name__}
+    record["record"] |= {"newcompute_version": __version__, "model_class": type(model).__name__}
     (staging / RECORD_FILE).write_text(tomli_w.dumps(record), encoding="utf-8")
     run_files.move_in(folder, staging)
 
@@ -127,7 +162,8 @@ def load(
     check_remote_code(folder, trust_remote_code)
     config = AutoConfig.from_pretrained(folder, trust_remote_code=trust_remote_code)
     model = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
-    apply(model, resolve_paradigms(registry, run), registry=registry)
+    report = apply(model, resolve_paradigms(registry, run), registry=registry)
+    warn_version_changes(f"{folder}", run.record, report.uses)
     _load_weights(model, folder)
     tokenizer, _ = tokenizer_for(str(folder), model, trust_remote_code)
     if (folder / ADAPTER_DIR).is_dir():

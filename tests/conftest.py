@@ -127,11 +127,11 @@ PLUGIN_SOURCE = textwrap.dedent(
 )
 
 
-def _write_dist(root: Path, dist: str, module: str, source: str, ep_name: str) -> None:
+def _write_dist(root: Path, dist: str, module: str, source: str, ep_name: str, metadata: str = "") -> None:
     (root / f"{module}.py").write_text(source)
     info = root / f"{dist.replace('-', '_')}-1.2.3.dist-info"
     info.mkdir()
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.2.3\n")
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.2.3\n{metadata}")
     (info / "entry_points.txt").write_text(f"[newcompute]\n{ep_name} = {module}\n")
 
 

@@ -107,10 +107,8 @@ def test_replacing_a_replacement_directly_is_a_type_error() -> None:
 def test_meta_device_model_is_transformed_without_materialising(registry: nc.Registry) -> None:
     from transformers import AutoModelForCausalLM
 
-    from newcompute.presets import PRESETS
-
     with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(PRESETS["clm-1.1b"].build_config())
+        model = AutoModelForCausalLM.from_config(registry.presets["clm-1.1b"].build_config())
     report = nc.apply(model, ["scale", "exact-attn"], registry=registry)
     assert sum(report.replaced_types.values()) == 32 * 7
     assert len(report.attention["exact-attn"]) == 32

@@ -10,7 +10,9 @@ import torch
 import newcompute as nc
 from newcompute.config import ModelSettings
 from newcompute.models import load_model, parameter_count
-from newcompute.presets import PRESETS, torchtitan_mlp_width
+from newcompute.presets import torchtitan_mlp_width
+
+PRESETS = nc.Registry().presets
 
 CLM_TABLE = {
     "clm-60m": (384, 22, 6, 2, 1408),

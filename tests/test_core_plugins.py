@@ -30,7 +30,7 @@ def test_broken_and_incompatible_plugins_are_recorded_not_raised(installed_plugi
 def test_env_var_limits_which_plugins_load(installed_plugins, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NEWCOMPUTE_PLUGINS", "broken")
     registry = load_registry()
-    assert [r.distribution for r in registry.records] == ["nc-broken"]
+    assert [r.distribution for r in registry.records] == ["nc-broken"] and "tiny" in registry.presets
     assert "halve" not in registry.paradigms
 
 

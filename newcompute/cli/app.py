@@ -25,6 +25,7 @@ from newcompute.cli.common import (
     TrustRemoteCodeOption,
     quiet_ctrl_c,
     run_config,
+    shown_warnings,
     user_errors,
 )
 from newcompute.cli.flags import with_config_flags
@@ -43,7 +44,6 @@ from newcompute.models import load_model, parameter_count
 from newcompute.optim import build_optimizer
 from newcompute.params import OptimizerSettings
 from newcompute.plugins import get_registry
-from newcompute.presets import PRESETS
 from newcompute.train.budget import default_lr
 from newcompute.train.display import report_tables
 
@@ -62,6 +62,7 @@ def _root(
     """Simulate how an LLM trains and behaves on hardware that computes differently."""
 
 
+@user_errors
 def list_paradigms() -> None:
     """List installed paradigms, and plugins that failed to load with the reason."""
     registry = get_registry()
@@ -81,12 +82,15 @@ def show(name: Annotated[str, typer.Argument(help="A paradigm name from 'newcomp
 
 
 def presets() -> None:
-    """List the model presets (buildable offline with --init scratch)."""
+    """List the model presets (buildable offline with --init scratch), the core's and the plugins'."""
+    registry = get_registry()
     table = Table(title="Model presets")
-    for column in ("preset", "weights on the hub", "summary"):
+    for column in ("preset", "weights on the hub", "summary", "plugin"):
         table.add_column(column)
-    for preset in PRESETS.values():
-        table.add_row(preset.name, preset.hub_id or "— (scratch only)", preset.summary)
+    for preset in registry.presets.values():
+        plugin = registry.preset_plugin(preset.name)
+        shown = "" if plugin == registry.core.distribution else plugin
+        table.add_row(preset.name, preset.hub_id or "— (scratch only)", preset.summary, shown)
     console.print(table)
 
 
@@ -109,9 +113,9 @@ def transform(
     run = run_config(config, set_, flags, paradigm_config)
     registry = get_registry()
     uses = resolve_paradigms(registry, run, paradigm)
-    loaded = load_model(run.model, seed=run.train.seed, trust_remote_code=trust_remote_code)
+    loaded = load_model(run.model, seed=run.train.seed, trust_remote_code=trust_remote_code, registry=registry)
     console.print(f"Model: {loaded.source}. Tokenizer: {loaded.tokenizer_source}.", highlight=False, markup=False)
-    report = apply(loaded.model, uses, registry=registry)
+    report = apply(loaded.model, uses, registry=registry, strict=run.train.strict)
     verify_attention(loaded.model)
     params = parameter_count(loaded.model)
     lr = run.train.lr or default_lr(params, "scratch" if loaded.init == "scratch" else "fine-tune")[0]
@@ -141,7 +145,8 @@ def build_app() -> typer.Typer:
     app.command()(transform)
     run_commands.register(app)
     scaffold_commands.register(app)
-    get_registry().add_commands(app)
+    with shown_warnings():
+        get_registry().add_commands(app)
     return app
 
 

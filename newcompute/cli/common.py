@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import signal
 import sys
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -14,7 +16,9 @@ import typer
 
 from newcompute.cli.render import print_error
 from newcompute.config import RunConfig, load_run_config
-from newcompute.errors import ConfigError, NewcomputeError
+from newcompute.culprit import DEBUG_ENV, blame, describe
+from newcompute.errors import ConfigError, NewcomputeError, NewcomputeWarning
+from newcompute.plugins import get_registry
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -69,24 +73,53 @@ INTERRUPTED = 130
 """The exit code of a command stopped by Ctrl-C (128 + SIGINT), as shells report it."""
 
 
+@contextlib.contextmanager
+def shown_warnings() -> Iterator[None]:
+    """newcompute's warnings as one ``Warning:`` paragraph each on stderr, every time they occur."""
+    original = warnings.showwarning
+
+    def show(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+        if issubclass(category, NewcomputeWarning):
+            print_error(str(message), label="Warning")
+        else:
+            original(message, category, *args, **kwargs)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", NewcomputeWarning)
+        warnings.showwarning = show
+        yield
+
+
 def user_errors(command: F) -> F:
-    """Print a NewcomputeError as one paragraph and exit with its code, instead of a traceback; Ctrl-C
-    (a ``KeyboardInterrupt`` that reaches the command) exits 130 with one line."""
+    """Print a NewcomputeError, or an exception raised in a plugin's code, as one paragraph, not a traceback.
+
+    An error of newcompute's own exits with its code; one traced to a
+    plugin names the plugin, paradigm and layer and exits 1; Ctrl-C (a
+    ``KeyboardInterrupt`` that reaches the command) exits 130 with one line.
+    Anything else goes on to the console entry point's "unexpected error" handler.
+    """
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return command(*args, **kwargs)
-        except NewcomputeError as exc:
-            if os.environ.get("NEWCOMPUTE_DEBUG"):
-                raise
-            print_error(str(exc))
-            raise typer.Exit(exc.exit_code) from None
-        except KeyboardInterrupt:
-            if os.environ.get("NEWCOMPUTE_DEBUG"):
-                raise
-            print_error("Interrupted (Ctrl-C).", label="Stopped")
-            raise typer.Exit(INTERRUPTED) from None
+        with shown_warnings():
+            try:
+                return command(*args, **kwargs)
+            except NewcomputeError as exc:
+                if os.environ.get(DEBUG_ENV):
+                    raise
+                print_error(str(exc))
+                raise typer.Exit(exc.exit_code) from None
+            except KeyboardInterrupt:
+                if os.environ.get(DEBUG_ENV):
+                    raise
+                print_error("Interrupted (Ctrl-C).", label="Stopped")
+                raise typer.Exit(INTERRUPTED) from None
+            except Exception as exc:
+                culprit = blame(exc, get_registry().code_roots())
+                if culprit is None or os.environ.get(DEBUG_ENV):
+                    raise
+                print_error(describe(culprit, exc))
+                raise typer.Exit(1) from None
 
     return wrapper  # type: ignore[return-value]
 

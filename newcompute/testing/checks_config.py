@@ -124,9 +124,38 @@ def check_bad_tables_rejected(spec: ConformanceSpec) -> None:
         _refused(spec, registry, table, _leaf_keys(table))
 
 
+def _none_not_default(model: type[BaseModel], prefix: str = "") -> list[str]:
+    """Fields that accept ``None`` although their default is something else."""
+    found = []
+    for name, info in model.model_fields.items():
+        options = _options(info.annotation)
+        if len(options) == 1 and isinstance(options[0], type) and issubclass(options[0], BaseModel):
+            found += _none_not_default(options[0], f"{prefix}{name}.")
+            continue
+        accepts_none = get_origin(info.annotation) in (Union, types.UnionType) and type(None) in get_args(
+            info.annotation
+        )
+        if accepts_none and info.get_default(call_default_factory=True) is not None:
+            found.append(prefix + name)
+    return found
+
+
 def check_config_record_round_trip(spec: ConformanceSpec) -> None:
-    """The validated config survives ``newcompute.toml`` (TOML has no null: ``None`` is only kept as a default)."""
+    """The validated config survives ``newcompute.toml``.
+
+    TOML has no null, so a run record leaves ``None`` values out and reading
+    it back gives the field's default. That is exact only when the default
+    is ``None`` too: a field may accept ``None`` only as its default
+    (``x: int | None = None`` for "unset"), never next to another default.
+    """
     registry = spec.registry()
+    misfits = _none_not_default(spec.declared(registry).config)
+    require(
+        not misfits,
+        f"Paradigm {spec.paradigm!r}: fields {misfits} accept None but default to something else; a run record "
+        "cannot hold None (TOML has no null), so reloading would give the default instead. Use a value such as 0 "
+        "or false for 'off', or make None the default.",
+    )
     use = spec.use(registry)
     try:
         table = use.to_table()

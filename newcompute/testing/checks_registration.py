@@ -36,10 +36,22 @@ def check_api_declared(spec: ConformanceSpec) -> None:
 
 
 def check_registers(spec: ConformanceSpec) -> None:
-    """The plugin registers without problems and declares a usable paradigm."""
+    """The plugin registers without problems and declares a usable paradigm with a config class of its own.
+
+    ``newcompute.apply(model, SomeConfig())`` finds the paradigm from the
+    config's class, so two paradigms sharing one class could not be told
+    apart that way.
+    """
     check_api_declared(spec)
-    paradigm = spec.declared(spec.registry())
+    registry = spec.registry()
+    paradigm = spec.declared(registry)
     require(bool(paradigm.summary.strip()), f"Paradigm {spec.paradigm!r} needs a one-line summary.")
+    sharing = [p.name for p in registry.paradigms.values() if p.config is paradigm.config and p.name != paradigm.name]
+    require(
+        not sharing,
+        f"Paradigm {spec.paradigm!r} shares its config class {paradigm.config.__name__} with {sharing}; give each "
+        "paradigm a class of its own (a subclass holding its defaults will do), so a config instance names it.",
+    )
     require(
         all(isinstance(role, Role) for role in paradigm.roles) and bool(paradigm.roles),
         f"Paradigm {spec.paradigm!r} must declare its roles as newcompute.Role values.",

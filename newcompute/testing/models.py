@@ -13,7 +13,7 @@ from transformers import AutoModelForCausalLM, PreTrainedModel
 
 from newcompute.config import ModelSettings
 from newcompute.models import load_model
-from newcompute.presets import PRESETS
+from newcompute.plugins import Registry
 from newcompute.tokenizer import BYTE_VOCAB_SIZE
 
 DEFAULT_FAMILIES: tuple[str, ...] = ("tiny", "tiny-qwen2", "tiny-gpt2")
@@ -30,19 +30,22 @@ def build_tiny(
     device: str | torch.device = "cpu",
     seed: int = 0,
 ) -> PreTrainedModel:
-    """A tiny preset with random weights drawn from ``seed``, in eval mode.
+    """A tiny preset of the core's with random weights drawn from ``seed``, in eval mode.
 
     ``device="meta"`` builds it without materialising any tensor, as
     accelerate's big-model loading does.
     """
-    if family not in PRESETS or not family.startswith("tiny"):
-        tiny = ", ".join(name for name in PRESETS if name.startswith("tiny"))
+    core = Registry()
+    presets = core.presets
+    if family not in presets or not family.startswith("tiny"):
+        tiny = ", ".join(name for name in presets if name.startswith("tiny"))
         raise ValueError(f"Unknown model family {family!r} for conformance checks; use one of: {tiny}.")
     if torch.device(device).type == "meta":
         with torch.device("meta"):
-            model = AutoModelForCausalLM.from_config(PRESETS[family].build_config(), dtype=dtype)
+            model = AutoModelForCausalLM.from_config(presets[family].build_config(), dtype=dtype)
     else:
-        model = load_model(ModelSettings(name=family, init="scratch"), seed=seed).model.to(device=device, dtype=dtype)
+        settings = ModelSettings(name=family, init="scratch")
+        model = load_model(settings, seed=seed, registry=core).model.to(device=device, dtype=dtype)
     return model.eval()
 
 

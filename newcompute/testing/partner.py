@@ -8,21 +8,25 @@ which first-party plugins happen to be installed.
 from __future__ import annotations
 
 import torch
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel
 from torch import nn
 from torch.nn import functional as F
 
 from newcompute.attention import AttentionMatmuls
 from newcompute.hookspecs import hookimpl
 from newcompute.layers import ReplacedLinear, is_linear_like
-from newcompute.paradigm import Paradigm, Role
+from newcompute.paradigm import Paradigm, Role, StrictConfig
 
 PARTNER_LAYER = "conformance-partner-layer"
 PARTNER_ATTENTION = "conformance-partner-attention"
 
 
-class PartnerConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class PartnerLayerConfig(StrictConfig):
+    """Nothing to set: the partner's layers are exact."""
+
+
+class PartnerAttentionConfig(StrictConfig):
+    """Nothing to set: the partner's attention products are exact."""
 
 
 class ExactLinear(ReplacedLinear):
@@ -47,8 +51,10 @@ class PartnerPlugin:
 
     @hookimpl
     def newcompute_register_paradigms(self) -> list[Paradigm]:
-        layer = Paradigm(PARTNER_LAYER, "Exact linear layers", PartnerConfig, frozenset({Role.LAYER}))
-        attention = Paradigm(PARTNER_ATTENTION, "Exact attention products", PartnerConfig, frozenset({Role.ATTENTION}))
+        layer = Paradigm(PARTNER_LAYER, "Exact linear layers", PartnerLayerConfig, frozenset({Role.LAYER}))
+        attention = Paradigm(
+            PARTNER_ATTENTION, "Exact attention products", PartnerAttentionConfig, frozenset({Role.ATTENTION})
+        )
         return [layer, attention]
 
     @hookimpl

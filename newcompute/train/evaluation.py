@@ -83,8 +83,8 @@ def load_model_for_eval(
     """A model by name with ``paradigms`` applied, as ``newcompute transform`` would build it."""
     registry = registry or get_registry()
     uses = resolve_paradigms(registry, run, paradigms)
-    loaded = load_model(run.model, seed=run.train.seed, trust_remote_code=trust_remote_code)
-    apply(loaded.model, uses, registry=registry)
+    loaded = load_model(run.model, seed=run.train.seed, trust_remote_code=trust_remote_code, registry=registry)
+    apply(loaded.model, uses, registry=registry, strict=run.train.strict)
     loaded.model.eval()
     verify_attention(loaded.model)
     names = ", ".join(u.name for u in uses) or "no paradigms"

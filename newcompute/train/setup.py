@@ -39,7 +39,7 @@ from newcompute.models import load_model, parameter_count
 from newcompute.optim import build_optimizer
 from newcompute.params import OptimizerSettings
 from newcompute.plugins import Registry, get_registry
-from newcompute.record import run_record
+from newcompute.record import run_record, warn_version_changes
 from newcompute.run_lock import RunLock
 from newcompute.train import checkpoint
 from newcompute.train.budget import Mode, Plan, accumulation_steps, make_plan
@@ -58,6 +58,7 @@ SESSION_FIELDS = frozenset(
         "cuda_graphs",
         "divergence_factor",
         "divergence_patience",
+        "strict",
     }
 )
 """Train settings a resumed run may change: they do not alter what the run computes."""
@@ -361,12 +362,12 @@ def _session(
     used: list[tuple[str, str]] = []
 
     set_seed(run.train.seed)
-    loaded = load_model(run.model, seed=run.train.seed, trust_remote_code=trust_remote_code)
+    loaded = load_model(run.model, seed=run.train.seed, trust_remote_code=trust_remote_code, registry=registry)
     model = loaded.model
     if run.model.dtype == "auto" and next(model.parameters()).dtype != torch.float32:
         used.append(("Weights", f"upcast from {next(model.parameters()).dtype} to float32 for training"))
         model = model.float()
-    report = apply(model, uses, registry=registry)
+    report = apply(model, uses, registry=registry, strict=run.train.strict)
     model.eval()
     verify_attention(model)
     model.train()
@@ -417,7 +418,9 @@ def _session(
 
     record = run_record(resolved, accelerator.unwrap_model(model))
     if resume_from is not None:
-        check_resumable(checkpoint.read_state(resume_from)["run"], record)
+        saved = checkpoint.read_state(resume_from)["run"]
+        check_resumable(saved, record)
+        warn_version_changes(f"--resume from {resume_from}", saved.get("record", {}), report.uses)
     if accelerator.is_main_process:
         _ready_run_dir(run_dir, folder)
     accelerator.wait_for_everyone()

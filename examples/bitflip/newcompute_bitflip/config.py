@@ -14,7 +14,9 @@ from __future__ import annotations
 import math
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
+
+from newcompute import StrictConfig
 
 MAX_HALVES = 32
 """Flip masks are the AND of up to this many random words: probabilities down to 2⁻³²."""
@@ -30,8 +32,8 @@ def halves(probability: float) -> int:
     return 0 if probability == 0 else math.ceil(-math.log2(probability))
 
 
-class BitFlipConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class BitFlipConfig(StrictConfig):
+    """The ``bitflip`` paradigm: how often input and weight bits flip, and what is zeroed after."""
 
     x_p_exp: float = Field(RECIPE_P, ge=0.0, lt=1.0, description=_P.format(bits="sign or exponent", operand="input"))
     x_p_frac: float = Field(RECIPE_P, ge=0.0, lt=1.0, description=_P.format(bits="fraction", operand="input"))

@@ -11,11 +11,11 @@ layers the paradigm touches at all is the core's ``include``/``exclude``.
 
 from __future__ import annotations
 
-import re
-from fnmatch import fnmatchcase
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
+from pydantic import Field, create_model, field_validator, model_validator
+
+from newcompute import StrictConfig, check_pattern, name_matches
 
 FormatName = Literal["e4m3", "e5m2", "e3m2", "e2m3", "e2m1", "int8", "none"]
 FP8_FORMATS = ("e4m3", "e5m2", "none")
@@ -33,18 +33,7 @@ ROLES: dict[str, str] = {
 MAX_BLOCK_SIZE = 128
 
 
-def name_matches(pattern: str, name: str) -> bool:
-    """The core's pattern rules: a shell glob (``*.mlp.*`` also matches ``x.mlp``) or ``re:`` + a full-match regex."""
-    if pattern.startswith("re:"):
-        return re.fullmatch(pattern[3:], name) is not None
-    return fnmatchcase(name, pattern) or fnmatchcase(name + ".", pattern)
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-class LayerOverride(Strict):
+class LayerOverride(StrictConfig):
     """Role formats for the layers whose qualified name matches one of ``match``; unset roles are inherited."""
 
     match: list[str] = Field(min_length=1, description="Glob patterns, or 're:' + a regular expression.")
@@ -58,16 +47,10 @@ class LayerOverride(Strict):
     @field_validator("match")
     @classmethod
     def _valid_patterns(cls, patterns: list[str]) -> list[str]:
-        for pattern in patterns:
-            if pattern.startswith("re:"):
-                try:
-                    re.compile(pattern[3:])
-                except re.error as exc:
-                    raise ValueError(f"{pattern!r} is not a valid regular expression ({exc})") from None
-        return patterns
+        return [check_pattern(pattern) for pattern in patterns]
 
 
-class QuantizedLayers(Strict):
+class QuantizedLayers(StrictConfig):
     """The role fields and per-layer overrides both paradigm families share."""
 
     fwd_input: FormatName = Field("e4m3", description=ROLES["fwd_input"])
@@ -145,3 +128,36 @@ def mx_config_class(class_name: str, summary: str, **defaults: object) -> type[M
         for name, value in defaults.items()
     }
     return create_model(class_name, __base__=MXConfig, __doc__=summary, **fields)  # type: ignore[call-overload]
+
+
+def _all(fmt: str) -> dict[str, str]:
+    return {role: fmt for role in ROLES} | {"attention_format": fmt, "attention_grad_format": fmt}
+
+
+MX_RECIPES: dict[str, tuple[str, dict[str, str]]] = {
+    "mxfp8": ("MXFP8: E4M3 weights and activations, E5M2 gradients, 32-element E8M0 blocks.", {}),
+    "mxfp8-e5m2": ("MXFP8 with E5M2 elements for every operand.", _all("e5m2")),
+    "mxfp6": ("MXFP6 with E3M2 elements for every operand.", _all("e3m2")),
+    "mxfp6-e2m3": ("MXFP6 with E2M3 elements for every operand.", _all("e2m3")),
+    "mxfp4": (
+        "MXFP4 (E2M1) weights with MXFP6 (E3M2) activations and gradients.",
+        _all("e3m2") | {"fwd_weight": "e2m1", "dgrad_weight": "e2m1"},
+    ),
+    "mxint8": ("MXINT8: 8-bit integer elements (step 2^-6) for every operand.", _all("int8")),
+}
+
+
+def _class_name(paradigm: str) -> str:
+    return "".join(part.capitalize() for part in paradigm.replace("-", "_").split("_")) + "Config"
+
+
+MX_CONFIGS: dict[str, type[MXConfig]] = {
+    name: mx_config_class(_class_name(name), summary, **defaults) for name, (summary, defaults) in MX_RECIPES.items()
+}
+"""One config class per MX paradigm, so ``newcompute.apply(model, Mxfp8Config())`` names the paradigm."""
+Mxfp8Config = MX_CONFIGS["mxfp8"]
+Mxfp8E5m2Config = MX_CONFIGS["mxfp8-e5m2"]
+Mxfp6Config = MX_CONFIGS["mxfp6"]
+Mxfp6E2m3Config = MX_CONFIGS["mxfp6-e2m3"]
+Mxfp4Config = MX_CONFIGS["mxfp4"]
+MxInt8Config = MX_CONFIGS["mxint8"]

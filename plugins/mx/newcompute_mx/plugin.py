@@ -18,7 +18,7 @@ from torch import nn
 
 from newcompute import AttentionMatmuls, Paradigm, Role, hookimpl, is_linear_like
 from newcompute_mx.attention import QuantizedAttentionMatmuls
-from newcompute_mx.config import ROLES, FP8Config, MXConfig, QuantizedLayers, mx_config_class
+from newcompute_mx.config import MX_CONFIGS, ROLES, FP8Config, MXConfig, QuantizedLayers
 from newcompute_mx.formats import NO_QUANTIZATION
 from newcompute_mx.fp8_scaling import AmaxHistory
 from newcompute_mx.layer import QuantizedLinear
@@ -30,36 +30,9 @@ DOCS = "docs/mx.md"
 ROLES_LAYER_AND_ATTENTION = frozenset({Role.LAYER, Role.ATTENTION})
 
 
-def _all(fmt: str) -> dict[str, str]:
-    return {role: fmt for role in ROLES} | {"attention_format": fmt, "attention_grad_format": fmt}
-
-
-_MX_RECIPES: dict[str, tuple[str, dict[str, str]]] = {
-    "mxfp8": ("MXFP8: E4M3 weights and activations, E5M2 gradients, 32-element E8M0 blocks.", {}),
-    "mxfp8-e5m2": ("MXFP8 with E5M2 elements for every operand.", _all("e5m2")),
-    "mxfp6": ("MXFP6 with E3M2 elements for every operand.", _all("e3m2")),
-    "mxfp6-e2m3": ("MXFP6 with E2M3 elements for every operand.", _all("e2m3")),
-    "mxfp4": (
-        "MXFP4 (E2M1) weights with MXFP6 (E3M2) activations and gradients.",
-        _all("e3m2") | {"fwd_weight": "e2m1", "dgrad_weight": "e2m1"},
-    ),
-    "mxint8": ("MXINT8: 8-bit integer elements (step 2^-6) for every operand.", _all("int8")),
-}
-
-
-def _class_name(paradigm: str) -> str:
-    return "".join(part.capitalize() for part in paradigm.replace("-", "_").split("_")) + "Config"
-
-
 PARADIGMS: list[Paradigm] = [
-    Paradigm(
-        name=name,
-        summary=summary,
-        config=mx_config_class(_class_name(name), summary, **defaults),
-        roles=ROLES_LAYER_AND_ATTENTION,
-        docs=DOCS,
-    )
-    for name, (summary, defaults) in _MX_RECIPES.items()
+    Paradigm(name=name, summary=config.__doc__ or "", config=config, roles=ROLES_LAYER_AND_ATTENTION, docs=DOCS)
+    for name, config in MX_CONFIGS.items()
 ] + [
     Paradigm(
         name="fp8",

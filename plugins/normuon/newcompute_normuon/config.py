@@ -13,22 +13,17 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     SerializerFunctionWrapHandler,
     field_validator,
     model_serializer,
 )
 
+from newcompute import StrictConfig
 from newcompute_normuon.coefficients import CoefficientName
 
 
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class ParamOverride(Strict):
+class ParamOverride(StrictConfig):
     """Options for every parameter whose qualified name matches ``pattern``.
 
     Unset options are left out when the table is written back (run records
@@ -55,7 +50,7 @@ class ParamOverride(Strict):
         return {key: value for key, value in handler(self).items() if value is not None}
 
 
-class FusedMatrix(Strict):
+class FusedMatrix(StrictConfig):
     """A parameter that stacks several logical matrices along its output dimension."""
 
     pattern: str = Field(description="Shell glob on parameter names, e.g. '*.attn.c_attn.weight'.")
@@ -64,7 +59,7 @@ class FusedMatrix(Strict):
     )
 
 
-class NorMuonConfig(Strict):
+class NorMuonConfig(StrictConfig):
     lr: float = Field(0.02, gt=0.0, description="Learning rate of NorMuon matrices (AdamW uses the run's lr).")
     momentum: float = Field(0.95, ge=0.0, lt=1.0, description="β of the momentum that is orthogonalised.")
     beta2: float = Field(0.95, ge=0.0, lt=1.0, description="β₂ of the per-row second moment.")

@@ -14,9 +14,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator
 
-from newcompute import ConfigError
+from newcompute import ConfigError, StrictConfig
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -30,10 +30,8 @@ MAX_LEVELS = 1 << 16
 """Level indices stay below 2²², where fp32 rounding to an integer is exact; 2¹⁶ leaves margin."""
 
 
-class ProductSettings(BaseModel):
+class ProductSettings(StrictConfig):
     """How one kind of optical product (``[fc]`` or ``[attention]``) is simulated."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     q_levels: int = Field(
         256, ge=2, le=MAX_LEVELS, description="Uniform levels of every operand and of the read-out (256 = 8 bits)."
@@ -88,19 +86,15 @@ class ProductSettings(BaseModel):
         return None if self.q_quantiles == MIN_MAX else self.q_quantiles
 
 
-class LoraSettings(BaseModel):
+class LoraSettings(StrictConfig):
     """NewComputeBench's ``[lora]`` table; newcompute's trainer reads its own ``--lora-rank`` instead."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     r: int = Field(32, gt=0, description="LoRA rank in NewComputeBench's runs (recorded only).")
     lora_alpha: float = Field(32, gt=0, description="LoRA scaling numerator in NewComputeBench's runs (recorded only).")
 
 
-class OpticalConfig(BaseModel):
+class OpticalConfig(StrictConfig):
     """The ``optical`` paradigm: ``[fc]`` for linear layers, ``[attention]`` for Q·Kᵀ and P·V."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     use_lora: bool = Field(
         False, description="Accepted for NewComputeBench files; choose LoRA with the trainer's --lora."

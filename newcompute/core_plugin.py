@@ -1,0 +1,17 @@
+"""The core's own plugin, registered first in every registry as ``newcompute-core``.
+
+The core provides its built-ins through the same registration hooks a
+third-party plugin implements, so there is one path for each kind of
+extension and a plugin's additions sit next to the core's on equal terms
+(a name clash is reported against whichever registered second).
+"""
+
+from __future__ import annotations
+
+from newcompute.hookspecs import hookimpl
+from newcompute.presets import CORE_PRESETS, Preset
+
+
+@hookimpl
+def newcompute_register_presets() -> list[Preset]:
+    return list(CORE_PRESETS)
