@@ -77,11 +77,15 @@ def check_statistics(paradigm: str, layer: str, module: nn.Module, reported: obj
     """Refuse, naming the paradigm and layer, anything but named, described 0-d device tensors."""
     where = f"Paradigm '{paradigm}' (newcompute_statistics for '{layer}')"
     if not isinstance(reported, dict):
-        raise RunError(f"{where} returned {type(reported).__name__}; return a dict of Statistic → 0-d tensor or None.")
+        raise RunError(
+            f"{where} returned {type(reported).__name__}; return a dict of Statistic → 0-d tensor or None."
+        )
     device = _module_device(module)
     for stat, value in reported.items():
         if not isinstance(stat, Statistic) or not stat.name or not stat.description.strip() or not stat.unit:
-            raise RunError(f"{where} reported {stat!r}; each key must be a Statistic with a name, description and unit.")
+            raise RunError(
+                f"{where} reported {stat!r}; each key must be a Statistic with a name, description and unit."
+            )
         if not isinstance(value, torch.Tensor) or value.ndim != 0 or not value.is_floating_point():
             raise RunError(f"{where}: statistic '{stat.name}' must be a 0-d floating tensor, not {value!r}.")
         if device is not None and value.device != device:
@@ -120,6 +124,8 @@ def read_statistics(model: nn.Module, registry: Registry | None = None) -> list[
     out = []
     for (layer, paradigm, stat, _), value in zip(gathered, values):
         if not math.isfinite(value):
-            raise RunError(f"Paradigm '{paradigm}' reported statistic '{stat.name}' = {value} for '{layer}'; it must be finite.")
+            raise RunError(
+                f"Paradigm '{paradigm}' reported statistic '{stat.name}' = {value} for '{layer}'; it must be finite."
+            )
         out.append(LayerStatistic(layer, paradigm, stat, value))
     return out
