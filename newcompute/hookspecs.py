@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from newcompute.paradigm import Paradigm
     from newcompute.params import OptimizerSettings, ParamInfo
     from newcompute.presets import Preset
+    from newcompute.telemetry.statistics import Statistic
 
 PROJECT_NAME = "newcompute"
 HOOKSPEC_VERSION = "1.1"
@@ -147,4 +148,23 @@ def newcompute_register_presets() -> list[Preset]:
     unique across all plugins: a clash is reported by ``newcompute
     list-paradigms`` and the later plugin's preset is refused. Not
     ``firstresult``: every plugin answers.
+    """
+
+
+@hookspec(firstresult=True)
+def newcompute_statistics(
+    paradigm: Paradigm, config: BaseModel, name: str, module: nn.Module
+) -> dict[Statistic, torch.Tensor] | None:
+    """Report what ``module`` has accumulated since it was built, or ``None``.
+
+    Added in 1.1; a plugin without it simply reports nothing. ``module`` is
+    a replacement this paradigm returned for layer ``name`` or the
+    :class:`~newcompute.attention.AttentionMatmuls` it attached to attention
+    module ``name``. Each value is a 0-d floating tensor on ``module``'s
+    device, keyed by a :class:`~newcompute.telemetry.statistics.Statistic`
+    (name, one-line description, unit). Accumulate during ``forward`` with
+    in-place ops on buffers allocated at build time (no ``.item()``, no new
+    tensors), so training needs no host sync and CUDA-graph capture keeps
+    working; the core calls this hook only when it logs telemetry and reads
+    the tensors then. ``firstresult``.
     """

@@ -1,0 +1,131 @@
+"""Paradigm-declared statistics: what each replaced layer or attention product reports.
+
+A paradigm's modules accumulate their statistics on the device; this
+module asks each owning plugin for them (``newcompute_statistics``) only
+when telemetry is read, checks what came back, and names the plugin and
+layer when something is wrong, so a broken plugin never yields a silent
+NaN in a table.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from newcompute.attention import MATMULS_ATTR
+from newcompute.composer import report_of
+from newcompute.errors import RunError
+from newcompute.plugins import Registry, get_registry
+
+
+@dataclass(frozen=True)
+class Statistic:
+    """A statistic's identity: ``name`` (snake_case), a one-line ``description``, its ``unit``.
+
+    ``unit`` is a short word such as ``"fraction"``, ``"dB"``, ``"count"``
+    or ``"ratio"``; tables and plots print it next to the value.
+    """
+
+    name: str
+    description: str
+    unit: str
+
+
+@dataclass(frozen=True)
+class LayerStatistic:
+    """One value read from one layer (or attention product) of a transformed model."""
+
+    layer: str
+    paradigm: str
+    statistic: Statistic
+    value: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "layer": self.layer,
+            "paradigm": self.paradigm,
+            "statistic": self.statistic.name,
+            "description": self.statistic.description,
+            "unit": self.statistic.unit,
+            "value": self.value,
+        }
+
+
+def _owned_modules(model: nn.Module) -> list[tuple[str, str, nn.Module]]:
+    """(layer name, paradigm, module) for every replacement and attached attention matmuls."""
+    report = report_of(model)
+    if report is None:
+        return []
+    owned = [(name, paradigm, model.get_submodule(name)) for name, paradigm in report.replaced.items()]
+    for paradigm, names in report.attention.items():
+        owned += [(name, paradigm, model.get_submodule(name).get_submodule(MATMULS_ATTR)) for name in names]
+    return owned
+
+
+def _module_device(module: nn.Module) -> torch.device | None:
+    tensor = next(module.parameters(), None)
+    if tensor is None:
+        tensor = next(module.buffers(), None)
+    return tensor.device if tensor is not None else None
+
+
+def check_statistics(paradigm: str, layer: str, module: nn.Module, reported: object) -> dict[Statistic, torch.Tensor]:
+    """Refuse, naming the paradigm and layer, anything but named, described 0-d device tensors."""
+    where = f"Paradigm '{paradigm}' (newcompute_statistics for '{layer}')"
+    if not isinstance(reported, dict):
+        raise RunError(
+            f"{where} returned {type(reported).__name__}; return a dict of Statistic → 0-d tensor or None."
+        )
+    device = _module_device(module)
+    for stat, value in reported.items():
+        if not isinstance(stat, Statistic) or not stat.name or not stat.description.strip() or not stat.unit:
+            raise RunError(
+                f"{where} reported {stat!r}; each key must be a Statistic with a name, description and unit."
+            )
+        if not isinstance(value, torch.Tensor) or value.ndim != 0 or not value.is_floating_point():
+            raise RunError(f"{where}: statistic '{stat.name}' must be a 0-d floating tensor, not {value!r}.")
+        if device is not None and value.device != device:
+            raise RunError(f"{where}: statistic '{stat.name}' is on {value.device}, not the module's device {device}.")
+    return reported
+
+
+def read_statistics(model: nn.Module, registry: Registry | None = None) -> list[LayerStatistic]:
+    """Ask every owning plugin for its modules' statistics and read them (one host sync).
+
+    A non-finite value is refused: it means the plugin's accumulation is broken.
+    """
+    registry = registry or get_registry()
+    report = report_of(model)
+    if report is None:
+        return []
+    uses = {use.name: use for use in report.uses}
+    gathered: list[tuple[str, str, Statistic, torch.Tensor]] = []
+    for layer, paradigm, module in _owned_modules(model):
+        use = uses[paradigm]
+        reported = registry.call("newcompute_statistics", use.paradigm, config=use.config, name=layer, module=module)
+        if reported is None:
+            continue
+        for stat, value in check_statistics(paradigm, layer, module, reported).items():
+            gathered.append((layer, paradigm, stat, value))
+    if not gathered:
+        return []
+    by_device: dict[torch.device, list[int]] = {}
+    for index, (*_, value) in enumerate(gathered):
+        by_device.setdefault(value.device, []).append(index)
+    values = [0.0] * len(gathered)
+    for indices in by_device.values():
+        read = torch.stack([gathered[i][3].detach().double() for i in indices]).tolist()
+        for i, value in zip(indices, read):
+            values[i] = value
+    out = []
+    for (layer, paradigm, stat, _), value in zip(gathered, values):
+        if not math.isfinite(value):
+            raise RunError(
+                f"Paradigm '{paradigm}' reported statistic '{stat.name}' = {value} for '{layer}'; it must be finite."
+            )
+        out.append(LayerStatistic(layer, paradigm, stat, value))
+    return out
