@@ -18,7 +18,7 @@ from newcompute_mx.config import (
     MxInt8Config,
 )
 from newcompute_mx.formats import FORMATS, ElementFormat
-from newcompute_mx.linear import QuantizedLinear
+from newcompute_mx.layer import QuantizedLinear
 from newcompute_mx.reference import mx_fake_quantize, mx_quantize, round_to_element
 
 __all__ = [
