@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 import newcompute as nc
 from newcompute.config import load_run_config, parse_override, resolve_paradigms
@@ -140,3 +141,13 @@ def test_head_alias_matches_the_output_head_under_any_name() -> None:
     assert rules.allows("embed_out", head_name="lm_head")
     assert Rules(include=("lm_head",), exclude=()).allows("embed_out", head_name="embed_out")
     assert Rules(include=("*.self_attn.*",)).allows("model.layers.0.self_attn")
+
+
+@pytest.mark.parametrize("bad", [float("inf"), float("-inf"), float("nan")])
+def test_a_strict_paradigm_config_refuses_numbers_that_are_not_finite(bad: float) -> None:
+    class Noise(nc.StrictConfig):
+        sigma: float = 0.1
+
+    with pytest.raises(ValidationError, match="Input should be a finite number"):
+        Noise(sigma=bad)
+    assert Noise(sigma=1e30).sigma == 1e30
