@@ -159,7 +159,8 @@ def summary(found: dict[str, Any], paradigms: list[str]) -> None:
         target = TARGETS.get(name)
         if target is not None:
             shown = f"{ratio:.3f}×" if ratio else "n/a"
-            print(f"  {name} best mode / bf16 compile+graphs: {shown} (target ≤ {target}×: {_verdict(ratio, target)})")
+            verdict = _verdict(ratio, target)
+            print(f"  {name} best mode / bf16 compile+graphs: {shown} (target ≤ {target}×: {verdict})")
         eager = step.get(f"{name}@eager")
         eager_ratio = eager / step["eager"] if eager and step.get("eager") else None
         shown = f"{eager_ratio:.3f}×" if eager_ratio else "n/a"
