@@ -9,7 +9,15 @@ __version__ = "0.1.0"
 from newcompute.attention import AttentionMatmuls, probing, products_only
 from newcompute.composer import ComposeReport, Scope, apply, report_of, verify_attention
 from newcompute.config import ParadigmUse, resolve_paradigm
-from newcompute.errors import ConfigError, NewcomputeError, NewcomputeWarning, PluginError, RunError
+from newcompute.errors import (
+    ConfigError,
+    MissingDependency,
+    NewcomputeError,
+    NewcomputeWarning,
+    PluginError,
+    RunError,
+    missing_dependency,
+)
 from newcompute.hookspecs import HOOKSPEC_VERSION, hookimpl
 from newcompute.layers import ReplacedLinear, is_linear_like
 from newcompute.optim import build_optimizer
@@ -26,6 +34,7 @@ __all__ = [
     "AttentionMatmuls",
     "ComposeReport",
     "ConfigError",
+    "MissingDependency",
     "NewcomputeError",
     "NewcomputeWarning",
     "OptimizerSettings",
@@ -54,6 +63,7 @@ __all__ = [
     "layer_stream",
     "load",
     "load_registry",
+    "missing_dependency",
     "name_matches",
     "philox4x32",
     "probing",
