@@ -154,6 +154,12 @@ class TrainSettings(Strict):
     eval_batches: int = Field(8, gt=0, description="Micro-batches in a periodic evaluation; the final one uses all.")
     save_every: int = Field(200, gt=0, description="Checkpoint every N steps, and at the end.")
     keep_checkpoints: int = Field(2, gt=0, description="Checkpoints kept in RUN/checkpoints (newest first).")
+    threads: int | None = Field(
+        None,
+        gt=0,
+        description="CPU threads torch computes with; default: the cores this process may use.",
+        json_schema_extra=flag(commands=ALL_COMMANDS),
+    )
     compile: bool = Field(False, description="torch.compile the model.")
     cuda_graphs: bool = Field(
         False, description="Replay each micro-step as a captured CUDA graph (one CUDA GPU, one process)."

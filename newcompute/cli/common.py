@@ -5,8 +5,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
-import signal
-import sys
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,6 +13,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from newcompute.cli.render import print_error
+from newcompute.cli.signals import INTERRUPTED
 from newcompute.config import RunConfig, environment_overrides, load_run_config
 from newcompute.culprit import DEBUG_ENV, blame, describe
 from newcompute.errors import ConfigError, NewcomputeError, NewcomputeWarning
@@ -71,10 +70,6 @@ def run_config(
     return load_run_config(config, overrides, files)
 
 
-INTERRUPTED = 130
-"""The exit code of a command stopped by Ctrl-C (128 + SIGINT), as shells report it."""
-
-
 @contextlib.contextmanager
 def shown_warnings() -> Iterator[None]:
     """newcompute's warnings as one ``Warning:`` paragraph each on stderr, every time they occur."""
@@ -124,22 +119,3 @@ def user_errors(command: F) -> F:
                 raise typer.Exit(1) from None
 
     return wrapper  # type: ignore[return-value]
-
-
-def _stop_now(signum: int, frame: object) -> None:
-    sys.stderr.write("\nInterrupted (Ctrl-C).\n")
-    sys.stderr.flush()
-    os._exit(INTERRUPTED)
-
-
-def quiet_ctrl_c() -> None:
-    """Make Ctrl-C end the process at once with exit 130 and one line, wherever it lands.
-
-    Python's default raises ``KeyboardInterrupt`` wherever the program is:
-    in the middle of importing torch that becomes a C++ abort, elsewhere a
-    traceback. Nothing a run must keep is open while this handler is in
-    place: the training loop installs its own (finish the step, checkpoint,
-    stop) for as long as it runs, and a run killed here resumes as after any kill.
-    """
-    if not os.environ.get("NEWCOMPUTE_DEBUG"):
-        signal.signal(signal.SIGINT, _stop_now)

@@ -41,6 +41,7 @@ from newcompute.params import OptimizerSettings
 from newcompute.plugins import Registry, get_registry
 from newcompute.record import run_record, warn_version_changes
 from newcompute.run_lock import RunLock
+from newcompute.threads import use_threads
 from newcompute.train import checkpoint
 from newcompute.train.budget import Mode, Plan, accumulation_steps, make_plan
 from newcompute.train.packing import BlockOrder, PackedCorpus, pack, validation_period
@@ -56,6 +57,7 @@ SESSION_FIELDS = frozenset(
         "report_to",
         "compile",
         "cuda_graphs",
+        "threads",
         "divergence_factor",
         "divergence_patience",
         "strict",
@@ -271,6 +273,7 @@ def _resolved(run: RunConfig, plan: Plan, run_dir: Path, limit: int | None) -> R
     train = resolved.train
     train.output_dir, train.block_size, train.steps, train.tokens = str(run_dir), plan.block_size, plan.steps, None
     train.lr, train.warmup_steps, train.eval_every = plan.lr, plan.warmup_steps, plan.eval_every
+    train.threads = None  # a setting of the machine, not of the run: whoever reloads the run chooses their own
     resolved.data.max_tokens = limit
     return resolved
 
@@ -359,6 +362,7 @@ def _session(
     folder = _check_run_dir(run_dir, resume, overwrite)
     resume_from = folder.resume_from
     notes += folder.notes
+    threads = use_threads(run.train.threads)
     used: list[tuple[str, str]] = []
 
     set_seed(run.train.seed)
@@ -426,6 +430,7 @@ def _session(
     accelerator.wait_for_everyone()
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     used += _used_rows(loaded, resolved, plan, corpus, source.description, report, accelerator, trainable)
+    used.append(("Threads", threads))
     used.append(("Run folder", f"{run_dir}" + (f" (resuming from {resume_from.name})" if resume_from else "")))
     return Session(
         run=resolved,
