@@ -17,6 +17,7 @@ import os
 import sys
 from typing import TYPE_CHECKING
 
+from newcompute.cli.quiet import quiet_library_logs
 from newcompute.cli.signals import quiet_ctrl_c
 
 if TYPE_CHECKING:
@@ -49,6 +50,7 @@ def build_app() -> typer.Typer:
 def main() -> None:
     """Console entry point: usage errors exit 2 (Typer), our errors exit with their code, Ctrl-C exits 130."""
     quiet_ctrl_c()
+    quiet_library_logs()
     from newcompute.cli.render import print_error
     from newcompute.errors import NewcomputeError
 
