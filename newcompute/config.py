@@ -97,7 +97,8 @@ class DataSettings(Strict):
     dataset: UserPath = Field(
         "builtin:pydoc",
         description="'builtin:pydoc' (the text of Python's pydoc_data.topics, offline), a local "
-        ".txt/.jsonl/.parquet file or folder, or a hub dataset id (needs 'datasets').",
+        ".txt/.jsonl/.parquet file or folder, a hub dataset id (needs 'datasets'), or a scheme or suffix a "
+        "plugin's data source reads (see 'newcompute data-sources').",
         json_schema_extra=flag(commands=("train", "eval")),
     )
     config_name: str | None = Field(

@@ -94,6 +94,19 @@ def presets() -> None:
     console.print(table)
 
 
+def data_sources() -> None:
+    """List the data sources: what --dataset can name (schemes, file suffixes), the core's and the plugins'."""
+    registry = get_registry()
+    table = Table(title="Data sources")
+    for column in ("source", "reads", "summary", "plugin"):
+        table.add_column(column)
+    for source in registry.data_sources.values():
+        plugin = registry.data_source_plugin(source.name).distribution
+        shown = "" if plugin == registry.core.distribution else plugin
+        table.add_row(source.name, ", ".join(source.claims), source.summary, shown)
+    console.print(table)
+
+
 @user_errors
 @with_config_flags("transform")
 def transform(
@@ -142,6 +155,7 @@ def build_app() -> typer.Typer:
     app.command("list-paradigms")(list_paradigms)
     app.command()(show)
     app.command()(presets)
+    app.command("data-sources")(data_sources)
     app.command()(transform)
     run_commands.register(app)
     scaffold_commands.register(app)

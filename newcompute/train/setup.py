@@ -375,7 +375,7 @@ def _session(
     plan = make_plan(
         run.train, parameter_count(model), _mode(run, loaded.init), max_positions(model), state.num_processes
     )
-    source = open_source(run.data)
+    source = open_source(run.data, registry)
     limit = _read_limit(run, plan, source.bounded)
     with state.main_process_first():
         corpus = pack(source, loaded.tokenizer, plan.block_size, run.data, run.train.seed, limit)
