@@ -375,6 +375,7 @@ def _session(
     plan = make_plan(
         run.train, parameter_count(model), _mode(run, loaded.init), max_positions(model), state.num_processes
     )
+    notes += plan.notes
     source = open_source(run.data, registry)
     limit = _read_limit(run, plan, source.bounded)
     with state.main_process_first():
