@@ -143,6 +143,11 @@ class TrainSettings(Strict):
     weight_decay: float = Field(0.01, ge=0.0)
     betas: tuple[Beta, Beta] = Field((0.9, 0.95), description="AdamW's moment decays, each in [0, 1).")
     warmup_steps: int | None = Field(None, ge=0, description="Linear warm-up steps; default 5% of the steps.")
+    schedule: Literal["linear", "cosine", "constant", "wsd"] = Field(
+        "linear",
+        description="Learning rate after the warm-up: linear or half-cosine decay to 0, constant, or wsd "
+        "(warmup-stable-decay: constant, then decay over the last 20% of the steps).",
+    )
     grad_clip: float | None = Field(1.0, gt=0.0)
     seed: int = Field(0, ge=0, description="Seed of the weights, the data order and the noise.")
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = Field(

@@ -29,7 +29,7 @@ from accelerate.utils import (
     set_seed,
 )
 from torch import nn
-from transformers import PreTrainedTokenizerBase, get_linear_schedule_with_warmup
+from transformers import PreTrainedTokenizerBase
 
 from newcompute import run_files
 from newcompute.composer import ComposeReport, apply, verify_attention
@@ -45,6 +45,7 @@ from newcompute.train import checkpoint
 from newcompute.train.budget import Mode, Plan, accumulation_steps, make_plan
 from newcompute.train.packing import BlockOrder, PackedCorpus, pack, validation_period
 from newcompute.train.runs import default_run_dir
+from newcompute.train.schedule import build_scheduler, describe
 from newcompute.train.sources import open_source
 
 SESSION_FIELDS = frozenset(
@@ -414,7 +415,7 @@ def _session(
         OptimizerSettings(lr=plan.lr, weight_decay=run.train.weight_decay, betas=run.train.betas),
         registry=registry,
     )
-    scheduler = get_linear_schedule_with_warmup(optimizer, plan.warmup_steps, plan.steps)
+    scheduler = build_scheduler(optimizer, run.train.schedule, plan.warmup_steps, plan.steps)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
 
     record = run_record(resolved, accelerator.unwrap_model(model))
@@ -492,7 +493,8 @@ def _used_rows(
         ("Learning rate", f"{plan.lr:.3g} ({plan.reasons['lr']})"),
         (
             "Schedule",
-            f"linear warm-up for {plan.warmup_steps} steps ({plan.reasons['warmup_steps']}), then linear decay to 0",
+            f"{run.train.schedule}: "
+            + describe(run.train.schedule, plan.warmup_steps, plan.reasons["warmup_steps"], plan.steps),
         ),
         ("Optimizer", optimizer),
         ("Precision", precision_text(accelerator)),
