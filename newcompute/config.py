@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from newcompute.culprit import Culprit, describe
 from newcompute.errors import ConfigError, NewcomputeError, PluginError, RunError
@@ -45,6 +45,20 @@ UserPath = Annotated[str, AfterValidator(os.path.expanduser)]
 
 
 ALL_COMMANDS = ("train", "eval", "transform")
+
+Tracker = Literal["tensorboard", "wandb", "trackio", "mlflow"]
+"""The experiment trackers ``--report-to`` may name, each through accelerate's tracker of that name."""
+
+
+def _tracker_list(value: Any) -> Any:
+    """Trackers as a list without repeats: ``"a,b"`` and ``"none"`` (one tracker or none, as records written
+    before several trackers were allowed hold it) are read as lists too."""
+    if isinstance(value, str):
+        value = value.split(",")
+    if isinstance(value, (list, tuple)):
+        names = [v.strip() if isinstance(v, str) else v for v in value]
+        return list(dict.fromkeys(v for v in names if v not in ("none", "")))
+    return value
 
 
 def flag(
@@ -167,9 +181,16 @@ class TrainSettings(Strict):
     lora_rank: int = Field(8, gt=0, description="LoRA rank.")
     lora_alpha: float = Field(16.0, gt=0.0)
     lora_dropout: float = Field(0.0, ge=0.0, lt=1.0)
-    report_to: Literal["none", "tensorboard", "wandb", "trackio"] = Field(
-        "none", description="Also log to this tracker (metrics.jsonl is always written)."
+    report_to: Annotated[list[Tracker], BeforeValidator(_tracker_list)] = Field(
+        default_factory=list,
+        description="Also log to these trackers, e.g. tensorboard,mlflow (metrics.jsonl is always written).",
     )
+    project: str = Field(
+        "newcompute",
+        min_length=1,
+        description="The trackers' project (wandb, trackio), experiment (mlflow) or folder in the run (tensorboard).",
+    )
+    run_name: str | None = Field(None, min_length=1, description="The run's name in the trackers; default the folder's.")
     divergence_factor: float = Field(
         2.0,
         gt=1.0,

@@ -22,9 +22,6 @@ from accelerate.utils import (
     DistributedType,
     FullyShardedDataParallelPlugin,
     broadcast_object_list,
-    is_tensorboard_available,
-    is_trackio_available,
-    is_wandb_available,
     parse_flag_from_env,
     set_seed,
 )
@@ -46,6 +43,7 @@ from newcompute.train.budget import Mode, Plan, accumulation_steps, make_plan
 from newcompute.train.packing import BlockOrder, PackedCorpus, pack, validation_period
 from newcompute.train.runs import default_run_dir
 from newcompute.train.schedule import build_scheduler, describe
+from newcompute.train.trackers import checked_trackers
 from newcompute.train.sources import open_source
 
 SESSION_FIELDS = frozenset(
@@ -55,6 +53,8 @@ SESSION_FIELDS = frozenset(
         "save_every",
         "keep_checkpoints",
         "report_to",
+        "project",
+        "run_name",
         "compile",
         "cuda_graphs",
         "divergence_factor",
@@ -64,7 +64,6 @@ SESSION_FIELDS = frozenset(
 )
 """Train settings a resumed run may change: they do not alter what the run computes."""
 
-_TRACKERS = {"tensorboard": is_tensorboard_available, "wandb": is_wandb_available, "trackio": is_trackio_available}
 
 
 @dataclass
@@ -148,14 +147,6 @@ def distribution_text(distributed_type: DistributedType, processes: int, fsdp_re
     if fsdp_requested:
         text += ": accelerate runs FSDP2 on GPUs only, so --fsdp is not applied on this machine"
     return text
-
-
-def _trackers(report_to: str) -> str | None:
-    if report_to == "none":
-        return None
-    if not _TRACKERS[report_to]():
-        raise ConfigError(f"train.report_to '{report_to}' needs the {report_to} package: pip install {report_to}.")
-    return report_to
 
 
 def _run_dir(run: RunConfig, uses: list[ParadigmUse]) -> Path:
@@ -393,7 +384,7 @@ def _session(
         gradient_accumulation_steps=plan.accumulation,
         mixed_precision=precision,
         fsdp_plugin=fsdp2_plugin(precision),
-        log_with=_trackers(run.train.report_to),
+        log_with=checked_trackers(run.train.report_to),
         project_dir=str(run_dir),
         step_scheduler_with_optimizer=False,
         kwargs_handlers=[
