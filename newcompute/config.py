@@ -190,7 +190,9 @@ class TrainSettings(Strict):
         min_length=1,
         description="The trackers' project (wandb, trackio), experiment (mlflow) or folder in the run (tensorboard).",
     )
-    run_name: str | None = Field(None, min_length=1, description="The run's name in the trackers; default the folder's.")
+    run_name: str | None = Field(
+        None, min_length=1, description="The run's name in the trackers; default the run folder's name."
+    )
     divergence_factor: float = Field(
         2.0,
         gt=1.0,
