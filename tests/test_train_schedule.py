@@ -11,8 +11,10 @@ import pytest
 import torch
 from test_train_paradigms import make_registry, quiet, tiny_run
 
+from newcompute.config import RunConfig
 from newcompute.errors import ConfigError
 from newcompute.train import train
+from newcompute.train.setup import check_resumable
 from newcompute.train.schedule import build_scheduler, wsd_decay_steps
 
 STEPS, WARMUP = 10, 2
@@ -81,3 +83,13 @@ def test_a_resumed_wsd_run_continues_the_same_rates_and_a_changed_schedule_is_re
         train(tiny_run(cut, **{**settings, "schedule": "cosine"}), registry, console=quiet(), resume=True)
     train(tiny_run(cut, **settings), registry, console=quiet(), resume=True)
     assert _rates(cut) == _rates(full)
+
+
+def test_a_checkpoint_from_before_schedules_existed_resumes_as_linear() -> None:
+    now = RunConfig.model_validate({"train": {"steps": 4}}).model_dump(mode="json", exclude_none=True)
+    saved = json.loads(json.dumps(now))
+    del saved["train"]["schedule"]
+    check_resumable(saved, now)
+    cosine = {**now, "train": {**now["train"], "schedule": "cosine"}}
+    with pytest.raises(ConfigError, match=r"train\.schedule: 'linear' in the checkpoint, 'cosine' now"):
+        check_resumable(saved, cosine)

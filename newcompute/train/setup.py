@@ -274,8 +274,18 @@ def comparable(record: dict[str, Any]) -> dict[str, Any]:
     return kept
 
 
+def _with_later_defaults(saved: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint written before a setting existed ran as that setting's default does (a new setting's
+    default keeps the old behaviour), so such a run resumes unless the command asks for something else."""
+    defaults = RunConfig().model_dump(mode="json", exclude_none=True)
+    filled = dict(saved)
+    for table in ("model", "train", "data"):
+        filled[table] = {**defaults[table], **saved.get(table, {})}
+    return filled
+
+
 def check_resumable(saved: dict[str, Any], now: dict[str, Any]) -> None:
-    differences = _differences(comparable(saved), comparable(now))
+    differences = _differences(comparable(_with_later_defaults(saved)), comparable(now))
     if differences:
         shown = "; ".join(f"{key}: {old!r} in the checkpoint, {new!r} now" for key, old, new in differences[:6])
         raise ConfigError(
