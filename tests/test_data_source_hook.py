@@ -46,6 +46,8 @@ def _broken(target: str, settings: DataSettings) -> Iterator[object]:
     yield "fine"
     if target == "dict":
         yield {"text": "not a document"}
+    if target == "bytes":
+        yield b"undecoded text"
     if target == "user":
         raise nc.ConfigError("broken:user is a message for the user")
     raise ValueError("the plugin's own bug")
@@ -158,6 +160,8 @@ def test_a_failing_source_names_its_plugin(registry: nc.Registry, tmp_path: Path
         _tokens("broken:x", registry)
     with pytest.raises(nc.PluginError, match=r"it yielded a dict; a document is a str"):
         _tokens("broken:dict", registry)
+    with pytest.raises(nc.PluginError, match=r"it yielded a bytes; a document is a str"):
+        _tokens("broken:bytes", registry)
     with pytest.raises(nc.ConfigError, match=r"^broken:user is a message for the user$"):
         _tokens("broken:user", registry)
     args = ["train", "--dataset", "broken:x", "--steps", "1", "--block-size", "8", "-o", str(tmp_path / "r")]

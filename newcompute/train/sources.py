@@ -100,7 +100,10 @@ def _attributed_pieces(pieces: Iterator[object], culprit: Culprit) -> Iterator[s
 
 
 def _is_token_ids(document: object) -> bool:
-    return isinstance(document, Sequence) or hasattr(document, "__array__")
+    """A sequence or array the packer reads as ids (bytes are text someone forgot to decode, not ids)."""
+    return not isinstance(document, (bytes, bytearray)) and (
+        isinstance(document, Sequence) or hasattr(document, "__array__")
+    )
 
 
 def _valid_claims(registry: Registry) -> str:
