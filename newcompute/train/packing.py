@@ -64,12 +64,14 @@ def text_chunks(pieces: Iterable[str], size: int = TOKENIZE_CHUNK_CHARS) -> Iter
     """
     buffer = ""
     for piece in pieces:
-        buffer += piece
-        while len(buffer) > size:
-            window = buffer[:size]
-            cut = window.rfind("\n") + 1 or window.rfind(" ") + 1 or size
-            yield buffer[:cut]
-            buffer = buffer[cut:]
+        buffer += piece  # what is left over from the last piece is shorter than a chunk
+        start = 0
+        while len(buffer) - start > size:
+            end = start + size
+            cut = buffer.rfind("\n", start, end) + 1 or buffer.rfind(" ", start, end) + 1 or end
+            yield buffer[start:cut]
+            start = cut
+        buffer = buffer[start:]
     if buffer:
         yield buffer
 
