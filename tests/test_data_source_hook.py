@@ -53,6 +53,10 @@ def _broken(target: str, settings: DataSettings) -> Iterator[object]:
     raise ValueError("the plugin's own bug")
 
 
+def _no_words(target: str, settings: DataSettings) -> str:
+    raise KeyError(target)
+
+
 class SourcesPlugin:
     @nc.hookimpl
     def newcompute_register_data_sources(self) -> list[nc.DataSource]:
@@ -62,6 +66,7 @@ class SourcesPlugin:
             nc.DataSource("ids", "pre-tokenized documents", _ids, schemes=("ids:",)),
             nc.DataSource("pieces", "one document in pieces", _pieces, schemes=("pieces:",)),
             nc.DataSource("broken", "fails while it is read", _broken, schemes=("broken:",)),
+            nc.DataSource("mute", "fails to describe itself", _rows, schemes=("mute:",), describe=_no_words),
         ]
 
 
@@ -149,7 +154,7 @@ def test_an_unknown_scheme_or_suffix_is_exit_2_listing_the_valid_ones(registry: 
     assert unknown.exit_code == 2
     text = " ".join(unknown.output.split())
     assert "no data source reads 'nosuch:' datasets" in text
-    assert "schemes builtin:, hf:, rows:, ids:, pieces:, broken:" in text and ".parquet, .csv" in text
+    assert "schemes builtin:, hf:, rows:, ids:, pieces:, broken:, mute:" in text and ".parquet, .csv" in text
     (tmp_path / "d.xml").write_text("<a/>")
     suffix = runner.invoke(build_app(), ["train", "--dataset", str(tmp_path / "d.xml"), "-o", str(tmp_path / "r")])
     assert suffix.exit_code == 2 and "(a '.xml' file). Valid:" in " ".join(suffix.output.split())
@@ -164,6 +169,8 @@ def test_a_failing_source_names_its_plugin(registry: nc.Registry, tmp_path: Path
         _tokens("broken:bytes", registry)
     with pytest.raises(nc.ConfigError, match=r"^broken:user is a message for the user$"):
         _tokens("broken:user", registry)
+    with pytest.raises(nc.PluginError, match=r"failed in its data source 'mute' describing '3': KeyError"):
+        open_source(DataSettings(dataset="mute:3"), registry)
     args = ["train", "--dataset", "broken:x", "--steps", "1", "--block-size", "8", "-o", str(tmp_path / "r")]
     failed = CliRunner().invoke(build_app(), args)
     text = " ".join(failed.output.split())

@@ -147,9 +147,13 @@ def _local(path: Path, settings: DataSettings, registry: Registry) -> ResolvedSo
 
 
 def _named(source: DataSource, target: str, settings: DataSettings, registry: Registry) -> ResolvedSource:
-    description = source.description(target, settings)
     record = registry.data_source_plugin(source.name)
-    if record is not registry.core:
+    if record is registry.core:
+        description = source.description(target, settings)
+    else:
+        hook = f"its data source '{source.name}' describing '{target}'"
+        with _blamed(Culprit(record.distribution, record.version, None, hook)):
+            description = source.description(target, settings)
         description += f" (data source '{source.name}' of {record.distribution})"
     return ResolvedSource((Target(source, target),), settings, registry, description, source.bounded)
 
