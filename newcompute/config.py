@@ -183,7 +183,8 @@ class TrainSettings(Strict):
     lora_dropout: float = Field(0.0, ge=0.0, lt=1.0)
     report_to: Annotated[list[Tracker], BeforeValidator(_tracker_list)] = Field(
         default_factory=list,
-        description="Also log to these trackers, e.g. tensorboard,mlflow (metrics.jsonl is always written).",
+        description="Also log to these trackers, comma-separated: any of tensorboard, wandb, trackio, mlflow "
+        "(metrics.jsonl is always written).",
     )
     project: str = Field(
         "newcompute",
