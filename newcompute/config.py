@@ -1,4 +1,4 @@
-"""Run configuration: one TOML file, CLI flags and ``--set`` overrides.
+"""Run configuration: one TOML file, ``NEWCOMPUTE_…`` variables, CLI flags and ``--set`` overrides.
 
 A run file has ``[model]``, ``[train]``, ``[data]`` and one
 ``[paradigm.NAME]`` table per paradigm (in the order they apply). Paradigm
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -316,6 +317,40 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> None:
                 raise ConfigError(f"--set {text!r}: '{part}' is a value, not a table")
             node = child
         node[path[-1]] = value
+
+
+ENV_PREFIX = "NEWCOMPUTE_"
+ENV_SEPARATOR = "__"
+
+
+def environment_overrides(environ: Mapping[str, str]) -> list[str]:
+    """``--set``-style overrides from ``NEWCOMPUTE_TABLE__KEY=value`` variables, in name order.
+
+    A cluster job or a container sets defaults for every run this way
+    without a file (``NEWCOMPUTE_TRAIN__LR=3e-4``,
+    ``NEWCOMPUTE_PARADIGM__OPTICAL__FC__Q_LEVELS=128``). Only names holding
+    the ``__`` separator are settings, so ``NEWCOMPUTE_DEBUG`` and
+    ``NEWCOMPUTE_PLUGINS`` keep their own meaning. A key the run config
+    does not have is refused naming the variable, since a typo here would
+    otherwise go unnoticed in every run.
+    """
+    overrides = []
+    for name in sorted(environ):
+        if not name.upper().startswith(ENV_PREFIX) or ENV_SEPARATOR not in name:
+            continue
+        path = name[len(ENV_PREFIX):].lower().split(ENV_SEPARATOR)
+        if not all(path):
+            raise ConfigError(f"environment variable {name}: empty key between '{ENV_SEPARATOR}' separators")
+        nested: dict[str, Any] = {}
+        node = nested
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        node[path[-1]] = environ[name]
+        unknown = _unknown_keys(RunConfig, nested)
+        if unknown:
+            raise ConfigError(f"environment variable {name}: " + " ".join(unknown))
+        overrides.append(f"{'.'.join(path)}={environ[name]}")
+    return overrides
 
 
 def load_run_config(

@@ -94,3 +94,11 @@ def test_errors_quote_brackets_as_they_are() -> None:
     code, out = invoke("transform", "--model", "./runs[/x]/m[0-3]")
     assert code == 2
     assert "Unknown model './runs[/x]/m[0-3]'" in " ".join(out.split())
+
+
+def test_the_shell_completion_protocol_completes_command_names() -> None:
+    env = {**os.environ, "_NEWCOMPUTE_COMPLETE": "complete_bash", "COMP_WORDS": "newcompute tr", "COMP_CWORD": "1"}
+    result = subprocess.run([sys.executable, "-m", "newcompute"], env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["transform", "train"]
+    assert "--install-completion" in runner.invoke(build_app(), ["--help"]).output

@@ -148,7 +148,7 @@ def build_app() -> typer.Typer:
     app = typer.Typer(
         name="newcompute",
         no_args_is_help=True,
-        add_completion=False,
+        add_completion=True,
         pretty_exceptions_enable=False,
         callback=_root,
     )

@@ -15,7 +15,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from newcompute.cli.render import print_error
-from newcompute.config import RunConfig, load_run_config
+from newcompute.config import RunConfig, environment_overrides, load_run_config
 from newcompute.culprit import DEBUG_ENV, blame, describe
 from newcompute.errors import ConfigError, NewcomputeError, NewcomputeWarning
 from newcompute.plugins import get_registry
@@ -55,11 +55,13 @@ def run_config(
     flags: list[str],
     paradigm_configs: list[str] | None = None,
 ) -> RunConfig:
-    """The run config: file, then ``--paradigm-config`` tables, then ``--set``, then the config flags.
+    """The run config: file, ``--paradigm-config`` tables, ``NEWCOMPUTE_…`` variables, ``--set``, config flags.
 
-    ``flags`` are the overrides :func:`newcompute.cli.flags.with_config_flags` hands a command.
+    Each later source wins over the ones before it, so a flag typed for one
+    run beats a default a job's environment sets. ``flags`` are the
+    overrides :func:`newcompute.cli.flags.with_config_flags` hands a command.
     """
-    overrides = [*(sets or []), *flags]
+    overrides = [*environment_overrides(os.environ), *(sets or []), *flags]
     files: dict[str, Path] = {}
     for item in paradigm_configs or []:
         name, sep, file = item.partition("=")

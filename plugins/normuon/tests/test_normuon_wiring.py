@@ -158,6 +158,15 @@ def test_overrides_apply_in_order_field_by_field() -> None:
     assert (bias["optimizer"], bias["lr"], bias["betas"], bias["weight_decay"]) == ("adamw", 0.5, (0.8, 0.9), 0.2)
 
 
+def test_override_patterns_match_like_layer_rules_and_a_bad_regex_names_itself() -> None:
+    config = NorMuonConfig.model_validate({"overrides": [{"pattern": r"re:proj\.(weight|bias)", "lr": 0.5}]})
+    groups = {name: g for g in build_groups(config, _infos(_Odd()), SETTINGS) for name, _ in g["params"]}
+    assert groups["proj.weight"]["lr"] == groups["proj.bias"]["lr"] == 0.5
+    assert groups["kernel"]["lr"] != 0.5
+    with pytest.raises(ValueError, match=r"'re:\(' is not a valid regular expression"):
+        NorMuonConfig.model_validate({"fused": [{"pattern": "re:(", "splits": 3}]})
+
+
 def test_a_forced_three_dimensional_matrix_is_flattened_and_trains() -> None:
     model = _Odd()
     config = NorMuonConfig(overrides=({"pattern": "kernel", "optimizer": "normuon"},), ns_dtype="float32")

@@ -30,8 +30,8 @@ from collections.abc import Iterable
 
 import torch
 
-from newcompute.attention import probing
-from newcompute_optical import distributed, philox, reference
+from newcompute import probing
+from newcompute_optical import distributed, reference
 from newcompute_optical.config import ProductSettings
 from newcompute_optical.product import OpticalProduct, fill_unset
 
@@ -181,7 +181,7 @@ def calibrate(
     def probabilities(start: int) -> torch.Tensor:
         exact = exact_scores(start)
         rows = exact.shape[0] * q_len
-        noise = philox.dither(rows, k_len, key0, key1, scores.calls, first_row=start * q_len).view(exact.shape)
+        noise = reference.dither(rows, k_len, key0, key1, scores.calls, first_row=start * q_len).view(exact.shape)
         logits = reference.quantize_dithered(exact, scores.output_range, levels, noise).to(dtype) * scale
         if keep is not None:
             logits = logits.masked_fill(~keep, torch.finfo(logits.dtype).min)
