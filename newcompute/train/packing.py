@@ -1,8 +1,11 @@
 """Turning documents into fixed-length training blocks, a held-out split and a seeded order.
 
-Documents are tokenized with the model's tokenizer, joined with its
-end-of-text token and cut into ``block_size`` blocks (the tail that does not
-fill a block is dropped), as HF's ``run_clm`` and NewComputeBench do. The
+Documents are tokenized with the model's tokenizer (a document of token
+ids is taken as it is), joined with its end-of-text token and cut into
+``block_size`` blocks (the tail that does not fill a block is dropped), as
+HF's ``run_clm`` and NewComputeBench do. Text is tokenized in bounded
+chunks, so neither a huge document nor Ctrl-C has to wait for one
+tokenizer call on all of it. The
 validation blocks are every ``period``-th block from an offset chosen by the
 seed, capped at ``validation_max_blocks``. Because the rule looks at block
 positions only, the held-out set does not depend on how much of a source a
