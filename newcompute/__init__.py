@@ -22,6 +22,8 @@ _EXPORTS: dict[str, str] = {
     "AttentionMatmuls": "newcompute.attention",
     "ComposeReport": "newcompute.composer",
     "ConfigError": "newcompute.errors",
+    "DataSource": "newcompute.datasource",
+    "Document": "newcompute.datasource",
     "HOOKSPEC_VERSION": "newcompute.hookspecs",
     "MissingDependency": "newcompute.errors",
     "NewcomputeError": "newcompute.errors",
@@ -69,6 +71,7 @@ if TYPE_CHECKING:
     from newcompute.attention import AttentionMatmuls, probing, products_only
     from newcompute.composer import ComposeReport, Scope, apply, report_of, verify_attention
     from newcompute.config import ParadigmUse, resolve_paradigm
+    from newcompute.datasource import DataSource, Document
     from newcompute.errors import (
         ConfigError,
         MissingDependency,
@@ -94,6 +97,8 @@ __all__ = [
     "AttentionMatmuls",
     "ComposeReport",
     "ConfigError",
+    "DataSource",
+    "Document",
     "MissingDependency",
     "NewcomputeError",
     "NewcomputeWarning",

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from newcompute.culprit import Culprit, describe
 from newcompute.errors import ConfigError, NewcomputeError, PluginError, RunError
@@ -46,6 +46,20 @@ UserPath = Annotated[str, AfterValidator(os.path.expanduser)]
 
 
 ALL_COMMANDS = ("train", "eval", "transform")
+
+Tracker = Literal["tensorboard", "wandb", "trackio", "mlflow"]
+"""The experiment trackers ``--report-to`` may name, each through accelerate's tracker of that name."""
+
+
+def _tracker_list(value: Any) -> Any:
+    """Trackers as a list without repeats: ``"a,b"`` and ``"none"`` (one tracker or none, as records written
+    before several trackers were allowed hold it) are read as lists too."""
+    if isinstance(value, str):
+        value = value.split(",")
+    if isinstance(value, (list, tuple)):
+        names = [v.strip() if isinstance(v, str) else v for v in value]
+        return list(dict.fromkeys(v for v in names if v not in ("none", "")))
+    return value
 
 
 def flag(
@@ -98,7 +112,8 @@ class DataSettings(Strict):
     dataset: UserPath = Field(
         "builtin:pydoc",
         description="'builtin:pydoc' (the text of Python's pydoc_data.topics, offline), a local "
-        ".txt/.jsonl/.parquet file or folder, or a hub dataset id (needs 'datasets').",
+        ".txt/.jsonl/.parquet file or folder, a hub dataset id (needs 'datasets'), or a scheme or suffix a "
+        "plugin's data source reads (see 'newcompute data-sources').",
         json_schema_extra=flag(commands=("train", "eval")),
     )
     config_name: str | None = Field(
@@ -143,6 +158,11 @@ class TrainSettings(Strict):
     weight_decay: float = Field(0.01, ge=0.0)
     betas: tuple[Beta, Beta] = Field((0.9, 0.95), description="AdamW's moment decays, each in [0, 1).")
     warmup_steps: int | None = Field(None, ge=0, description="Linear warm-up steps; default 5% of the steps.")
+    schedule: Literal["linear", "cosine", "constant", "wsd"] = Field(
+        "linear",
+        description="Learning rate after the warm-up: linear or half-cosine decay to 0, constant, or wsd "
+        "(warmup-stable-decay: constant, then decay over the last 20% of the steps).",
+    )
     grad_clip: float | None = Field(1.0, gt=0.0)
     seed: int = Field(0, ge=0, description="Seed of the weights, the data order and the noise.")
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = Field(
@@ -168,8 +188,18 @@ class TrainSettings(Strict):
     lora_rank: int = Field(8, gt=0, description="LoRA rank.")
     lora_alpha: float = Field(16.0, gt=0.0)
     lora_dropout: float = Field(0.0, ge=0.0, lt=1.0)
-    report_to: Literal["none", "tensorboard", "wandb", "trackio"] = Field(
-        "none", description="Also log to this tracker (metrics.jsonl is always written)."
+    report_to: Annotated[list[Tracker], BeforeValidator(_tracker_list)] = Field(
+        default_factory=list,
+        description="Also log to these trackers, comma-separated: any of tensorboard, wandb, trackio, mlflow "
+        "(metrics.jsonl is always written).",
+    )
+    project: str = Field(
+        "newcompute",
+        min_length=1,
+        description="The trackers' project (wandb, trackio), experiment (mlflow) or folder in the run (tensorboard).",
+    )
+    run_name: str | None = Field(
+        None, min_length=1, description="The run's name in the trackers; default the run folder's name."
     )
     divergence_factor: float = Field(
         2.0,

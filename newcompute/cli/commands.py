@@ -77,6 +77,19 @@ def presets() -> None:
     console.print(table)
 
 
+def data_sources() -> None:
+    """List the data sources: what --dataset can name (schemes, file suffixes), the core's and the plugins'."""
+    registry = get_registry()
+    table = Table(title="Data sources")
+    for column in ("source", "reads", "summary", "plugin"):
+        table.add_column(column)
+    for source in registry.data_sources.values():
+        plugin = registry.data_source_plugin(source.name).distribution
+        shown = "" if plugin == registry.core.distribution else plugin
+        table.add_row(source.name, ", ".join(source.claims), source.summary, shown)
+    console.print(table)
+
+
 @user_errors
 @with_config_flags("transform")
 def transform(
@@ -124,8 +137,9 @@ def transform(
 
 
 def register(app: typer.Typer) -> None:
-    """Add ``list-paradigms``, ``show``, ``presets`` and ``transform`` to the app."""
+    """Add ``list-paradigms``, ``show``, ``presets``, ``data-sources`` and ``transform`` to the app."""
     app.command("list-paradigms")(list_paradigms)
     app.command()(show)
     app.command()(presets)
+    app.command("data-sources")(data_sources)
     app.command()(transform)
