@@ -20,12 +20,15 @@ from newcompute.presets import Preset
 from newcompute.random import RandomStream, layer_stream, philox4x32
 from newcompute.record import load
 from newcompute.rules import Rules, check_pattern, name_matches
+from newcompute.telemetry.accumulate import StatisticSums, collect_statistics, collecting_statistics
+from newcompute.telemetry.statistics import LayerStatistic, Statistic, read_statistics
 
 __all__ = [
     "HOOKSPEC_VERSION",
     "AttentionMatmuls",
     "ComposeReport",
     "ConfigError",
+    "LayerStatistic",
     "NewcomputeError",
     "NewcomputeWarning",
     "OptimizerSettings",
@@ -42,12 +45,16 @@ __all__ = [
     "Rules",
     "RunError",
     "Scope",
+    "Statistic",
+    "StatisticSums",
     "StrictConfig",
     "__version__",
     "apply",
     "build_optimizer",
     "check_pattern",
     "classify_parameters",
+    "collect_statistics",
+    "collecting_statistics",
     "get_registry",
     "hookimpl",
     "is_linear_like",
@@ -58,6 +65,7 @@ __all__ = [
     "philox4x32",
     "probing",
     "products_only",
+    "read_statistics",
     "report_of",
     "resolve_paradigm",
     "verify_attention",

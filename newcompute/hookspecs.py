@@ -18,8 +18,10 @@ declare; ``"==1.0.*"`` means "1.0 exactly" and is refused by a 1.1 core.
 * 1.0: ``newcompute_register_paradigms``, ``newcompute_replace_layer``,
   ``newcompute_attention_matmuls``, ``newcompute_build_optimizer``,
   ``newcompute_register_commands``.
-* 1.1: ``newcompute_register_presets``. Hooks are declared in that order;
-  later versions append theirs below.
+* 1.1: ``newcompute_register_presets``.
+* 1.2: ``newcompute_statistics``, ``newcompute_optimizer_statistics``
+  (per-layer telemetry). Hooks are declared in that order; later versions
+  append theirs below.
 
 An exception a hook raises (other than :class:`newcompute.ConfigError` or
 :class:`newcompute.RunError`, which carry a message meant for users) is
@@ -48,7 +50,7 @@ if TYPE_CHECKING:
     from newcompute.telemetry.statistics import Statistic
 
 PROJECT_NAME = "newcompute"
-HOOKSPEC_VERSION = "1.1"
+HOOKSPEC_VERSION = "1.2"
 
 hookspec = pluggy.HookspecMarker(PROJECT_NAME)
 hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
@@ -157,7 +159,7 @@ def newcompute_statistics(
 ) -> dict[Statistic, torch.Tensor] | None:
     """Report what ``module`` has accumulated since it was built, or ``None``.
 
-    Added in 1.1; a plugin without it simply reports nothing. ``module`` is
+    Added in 1.2; a plugin without it simply reports nothing. ``module`` is
     a replacement this paradigm returned for layer ``name`` or the
     :class:`~newcompute.attention.AttentionMatmuls` it attached to attention
     module ``name``. Each value is a 0-d floating tensor on ``module``'s
@@ -165,6 +167,25 @@ def newcompute_statistics(
     (name, one-line description, unit). Accumulate during ``forward`` with
     in-place ops on buffers allocated at build time (no ``.item()``, no new
     tensors), so training needs no host sync and CUDA-graph capture keeps
-    working; the core calls this hook only when it logs telemetry and reads
-    the tensors then. ``firstresult``.
+    working. Measure only while :func:`newcompute.collecting_statistics` is
+    true, so a run without telemetry computes nothing extra;
+    :class:`newcompute.StatisticSums` holds the sums. The core calls this
+    hook only when it logs telemetry and reads the tensors then.
+    ``firstresult``.
+    """
+
+
+@hookspec(firstresult=True)
+def newcompute_optimizer_statistics(
+    paradigm: Paradigm, config: BaseModel, optimizer: torch.optim.Optimizer
+) -> dict[str, dict[Statistic, torch.Tensor]] | None:
+    """Report, per parameter, what the optimizer has accumulated, or ``None`` (since 1.2).
+
+    Called for the paradigm with :attr:`Role.OPTIMIZER` on the optimizer its
+    ``newcompute_build_optimizer`` returned. Keys are parameter names as
+    in ``model.named_parameters()``; values follow the rules of
+    :func:`newcompute_statistics` (0-d floating tensors on the parameter's
+    device, accumulated in place while
+    :func:`newcompute.collecting_statistics` is true, read only when
+    telemetry is logged). ``firstresult``.
     """
