@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
-from newcompute import AttentionMatmuls, Paradigm, Role, hookimpl, is_linear_like
+from newcompute import AttentionMatmuls, Paradigm, Role, Statistic, hookimpl, is_linear_like
+from newcompute_optical import statistics
 from newcompute_optical.attention import OpticalAttentionMatmuls
 from newcompute_optical.config import OpticalConfig
 from newcompute_optical.layer import OpticalLinear
@@ -34,3 +36,12 @@ def newcompute_replace_layer(config: OpticalConfig, name: str, module: nn.Module
 @hookimpl
 def newcompute_attention_matmuls(config: OpticalConfig, name: str) -> AttentionMatmuls:
     return OpticalAttentionMatmuls(config.attention, name)
+
+
+@hookimpl
+def newcompute_statistics(module: nn.Module) -> dict[Statistic, torch.Tensor] | None:
+    if isinstance(module, OpticalLinear):
+        return None if module.settings.q_bypass else statistics.report(module.optical.telemetry)
+    if isinstance(module, OpticalAttentionMatmuls) and not module.settings.q_bypass:
+        return {**statistics.report(module.scores.telemetry, "qk_"), **statistics.report(module.context.telemetry, "pv_")}
+    return None
