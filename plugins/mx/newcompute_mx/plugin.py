@@ -16,7 +16,8 @@ import torch
 from pydantic import BaseModel
 from torch import nn
 
-from newcompute import AttentionMatmuls, Paradigm, Role, hookimpl, is_linear_like
+from newcompute import AttentionMatmuls, Paradigm, Role, Statistic, hookimpl, is_linear_like
+from newcompute_mx import statistics
 from newcompute_mx.attention import QuantizedAttentionMatmuls
 from newcompute_mx.config import MX_CONFIGS, ROLES, FP8Config, MXConfig, QuantizedLayers
 from newcompute_mx.formats import NO_QUANTIZATION
@@ -51,14 +52,14 @@ def build_quantizer(
     since Q, K, P and V share no history). Its state lives on ``device``, the module's own, so a model
     transformed after it was moved to a GPU works as one transformed first."""
     if isinstance(config, MXConfig):
-        return MXQuantizer(formats, config.block_size, config.scale_mode)
+        return MXQuantizer(formats, config.block_size, config.scale_mode, device)
     if isinstance(config, FP8Config):
         scaling = "current" if attention else config.scaling
         history_len = config.amax_history_len if scaling == "delayed" else 1
         history = AmaxHistory(
             scaling, history_len, config.amax_compute, config.margin, config.reduce_amax, device=device
         )
-        return FP8Quantizer(formats, history)
+        return FP8Quantizer(formats, history, device)
     raise TypeError(f"{type(config).__name__} is not a configuration of the mx plugin")
 
 
@@ -92,3 +93,13 @@ def newcompute_attention_matmuls(
     first = next(attention.parameters(), None)
     device = first.device if first is not None else None
     return QuantizedAttentionMatmuls(build_quantizer(config, attention_formats(config), device, attention=True))
+
+
+@hookimpl
+def newcompute_statistics(module: nn.Module) -> dict[Statistic, torch.Tensor] | None:
+    quantizer = getattr(module, "quantizer", None)
+    if not isinstance(module, (QuantizedLinear, QuantizedAttentionMatmuls)):
+        return None
+    if not isinstance(quantizer, OperandQuantizer):
+        return None
+    return statistics.report(quantizer.telemetry, quantizer.quantized_roles(), isinstance(quantizer, MXQuantizer))

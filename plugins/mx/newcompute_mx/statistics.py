@@ -1,0 +1,115 @@
+"""What a quantized layer reports to newcompute's telemetry, per GEMM role.
+
+Measured only while ``newcompute.collecting_statistics()`` is true, in
+float64 beside whichever kernel quantizes, from the tensor a role quantizes
+and the scale that role gives it:
+
+* **saturation rate**: the fraction of elements whose scaled magnitude is
+  beyond the format's largest value (``max_normal``), which the cast clamps
+  to it. MX picks each block's scale from its own maximum, so with
+  ``scale_mode="floor"`` only values between ``max_normal`` and the next
+  power of two saturate (OCP MX v1.0 §6.3); per-tensor FP8 with delayed
+  scaling saturates whenever a tensor outgrows its history.
+* **underflow rate**: the fraction of non-zero elements that round to zero.
+* **shared exponent min / max** (MX): the smallest and largest E8M0 block
+  exponent among blocks that hold a non-zero value.
+* **amax** (per-tensor FP8): the largest ``max|x|`` seen per tensor kind.
+
+Rates are over every element measured since the model was built; the
+backward roles (``dgrad_*``, ``wgrad_*``) are measured in training steps
+only, so ``newcompute inspect`` (forward only) reports the forward roles.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from newcompute import Statistic, StatisticSums
+from newcompute_mx.formats import ElementFormat
+from newcompute_mx.reference import (
+    ScaleMode,
+    _to_blocks,
+    pow2,
+    round_to_element,
+    shared_exponents,
+)
+
+ROLES = ("fwd_input", "fwd_weight", "dgrad_weight", "dgrad_grad_output", "wgrad_input", "wgrad_grad_output")
+KINDS = ("input", "weight", "grad_output")
+_NO_EXPONENT = 1 << 20
+
+
+def new_sums(device: torch.device | None) -> StatisticSums:
+    counted = [f"{role}_{what}" for role in ROLES for what in ("saturated", "underflow", "seen")]
+    return StatisticSums(
+        counted,
+        device,
+        minima=[f"{role}_exp_min" for role in ROLES],
+        maxima=[f"{role}_exp_max" for role in ROLES] + [f"{kind}_amax" for kind in KINDS],
+    )
+
+
+def _count(sums: StatisticSums, role: str, magnitude: torch.Tensor, rounded: torch.Tensor, fmt: ElementFormat) -> None:
+    sums.add(f"{role}_saturated", (magnitude > fmt.max_normal).sum())
+    sums.add(f"{role}_underflow", ((magnitude > 0) & (rounded == 0)).sum())
+
+
+@torch.no_grad()
+def observe_mx(
+    sums: StatisticSums, role: str, tensor: torch.Tensor, axis: int, fmt: ElementFormat, block_size: int, mode: ScaleMode
+) -> None:
+    """Record one MX quantization of ``tensor`` along ``axis`` (the quantizer's own scale rule)."""
+    blocks, _ = _to_blocks(tensor.detach(), axis, block_size)
+    magnitude = blocks.abs()
+    amax = magnitude.amax(dim=-1)
+    usable = torch.isfinite(amax)
+    exponent = shared_exponents(torch.where(usable, amax, 0.0), fmt, mode)
+    scaled = torch.where(usable.unsqueeze(-1), magnitude / pow2(exponent).unsqueeze(-1), 0.0)
+    _count(sums, role, scaled, round_to_element(scaled, fmt), fmt)
+    sums.add(f"{role}_seen", tensor.numel())
+    holding = usable & (amax > 0)
+    sums.minimum(f"{role}_exp_min", torch.where(holding, exponent, _NO_EXPONENT).amin())
+    sums.maximum(f"{role}_exp_max", torch.where(holding, exponent, -_NO_EXPONENT).amax())
+
+
+@torch.no_grad()
+def observe_scaled(
+    sums: StatisticSums, role: str, kind: str, tensor: torch.Tensor, fmt: ElementFormat, scale: torch.Tensor
+) -> None:
+    """Record one per-tensor FP8 cast of ``tensor`` with ``scale``."""
+    scaled = (tensor.detach().to(torch.float64) * scale.to(torch.float64)).to(torch.float32).to(torch.float64).abs()
+    _count(sums, role, scaled, round_to_element(scaled, fmt), fmt)
+    sums.add(f"{role}_seen", tensor.numel())
+    sums.maximum(f"{kind}_amax", tensor.detach().abs().amax())
+
+
+def _described(name: str, description: str, unit: str) -> Statistic:
+    return Statistic(name, description, unit)
+
+
+def report(sums: StatisticSums, roles: list[str], block_scaled: bool) -> dict[Statistic, torch.Tensor]:
+    """The statistics of the roles this layer quantizes; exponents of roles never measured read 0."""
+    out: dict[Statistic, torch.Tensor] = {}
+    for role in roles:
+        label = role.replace("_", " ")
+        seen = sums[f"{role}_seen"]
+        out[_described(f"{role}_saturation", f"Fraction of {label} elements clamped to the format's max", "fraction")] = (
+            sums.ratio(f"{role}_saturated", f"{role}_seen")
+        )
+        out[_described(f"{role}_underflow", f"Fraction of {label} elements that became zero", "fraction")] = (
+            sums.ratio(f"{role}_underflow", f"{role}_seen")
+        )
+        if block_scaled:
+            for bound, word in (("min", "Smallest"), ("max", "Largest")):
+                value = sums[f"{role}_exp_{bound}"]
+                measured = (seen > 0) & (value.abs() < _NO_EXPONENT)
+                out[_described(f"{role}_exponent_{bound}", f"{word} shared block exponent of {label}", "log2")] = (
+                    torch.where(measured, value, 0.0)
+                )
+    if not block_scaled:
+        for kind in KINDS:
+            value = sums[f"{kind}_amax"]
+            out[_described(f"{kind}_amax", f"Largest max|x| of the {kind.replace('_', ' ')} seen", "value")] = (
+                torch.where(torch.isfinite(value), value, 0.0)
+            )
+    return out
