@@ -7,8 +7,9 @@ import importlib.util
 import torch
 
 import newcompute
-from newcompute import OptimizerSettings, Paradigm, ParamInfo, Role
+from newcompute import OptimizerSettings, Paradigm, ParamInfo, Role, Statistic
 
+from newcompute_normuon import statistics
 from newcompute_normuon.config import NorMuonConfig
 from newcompute_normuon.optimizer import NorMuonAdamW
 from newcompute_normuon.wiring import build_groups
@@ -52,3 +53,10 @@ def newcompute_build_optimizer(
         overlap=config.overlap,
         distributed=config.distributed,
     )
+
+
+@newcompute.hookimpl
+def newcompute_optimizer_statistics(optimizer: torch.optim.Optimizer) -> dict[str, dict[Statistic, torch.Tensor]] | None:
+    if not isinstance(optimizer, NorMuonAdamW):
+        return None
+    return {name: statistics.report(sums) for name, sums in optimizer.telemetry.items()}
