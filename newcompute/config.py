@@ -44,7 +44,9 @@ UserPath = Annotated[str, AfterValidator(os.path.expanduser)]
 """A path as a user types it: ``~`` means their home, in a file and in ``--set`` as in a shell."""
 
 
-ALL_COMMANDS = ("train", "eval", "transform")
+ALL_COMMANDS = ("train", "eval", "transform", "inspect", "sensitivity")
+MEASURING = ("inspect", "sensitivity")
+"""The commands that run a few batches through a model to measure it (``newcompute inspect``, ``sensitivity``)."""
 
 
 def flag(
@@ -67,7 +69,7 @@ class ModelSettings(Strict):
     name: str = Field(
         "tiny",
         description="A preset (see 'newcompute presets'), a hub id or a local folder.",
-        json_schema_extra=flag("--model", "-m", commands=("train", "transform")),
+        json_schema_extra=flag("--model", "-m", commands=("train", "transform", *MEASURING)),
     )
     init: Literal["auto", "pretrained", "scratch"] = Field(
         "auto",
@@ -98,7 +100,7 @@ class DataSettings(Strict):
         "builtin:pydoc",
         description="'builtin:pydoc' (the text of Python's pydoc_data.topics, offline), a local "
         ".txt/.jsonl/.parquet file or folder, or a hub dataset id (needs 'datasets').",
-        json_schema_extra=flag(commands=("train", "eval")),
+        json_schema_extra=flag(commands=("train", "eval", *MEASURING)),
     )
     config_name: str | None = Field(
         None,
@@ -134,7 +136,7 @@ class TrainSettings(Strict):
         None,
         gt=1,
         description="Tokens per sequence; default 1024, or the model's context if shorter.",
-        json_schema_extra=flag(commands=("train", "eval")),
+        json_schema_extra=flag(commands=("train", "eval", *MEASURING)),
     )
     lr: float | None = Field(
         None, gt=0.0, description="Peak learning rate; default from the model-size table in docs/training.md."
@@ -143,11 +145,16 @@ class TrainSettings(Strict):
     betas: tuple[Beta, Beta] = Field((0.9, 0.95), description="AdamW's moment decays, each in [0, 1).")
     warmup_steps: int | None = Field(None, ge=0, description="Linear warm-up steps; default 5% of the steps.")
     grad_clip: float | None = Field(1.0, gt=0.0)
-    seed: int = Field(0, ge=0, description="Seed of the weights, the data order and the noise.")
+    seed: int = Field(
+        0,
+        ge=0,
+        description="Seed of the weights, the data order and the noise.",
+        json_schema_extra=flag(commands=("train", *MEASURING)),
+    )
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = Field(
         "auto",
         description="'auto': bf16 autocast on a GPU that supports it, fp32 otherwise.",
-        json_schema_extra=flag("--precision"),
+        json_schema_extra=flag("--precision", commands=("train", *MEASURING)),
     )
     eval_every: int | None = Field(None, gt=0, description="Validate every N steps; default a tenth of the run, ≤ 50.")
     eval_batches: int = Field(8, gt=0, description="Micro-batches in a periodic evaluation; the final one uses all.")

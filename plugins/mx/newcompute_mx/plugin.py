@@ -102,4 +102,5 @@ def newcompute_statistics(module: nn.Module) -> dict[Statistic, torch.Tensor] | 
         return None
     if not isinstance(quantizer, OperandQuantizer):
         return None
-    return statistics.report(quantizer.telemetry, quantizer.quantized_roles(), isinstance(quantizer, MXQuantizer))
+    roles = statistics.measured_roles(quantizer.telemetry, quantizer.quantized_roles())
+    return statistics.report(quantizer.telemetry, roles, isinstance(quantizer, MXQuantizer))

@@ -15,9 +15,10 @@ and the scale that role gives it:
   exponent among blocks that hold a non-zero value.
 * **amax** (per-tensor FP8): the largest ``max|x|`` seen per tensor kind.
 
-Rates are over every element measured since the model was built; the
-backward roles (``dgrad_*``, ``wgrad_*``) are measured in training steps
-only, so ``newcompute inspect`` (forward only) reports the forward roles.
+Rates are over every element measured since the model was built. Only
+roles that were measured are reported: the backward roles (``dgrad_*``,
+``wgrad_*``) appear after training steps, not in ``newcompute inspect``
+(forward passes only).
 """
 
 from __future__ import annotations
@@ -87,8 +88,16 @@ def _described(name: str, description: str, unit: str) -> Statistic:
     return Statistic(name, description, unit)
 
 
+def measured_roles(sums: StatisticSums, roles: list[str]) -> list[str]:
+    """The roles among ``roles`` that saw elements (one host read, at logging time only)."""
+    if not roles:
+        return []
+    seen = torch.stack([sums[f"{role}_seen"] for role in roles]).tolist()
+    return [role for role, count in zip(roles, seen) if count > 0]
+
+
 def report(sums: StatisticSums, roles: list[str], block_scaled: bool) -> dict[Statistic, torch.Tensor]:
-    """The statistics of the roles this layer quantizes; exponents of roles never measured read 0."""
+    """The statistics of ``roles`` (those measured), and the FP8 amaxes; an unmeasured exponent reads 0."""
     out: dict[Statistic, torch.Tensor] = {}
     for role in roles:
         label = role.replace("_", " ")

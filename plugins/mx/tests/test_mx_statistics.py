@@ -37,7 +37,7 @@ def test_mx_saturation_underflow_and_exponents_of_a_hand_built_block() -> None:
     assert stats["fwd_input_saturation"] == pytest.approx(4 / 32)
     assert stats["fwd_input_underflow"] == pytest.approx(8 / 32)
     assert stats["fwd_input_exponent_min"] == 0 and stats["fwd_input_exponent_max"] == 0
-    assert stats["wgrad_input_saturation"] == 0  # never measured: no weight gradient was asked for
+    assert "wgrad_input_saturation" not in stats  # never measured: no weight gradient was asked for
 
 
 def test_mx_exponents_span_blocks_of_different_magnitude() -> None:
@@ -70,7 +70,7 @@ def test_a_training_step_measures_the_backward_roles_and_off_measures_nothing() 
     nc.apply(model, ["mxfp8"])
     tokens = sample_batch()
     model(tokens, labels=tokens).loss.backward()
-    assert not nc.read_statistics(model) or all(s.value == 0 for s in nc.read_statistics(model))
+    assert nc.read_statistics(model) == []  # nothing measured while collection was off
     with nc.collect_statistics():
         model(tokens, labels=tokens).loss.backward()
     stats = nc.read_statistics(model)
