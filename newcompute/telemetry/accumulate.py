@@ -90,6 +90,10 @@ class StatisticSums(nn.Module):
         """``numerator / denominator``, and 0 while the denominator is still 0."""
         return self[numerator] / self[denominator].clamp(min=1.0)
 
+    def untouched(self) -> bool:
+        """Whether every slot still holds its initial value (a host read: for tests, not for training)."""
+        return torch.equal(self.sums, self._fresh(self.sums.device))
+
     @torch.no_grad()
     def reset(self) -> None:
         """Start every slot again from its initial value."""
