@@ -164,6 +164,12 @@ class TrainSettings(Strict):
     cuda_graphs: bool = Field(
         False, description="Replay each micro-step as a captured CUDA graph (one CUDA GPU, one process)."
     )
+    telemetry_every: int | None = Field(
+        None,
+        gt=0,
+        description="Every N steps, log each layer's paradigm statistics to metrics.jsonl (kind 'telemetry') "
+        "and the trackers; off by default, and then nothing extra runs.",
+    )
     lora: bool = Field(False, description="Train LoRA adapters (PEFT) on top of the paradigm layers.")
     lora_rank: int = Field(8, gt=0, description="LoRA rank.")
     lora_alpha: float = Field(16.0, gt=0.0)

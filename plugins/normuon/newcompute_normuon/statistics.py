@@ -19,7 +19,8 @@ float32, from what the step left behind — so the fast path is untouched:
   its per-row second moment). 1 means NorMuon acts like Muon; a large
   spread means a few neurons dominate the raw update.
 
-Each is the mean over the measured steps. Parameters sharded by FSDP2 are
+Each describes the latest measured step (so ``--telemetry-every`` records
+follow the run). Parameters sharded by FSDP2 are
 not measured (a shard's orthogonality says nothing about the matrix).
 """
 
@@ -58,7 +59,7 @@ def normalisation_spread(second_moment: torch.Tensor) -> torch.Tensor:
 
 
 class Observer:
-    """Snapshots NorMuon parameters before a measured step and accumulates their statistics after it."""
+    """Snapshots NorMuon parameters before a measured step and records that step's statistics after it."""
 
     def __init__(self, sums: dict[str, StatisticSums]) -> None:
         self.sums = sums
@@ -75,6 +76,7 @@ class Observer:
             sums = self.sums.get(name)
             if sums is None:
                 sums = self.sums[name] = StatisticSums(SLOTS, param.device)
+            sums.reset()
             lr, decay = group["lr"], group["weight_decay"]
             update = (before * (1.0 - lr * decay) - param.float()) / lr if lr > 0 else torch.zeros_like(before)
             sums.add("steps", 1.0)
