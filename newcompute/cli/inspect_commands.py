@@ -1,4 +1,4 @@
-"""``newcompute inspect``: where a paradigm hurts, layer by layer."""
+"""``newcompute inspect`` and ``newcompute sensitivity``: where a paradigm hurts, layer by layer."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from newcompute.composer import report_of
 from newcompute.errors import ConfigError
 
 InspectFormat = Literal["table", "json", "csv"]
+UnitKind = Literal["layer", "block"]
 
 
 @user_errors
@@ -115,6 +116,65 @@ def inspect(
             print(message, file=sys.stderr)
 
 
+@user_errors
+@with_config_flags("sensitivity")
+def sensitivity(
+    paradigm: ParadigmOption = None,
+    config: ConfigOption = None,
+    paradigm_config: ParadigmConfigOption = None,
+    set_: SetOption = None,
+    budget: Annotated[
+        float, typer.Option(min=0.0, help="Loss the plan may add to the exact model's, in nats per token.")
+    ] = 0.02,
+    batches: Annotated[int, typer.Option(min=1, help="Micro-batches of validation blocks each loss is taken on.")] = 4,
+    batch_size: Annotated[
+        int | None, typer.Option(min=1, help="Sequences per forward (default: the run config's micro-batch).")
+    ] = None,
+    unit: Annotated[
+        UnitKind, typer.Option(help="layer: each replaced layer and attention module; block: each transformer block.")
+    ] = "layer",
+    toml: Annotated[Path, typer.Option(help="Where to write the run TOML of the plan.")] = Path("sensitivity.toml"),
+    plot: Annotated[Path, typer.Option(help="Where to write the PNG of the loss changes.")] = Path("sensitivity.png"),
+    trust_remote_code: TrustRemoteCodeOption = False,
+    *,
+    flags: list[str],
+) -> None:
+    """Loss change with the paradigm on one layer alone and removed from one layer alone; a plan within a budget.
+
+    Ranks the layers (or blocks), draws both changes, and writes a run TOML whose exclude rules keep the loss
+    within --budget nats of the exact model (greedy, most helpful first); 'newcompute train --config' takes it.
+    Deterministic given --seed.
+    """
+    from newcompute.telemetry.sensitivity import LossMeter, analyse, owned_units, plan_document
+    from newcompute.telemetry.sensitivity_render import sensitivity_plot, sensitivity_table
+    from newcompute.train.evaluation import load_model_for_eval
+
+    run = run_config(config, set_, flags, paradigm_config)
+    target = load_model_for_eval(run, paradigm, trust_remote_code=trust_remote_code)
+    for key, value in target.used:
+        console.print(f"[bold]{key}:[/] {escape(str(value))}", highlight=False)
+    composed = report_of(target.model)
+    units = owned_units(target.model, unit)
+    micro = batch_size or run.train.micro_batch_size
+    blocks = target.corpus.validation[: batches * micro]
+    meter = LossMeter(target.model, blocks, micro, target.accelerator, run.train.seed)
+    report = analyse(meter, units, budget)
+    console.print(sensitivity_table(report))
+    toml_path = toml.expanduser()
+    toml_path.parent.mkdir(parents=True, exist_ok=True)
+    toml_path.write_text(plan_document(target.run, composed.uses if composed else [], report, unit), encoding="utf-8")
+    verdict = "within" if report.within_budget else "NOT within (every unit exact still misses it)"
+    console.print(
+        f"Plan: {len(report.excluded)} of {len(units)} {unit}s exact, loss {report.plan_loss:.4f}, {verdict} "
+        f"the budget {budget:g} over the exact {report.exact_loss:.4f} ({meter.passes} passes over "
+        f"{len(meter.batches)} batches). Run TOML: {toml_path} (newcompute train --config {toml_path})",
+        highlight=False,
+        markup=False,
+    )
+    console.print(f"Plot: {sensitivity_plot(report, plot.expanduser())}", highlight=False, markup=False)
+
+
 def register(app: typer.Typer) -> None:
-    """Add ``inspect`` to the app."""
+    """Add ``inspect`` and ``sensitivity`` to the app."""
     app.command()(inspect)
+    app.command()(sensitivity)
