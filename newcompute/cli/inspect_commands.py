@@ -20,7 +20,6 @@ from newcompute.cli.common import (
 )
 from newcompute.cli.flags import with_config_flags
 from newcompute.cli.render import console
-from newcompute.composer import report_of
 from newcompute.errors import ConfigError
 
 InspectFormat = Literal["table", "json", "csv"]
@@ -58,6 +57,7 @@ def inspect(
     Runs a few batches of the run's validation data (or, with --model, of the default corpus) once, measuring
     every replaced layer and attention product; the model and its state are left as they were.
     """
+    from newcompute.composer import report_of
     from newcompute.telemetry import render
     from newcompute.telemetry.inspect import inspect_model
     from newcompute.train.evaluation import load_model_for_eval, load_run_for_eval
@@ -145,6 +145,7 @@ def sensitivity(
     within --budget nats of the exact model (greedy, most helpful first); 'newcompute train --config' takes it.
     Deterministic given --seed.
     """
+    from newcompute.composer import report_of
     from newcompute.telemetry.sensitivity import LossMeter, analyse, owned_units, plan_document
     from newcompute.telemetry.sensitivity_render import sensitivity_plot, sensitivity_table
     from newcompute.train.evaluation import load_model_for_eval

@@ -15,8 +15,6 @@ zeroed element counts; an element whose flips cancelled does not), for
 
 from __future__ import annotations
 
-import zlib
-
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -29,11 +27,6 @@ from newcompute_bitflip.reference import FlipSpec
 TELEMETRY_SLOTS = ("calls", "input_flipped", "inputs", "weight_flipped", "weights")
 INPUT_GROUPS = (0, 1)
 WEIGHT_GROUPS = (2, 3)
-
-
-def layer_stream(name: str) -> int:
-    """A stable 31-bit id per layer name, so layers draw independent flips (Python's ``hash`` is salted)."""
-    return zlib.crc32(name.encode()) & 0x7FFF_FFFF
 
 
 def changed(before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
@@ -51,7 +44,7 @@ class BitFlipLinear(nc.ReplacedLinear):
 
     def __init__(self, source: nn.Module, config: BitFlipConfig, name: str) -> None:
         super().__init__(source)
-        key = (config.seed, layer_stream(name))
+        key = nc.RandomStream.for_layer(config.seed, name).key
         self.inputs = _spec(config.x_p_exp, config.x_p_frac, config.x_zero_out_t, INPUT_GROUPS, key)
         self.weights = _spec(config.w_p_exp, config.w_p_frac, config.w_zero_out_t, WEIGHT_GROUPS, key)
         self.backend = config.backend

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 import newcompute as nc
 from newcompute_bitflip.config import BitFlipConfig
-from newcompute_bitflip.layer import BitFlipLinear
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 newcompute_api = ">=1.0,<2"
 
@@ -38,6 +40,8 @@ def newcompute_register_paradigms() -> list[nc.Paradigm]:
 def newcompute_replace_layer(
     paradigm: nc.Paradigm, config: BitFlipConfig, name: str, module: nn.Module
 ) -> nn.Module | None:
+    from newcompute_bitflip.layer import BitFlipLinear  # imported here, so listing paradigms needs no torch
+
     if not nc.is_linear_like(module):
         return None
     return BitFlipLinear(module, config, name)
@@ -54,6 +58,8 @@ FLIPS = {
 @nc.hookimpl
 def newcompute_statistics(module: nn.Module) -> dict[nc.Statistic, torch.Tensor] | None:
     """Flips per forward call (one call per step and micro-batch) and as a fraction of the elements."""
+    from newcompute_bitflip.layer import BitFlipLinear
+
     if not isinstance(module, BitFlipLinear):
         return None
     sums = module.telemetry

@@ -1,18 +1,23 @@
-"""The ``normuon`` paradigm: registration and the optimizer hook."""
+"""The ``normuon`` paradigm: registration and the optimizer hook.
+
+The optimizer (and torch with it) is imported inside the hook that builds
+it: the CLI imports every plugin's entry point to list paradigms, which
+then costs no torch import.
+"""
 
 from __future__ import annotations
 
 import importlib.util
-
-import torch
+from typing import TYPE_CHECKING
 
 import newcompute
-from newcompute import OptimizerSettings, Paradigm, ParamInfo, Role, Statistic
-
-from newcompute_normuon import statistics
+from newcompute import Paradigm, Role
 from newcompute_normuon.config import NorMuonConfig
-from newcompute_normuon.optimizer import NorMuonAdamW
-from newcompute_normuon.wiring import build_groups
+
+if TYPE_CHECKING:
+    import torch
+
+    from newcompute import OptimizerSettings, ParamInfo, Statistic
 
 newcompute_api = ">=1.0,<2"
 
@@ -44,6 +49,9 @@ def _ns_kernel(setting: str, params: list[ParamInfo]) -> str:
 def newcompute_build_optimizer(
     paradigm: Paradigm, config: NorMuonConfig, params: list[ParamInfo], settings: OptimizerSettings
 ) -> torch.optim.Optimizer:
+    from newcompute_normuon.optimizer import NorMuonAdamW
+    from newcompute_normuon.wiring import build_groups
+
     groups = build_groups(config, params, settings)
     return NorMuonAdamW(
         groups,
@@ -57,6 +65,9 @@ def newcompute_build_optimizer(
 
 @newcompute.hookimpl
 def newcompute_optimizer_statistics(optimizer: torch.optim.Optimizer) -> dict[str, dict[Statistic, torch.Tensor]] | None:
+    from newcompute_normuon import statistics
+    from newcompute_normuon.optimizer import NorMuonAdamW
+
     if not isinstance(optimizer, NorMuonAdamW):
         return None
     return {name: statistics.report(sums) for name, sums in optimizer.telemetry.items()}
