@@ -60,6 +60,7 @@ def inspect(
     from newcompute.composer import report_of
     from newcompute.telemetry import render
     from newcompute.telemetry.inspect import inspect_model
+    from newcompute.threads import use_threads
     from newcompute.train.evaluation import load_model_for_eval, load_run_for_eval
     from newcompute.train.runs import is_run_dir
 
@@ -81,12 +82,13 @@ def inspect(
         target = load_model_for_eval(
             run_config(config, set_, flags, paradigm_config), paradigm, trust_remote_code=trust_remote_code
         )
+    threads = use_threads(target.run.train.threads)
     micro = batch_size or target.run.train.micro_batch_size
     blocks = target.corpus.validation[: batches * micro]
     report = inspect_model(target.model, blocks, micro, target.accelerator, seed=target.run.train.seed)
     columns = render.chosen_columns(report, statistic)
     if format_ == "table":
-        for key, value in target.used:
+        for key, value in [*target.used, ("Threads", threads)]:
             console.print(f"[bold]{key}:[/] {escape(str(value))}", highlight=False)
         title = f"Per-layer error and statistics ({report.batches} batches, {report.tokens:,} predicted tokens)"
         console.print(render.inspect_table(report, columns, title))
@@ -148,11 +150,13 @@ def sensitivity(
     from newcompute.composer import report_of
     from newcompute.telemetry.sensitivity import LossMeter, analyse, owned_units, plan_document
     from newcompute.telemetry.sensitivity_render import sensitivity_plot, sensitivity_table
+    from newcompute.threads import use_threads
     from newcompute.train.evaluation import load_model_for_eval
 
     run = run_config(config, set_, flags, paradigm_config)
     target = load_model_for_eval(run, paradigm, trust_remote_code=trust_remote_code)
-    for key, value in target.used:
+    threads = use_threads(run.train.threads)
+    for key, value in [*target.used, ("Threads", threads)]:
         console.print(f"[bold]{key}:[/] {escape(str(value))}", highlight=False)
     composed = report_of(target.model)
     units = owned_units(target.model, unit)
