@@ -108,7 +108,8 @@ def timed_command(args: list[str]) -> dict[str, Any]:
     seconds = time.perf_counter() - started
     if done.returncode != 0:
         raise SystemExit(f"newcompute {' '.join(args)} failed ({done.returncode}):\n{done.stderr[-2000:]}")
-    return {"command": "newcompute " + " ".join(args), "seconds": seconds, "tail": done.stdout.strip().splitlines()[-2:]}
+    tail = done.stdout.strip().splitlines()[-2:]
+    return {"command": "newcompute " + " ".join(args), "seconds": seconds, "tail": tail}
 
 
 def main() -> None:

@@ -17,7 +17,7 @@ until the loss is within ``budget`` nats of the exact model's.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -105,7 +105,9 @@ def owned_units(model: nn.Module, unit: str = "layer") -> list[Unit]:
     ]
 
 
-def _exact_forward(module: ReplacedLinear) -> Any:
+def _exact_forward(module: ReplacedLinear) -> Callable[[torch.Tensor], torch.Tensor]:
+    """What the unmodified layer computes, with the replacement's own weights."""
+
     def forward(x: torch.Tensor) -> torch.Tensor:
         weight = module.weight_out_in()
         return F.linear(x, weight, module.bias)
@@ -139,7 +141,9 @@ def exact_modules(model: nn.Module, names: set[str]) -> Iterator[None]:
 class LossMeter:
     """The mean next-token loss of fixed batches, under any choice of exact modules."""
 
-    def __init__(self, model: nn.Module, blocks: np.ndarray, micro_batch_size: int, accelerator: Accelerator, seed: int):
+    def __init__(
+        self, model: nn.Module, blocks: np.ndarray, micro_batch_size: int, accelerator: Accelerator, seed: int
+    ) -> None:
         if blocks.ndim != 2 or blocks.shape[0] == 0:
             raise ConfigError("There are no blocks to measure on: the data gave no sequences of the block size.")
         self.model = model
