@@ -1,8 +1,8 @@
 """What a quantized layer reports to newcompute's telemetry, per GEMM role.
 
 Measured only while ``newcompute.collecting_statistics()`` is true, in
-float64 beside whichever kernel quantizes, from the tensor a role quantizes
-and the scale that role gives it:
+float32 beside whichever kernel quantizes, from the tensor a role quantizes
+and the scale that role gives it (the comparisons below are exact there):
 
 * **saturation rate**: the fraction of elements whose scaled magnitude is
   beyond the format's largest value (``max_normal``), which the cast clamps
@@ -10,7 +10,8 @@ and the scale that role gives it:
   ``scale_mode="floor"`` only values between ``max_normal`` and the next
   power of two saturate (OCP MX v1.0 §6.3); per-tensor FP8 with delayed
   scaling saturates whenever a tensor outgrows its history.
-* **underflow rate**: the fraction of non-zero elements that round to zero.
+* **underflow rate**: the fraction of non-zero elements that round to zero
+  (scaled magnitude at most half the smallest subnormal).
 * **shared exponent min / max** (MX): the smallest and largest E8M0 block
   exponent among blocks that hold a non-zero value.
 * **amax** (per-tensor FP8): the largest ``max|x|`` seen per tensor kind.
@@ -27,13 +28,7 @@ import torch
 
 from newcompute import Statistic, StatisticSums
 from newcompute_mx.formats import ElementFormat
-from newcompute_mx.reference import (
-    ScaleMode,
-    _to_blocks,
-    pow2,
-    round_to_element,
-    shared_exponents,
-)
+from newcompute_mx.reference import ScaleMode, pow2, shared_exponents
 
 ROLES = ("fwd_input", "fwd_weight", "dgrad_weight", "dgrad_grad_output", "wgrad_input", "wgrad_grad_output")
 KINDS = ("input", "weight", "grad_output")
@@ -50,23 +45,37 @@ def new_sums(device: torch.device | None) -> StatisticSums:
     )
 
 
-def _count(sums: StatisticSums, role: str, magnitude: torch.Tensor, rounded: torch.Tensor, fmt: ElementFormat) -> None:
-    sums.add(f"{role}_saturated", (magnitude > fmt.max_normal).sum())
-    sums.add(f"{role}_underflow", ((magnitude > 0) & (rounded == 0)).sum())
+def _count(sums: StatisticSums, role: str, magnitude: torch.Tensor, scaled: torch.Tensor, fmt: ElementFormat) -> None:
+    """Saturated: beyond ``max_normal``. Underflow: a non-zero value at most half the smallest subnormal, which
+    rounds to zero (half itself ties to the even neighbour, zero). Both comparisons are exact in float32."""
+    sums.add(f"{role}_saturated", (scaled > fmt.max_normal).sum())
+    sums.add(f"{role}_underflow", ((magnitude > 0) & (scaled <= fmt.min_subnormal / 2)).sum())
+
+
+def _blocks(x: torch.Tensor, axis: int, block_size: int) -> torch.Tensor:
+    """``|x|`` in float32 with ``axis`` last, zero-padded to whole blocks: ``(..., n_blocks, block_size)``."""
+    moved = x.detach().float().abs().movedim(axis, -1)
+    if moved.shape[-1] % block_size:
+        moved = torch.nn.functional.pad(moved, (0, block_size - moved.shape[-1] % block_size))
+    return moved.reshape(*moved.shape[:-1], -1, block_size)
 
 
 @torch.no_grad()
 def observe_mx(
     sums: StatisticSums, role: str, tensor: torch.Tensor, axis: int, fmt: ElementFormat, block_size: int, mode: ScaleMode
 ) -> None:
-    """Record one MX quantization of ``tensor`` along ``axis`` (the quantizer's own scale rule)."""
-    blocks, _ = _to_blocks(tensor.detach(), axis, block_size)
-    magnitude = blocks.abs()
+    """Record one MX quantization of ``tensor`` along ``axis`` (the quantizer's own scale rule).
+
+    Float32 throughout, which is exact here: dividing by the block's power of two only shifts exponents (a
+    value pushed below float32's range would round to zero in any element format too), and the scale
+    exponent comes from the reference's float64 rule on the block maxima alone.
+    """
+    magnitude = _blocks(tensor, axis, block_size)
     amax = magnitude.amax(dim=-1)
     usable = torch.isfinite(amax)
-    exponent = shared_exponents(torch.where(usable, amax, 0.0), fmt, mode)
-    scaled = torch.where(usable.unsqueeze(-1), magnitude / pow2(exponent).unsqueeze(-1), 0.0)
-    _count(sums, role, scaled, round_to_element(scaled, fmt), fmt)
+    exponent = shared_exponents(torch.where(usable, amax, 0.0).double(), fmt, mode)
+    scaled = torch.where(usable.unsqueeze(-1), magnitude * pow2(-exponent).float().unsqueeze(-1), 0.0)
+    _count(sums, role, magnitude, scaled, fmt)
     sums.add(f"{role}_seen", tensor.numel())
     holding = usable & (amax > 0)
     sums.minimum(f"{role}_exp_min", torch.where(holding, exponent, _NO_EXPONENT).amin())
@@ -77,11 +86,12 @@ def observe_mx(
 def observe_scaled(
     sums: StatisticSums, role: str, kind: str, tensor: torch.Tensor, fmt: ElementFormat, scale: torch.Tensor
 ) -> None:
-    """Record one per-tensor FP8 cast of ``tensor`` with ``scale``."""
-    scaled = (tensor.detach().to(torch.float64) * scale.to(torch.float64)).to(torch.float32).to(torch.float64).abs()
-    _count(sums, role, scaled, round_to_element(scaled, fmt), fmt)
+    """Record one per-tensor FP8 cast of ``tensor`` with ``scale`` (the product rounded to float32, as cast)."""
+    magnitude = tensor.detach().float().abs()
+    scaled = magnitude * scale.float()
+    _count(sums, role, magnitude, scaled, fmt)
     sums.add(f"{role}_seen", tensor.numel())
-    sums.maximum(f"{kind}_amax", tensor.detach().abs().amax())
+    sums.maximum(f"{kind}_amax", magnitude.amax())
 
 
 def _described(name: str, description: str, unit: str) -> Statistic:

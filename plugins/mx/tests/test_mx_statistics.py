@@ -80,3 +80,25 @@ def test_a_training_step_measures_the_backward_roles_and_off_measures_nothing() 
     assert fractions and all(0.0 <= v <= 1.0 for v in fractions)
     exponents = [s.value for s in stats if s.statistic.name == "fwd_weight_exponent_max"]
     assert exponents and all(-20 < v < 0 for v in exponents)  # small random weights: blocks scaled down
+
+
+@pytest.mark.parametrize("fmt", ["e4m3", "e5m2", "e3m2", "e2m3", "e2m1", "int8"])
+@pytest.mark.parametrize("mode", ["floor", "ceil"])
+def test_rates_agree_with_the_reference_quantizer(fmt: str, mode: str) -> None:
+    from newcompute_mx.formats import FORMATS
+    from newcompute_mx.reference import SCALE_BIAS, mx_quantize
+
+    generator = torch.Generator().manual_seed(3)
+    x = torch.randn(6, 96, generator=generator) * torch.exp2(torch.randint(-20, 20, (6, 96), generator=generator).float())
+    x[0, :5] = 0.0
+    quantizer = MXQuantizer({role: fmt for role in ROLES}, 32, mode)
+    with nc.collect_statistics():
+        quantizer.pairs([(TensorKind.INPUT, x, True, False)], torch.float32)
+    reference = mx_quantize(x, FORMATS[fmt], 32, -1, mode)
+    scales = torch.exp2(reference.scale_codes.double() - SCALE_BIAS).repeat_interleave(32, dim=-1)
+    saturated = (x.double().abs() / scales > FORMATS[fmt].max_normal).sum().item()
+    underflow = ((x != 0) & (reference.elements == 0)).sum().item()
+    sums = quantizer.telemetry
+    assert sums["fwd_input_saturated"].item() == saturated
+    assert sums["fwd_input_underflow"].item() == underflow
+    assert underflow > 0  # the test data reaches the subnormal range of every format
