@@ -151,9 +151,16 @@ def _task_table(scores: dict[str, dict[str, Any]]) -> Table:
 def compare(
     runs: Annotated[list[Path], typer.Argument(help="Run folders written by 'newcompute train'.")],
     plot: Annotated[Path, typer.Option(help="Where to write the PNG of the loss curves.")] = Path("compare.png"),
+    statistic: Annotated[
+        str | None, typer.Option(help="Also plot this telemetry statistic (runs trained with --telemetry-every).")
+    ] = None,
+    layer: Annotated[str, typer.Option(help="With --statistic: the layer, or a glob of layers, to plot.")] = "*",
+    statistic_plot: Annotated[
+        Path, typer.Option(help="With --statistic: where to write its PNG.")
+    ] = Path("compare-statistic.png"),
 ) -> None:
     """Compare runs: final/best validation loss, tokens/s, peak memory, and a PNG of their loss curves."""
-    from newcompute.train.compare import comparison_table, plot_curves, summarize
+    from newcompute.train.compare import comparison_table, plot_curves, plot_statistic, summarize
 
     runs = [r.expanduser() for r in runs]
     missing = [str(r) for r in runs if not r.is_dir()]
@@ -162,6 +169,9 @@ def compare(
     summaries = [summarize(r, lambda note: console.print(note, highlight=False, markup=False)) for r in runs]
     console.print(comparison_table(summaries))
     console.print(f"Loss curves: {plot_curves(summaries, plot.expanduser())}", highlight=False)
+    if statistic is not None:
+        drawn = plot_statistic(runs, statistic, layer, statistic_plot.expanduser())
+        console.print(f"{statistic} of {layer}: {drawn}", highlight=False, markup=False)
 
 
 def register(app: typer.Typer) -> None:
