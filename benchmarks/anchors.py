@@ -24,7 +24,7 @@ moment earlier in the same process:
 Last, every target of the speed issue with its measured value.
 
     python benchmarks/anchors.py                       # all parts (about 12 minutes on an H200)
-    python benchmarks/anchors.py --parts step --paradigms optical,mxfp8
+    python benchmarks/anchors.py --parts step --paradigms optical,mxfp8 --modes graphs,eager
     python benchmarks/anchors.py --parts optical,mx,optimizer
 """
 
@@ -74,14 +74,13 @@ def _attempt(label: str, measure: Any) -> Any:
         return None
 
 
-def steps(paradigms: list[str], batch: int, warmup: int, timed: int) -> dict[str, Any]:
+def steps(paradigms: list[str], modes: list[str], batch: int, warmup: int, timed: int) -> dict[str, Any]:
     train = _load("train")
     model = train.SHAPES["clm-400m"]
     peak = train.measured_peak_tflops()
     print(f"\n## whole training step, clm-400m, batch {batch} × 1024; measured bf16 peak {peak:.0f} TFLOP/s")
     variants = ["compile+graphs", "eager"]
-    for name in paradigms:
-        variants += [f"{name}@graphs", f"{name}@compile+graphs", f"{name}@eager"]
+    variants += [f"{name}@{mode}" for name in paradigms for mode in modes]
     ms: dict[str, float] = {}
     for variant in variants:
         result = _attempt(variant, lambda: train.run_variant(model, variant, batch, 1024, warmup, timed, False))
@@ -189,6 +188,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--parts", default="step,optical,mx,optimizer", help="comma-separated parts, see above")
     parser.add_argument("--paradigms", default="optical,mxfp8,normuon,bitflip")
+    parser.add_argument("--modes", default="graphs,compile+graphs,eager", help="the modes each paradigm runs in")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--steps", type=int, default=8, help="timed steps per variant")
@@ -200,7 +200,7 @@ def main() -> int:
     paradigms = [p for p in args.paradigms.split(",") if p]
     print(f"device: {torch.cuda.get_device_name()}, torch {torch.__version__}")
     parts = {
-        "step": lambda: steps(paradigms, args.batch, args.warmup, args.steps),
+        "step": lambda: steps(paradigms, args.modes.split(","), args.batch, args.warmup, args.steps),
         "optical": lambda: optical_anchor(args.batch, args.steps),
         "mx": mx_anchor,
         "optimizer": optimizer_anchor,
