@@ -106,3 +106,12 @@ def test_a_trained_optical_run_reports_its_statistics_on_its_own_data(tmp_path: 
     assert document["statistics"]["input_range_use"]["unit"] == "fraction"
     code, out = _invoke(["inspect", str(tmp_path / "run"), "--model", "tiny"])
     assert code == 2 and "is a saved run" in " ".join(out.split())
+
+
+def test_inspect_and_sensitivity_take_the_model_and_data_flags() -> None:
+    from newcompute.cli.flags import config_flags
+
+    for command in ("inspect", "sensitivity"):
+        names = {name for f in config_flags(command) for name in f.names}
+        assert {"--model", "--init", "--dataset", "--block-size", "--seed", "--precision"} <= names
+        assert "--steps" not in names and "--telemetry-every" not in names
