@@ -124,6 +124,11 @@ class DataSettings(Strict):
     split: str = Field("train", description="The dataset split to read.")
     text_column: str = Field("text", description="The column or JSON key holding the text.")
     streaming: bool = Field(False, description="Stream a hub dataset instead of downloading it.")
+    cache: bool = Field(
+        True,
+        description="Keep the tokens of local files and the built-in corpus in the token cache "
+        "($NEWCOMPUTE_CACHE/tokens, default ~/.cache/newcompute/tokens), so a second run starts at once.",
+    )
     token_dtype: Literal["uint16", "uint32"] = Field(
         "uint16", description="Width of the token ids in raw .bin token files (nanoGPT writes uint16)."
     )
