@@ -24,6 +24,14 @@ or an iterator of pieces of text that together make one document, for a document
 
 SCHEME = re.compile(r"^[a-z][a-z0-9+.-]*:$")
 SUFFIX = re.compile(r"^\.[a-z0-9][a-z0-9._-]*$")
+_SCHEME_PREFIX = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*:)(?!//)")
+"""``name:`` at the start of a dataset; ``://`` is left out so that a URL is not read as a scheme of ours."""
+
+
+def split_scheme(dataset: str) -> tuple[str, str] | None:
+    """``("mydata:", "abc")`` for ``mydata:abc`` (the scheme in lower case), or None without a scheme."""
+    found = _SCHEME_PREFIX.match(dataset)
+    return (found.group(1).lower(), dataset[found.end() :]) if found else None
 
 
 @dataclass(frozen=True)

@@ -212,6 +212,17 @@ class Registry:
         """The data source behind each scheme (``builtin:``) and file suffix (``.txt``) ``--dataset`` may use."""
         return {claim: self._sources[name][0] for claim, name in self._claims.items()}
 
+    def source_for_file(self, file: str | Path) -> DataSource | None:
+        """The source claiming the longest suffix ``file``'s name ends with (``.jsonl.gz`` before ``.gz``)."""
+        name = Path(file).name.lower()
+        matches = [claim for claim in self._claims if claim.startswith(".") and name.endswith(claim)]
+        return self._sources[self._claims[max(matches, key=len)]][0] if matches else None
+
+    def source_for_scheme(self, scheme: str) -> DataSource | None:
+        """The source claiming ``scheme`` (such as ``builtin:``), if any."""
+        name = self._claims.get(scheme.lower())
+        return self._sources[name][0] if name is not None else None
+
     def data_source_plugin(self, name: str) -> PluginRecord:
         """The plugin that registered data source ``name`` (the core's record for its own)."""
         return self._sources[name][1]

@@ -24,7 +24,12 @@ sys.exit(code)
 
 @pytest.mark.parametrize(
     ("args", "expected"),
-    [(["--help"], "list-paradigms"), (["list-paradigms"], "optical"), (["train", "--help"], "--threads")],
+    [
+        (["--help"], "list-paradigms"),
+        (["list-paradigms"], "optical"),
+        (["train", "--help"], "--threads"),
+        (["data-sources"], "builtin:"),
+    ],
 )
 def test_help_and_list_paradigms_import_neither_torch_nor_transformers(args: list[str], expected: str) -> None:
     script = IMPORTED_BY.format(heavy=HEAVY)

@@ -153,10 +153,14 @@ def test_data_source_example_reads_csv_rows_and_refuses_a_missing_column(tmp_pat
     from newcompute.train.packing import pack
     from newcompute.train.sources import open_source
 
+    from newcompute.testing import check_data_source
+
+    plugin = module_from("data_source", SNIPPETS["data-source"])
     registry = nc.Registry()
-    record = registry.register(module_from("data_source", SNIPPETS["data-source"]), name="docs-csv")
+    record = registry.register(plugin, name="docs-csv")
     assert record.status == "ok" and record.data_sources == ["csv"]
     (tmp_path / "notes.csv").write_text('id,text\n1,ab\n2,"c,d"\n', encoding="utf-8")
+    assert check_data_source(plugin, str(tmp_path / "notes.csv")) == ["ab", "c,d"]
     settings = DataSettings(dataset=str(tmp_path / "notes.csv"), validation_fraction=0.5)
     corpus = pack(open_source(settings, registry), byte_tokenizer(), 3, settings, 0)
     # a b EOS c , d EOS → blocks [a b EOS] [c , d]; the first is held out

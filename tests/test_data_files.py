@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -200,3 +201,20 @@ def test_ctrl_c_while_tokenizing_stops_within_two_seconds(tmp_path: Path) -> Non
                 process.kill()
     assert code == 130 and elapsed < 2.0, (code, elapsed, rest[-2000:])
     assert [line for line in rest.splitlines() if line.strip()] == ["Interrupted (Ctrl-C)."]
+
+
+def test_a_token_file_is_read_chunk_by_chunk_and_no_further_than_needed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(packing, "IDS_CHUNK", 1000)
+    file = tmp_path / "tokens.bin"
+    file.write_bytes((np.arange(1_000_000) % 250).astype("<u2").tobytes())  # 2 MB; 4 MB as int32
+    settings = DataSettings(dataset=str(file), validation_fraction=0.5)
+    source, tokenizer = open_source(settings), byte_tokenizer()
+    tracemalloc.start()
+    corpus = pack(source, tokenizer, 10, settings, 0, limit=5000)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert corpus.tokens_read == 5000 and not corpus.exhausted
+    assert sorted(np.concatenate([corpus.train.ravel(), corpus.validation.ravel()])) == sorted(np.arange(5000) % 250)
+    assert peak < 500_000, f"reading 5,000 tokens of a memory-mapped file allocated {peak:,} bytes"

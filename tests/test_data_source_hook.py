@@ -13,6 +13,7 @@ import newcompute as nc
 from newcompute import plugins
 from newcompute.cli.app import build_app
 from newcompute.config import DataSettings
+from newcompute.testing import ConformanceFailure, check_data_source
 from newcompute.tokenizer import byte_tokenizer
 from newcompute.train.packing import pack
 from newcompute.train.sources import open_source
@@ -177,3 +178,35 @@ def test_a_failing_source_names_its_plugin(registry: nc.Registry, tmp_path: Path
     text = " ".join(failed.output.split())
     assert failed.exit_code == 1 and "ValueError: the plugin's own bug" in text
     assert "Plugin nc-sources 0.3 failed in its data source 'broken'" in text and "Unexpected error" not in text
+
+
+class FlakyPlugin:
+    """A source whose documents depend on how often it was read: what the conformance check is for."""
+
+    def __init__(self) -> None:
+        self.reads = 0
+
+    def _read(self, target: str, settings: DataSettings) -> Iterator[str]:
+        self.reads += 1
+        yield from ["same", f"read {self.reads}"]
+
+    @nc.hookimpl
+    def newcompute_register_data_sources(self) -> list[nc.DataSource]:
+        return [nc.DataSource("flaky", "changes between reads", self._read, schemes=("flaky:",))]
+
+
+def test_the_conformance_check_reads_twice_and_checks_every_document(tmp_path: Path) -> None:
+    assert check_data_source(SourcesPlugin(), "rows:2") == ["row 0", "row 1"]
+    assert check_data_source(SourcesPlugin(), "ids:1,2") == [[1, 2], [7, 8]]
+    assert check_data_source(SourcesPlugin(), "pieces:") == ["one document in pieces"]
+    (tmp_path / "d.csv").write_text("ab,1\n")
+    assert check_data_source(SourcesPlugin(), str(tmp_path / "d.csv")) == ["ab"]
+    with pytest.raises(ConformanceFailure, match=r"different documents on a second read \(first difference at "
+                       r"document 1; 2 then 2 documents\)"):
+        check_data_source(FlakyPlugin(), "flaky:x")
+    with pytest.raises(ConformanceFailure, match=r"yielded a dict; a document is a str"):
+        check_data_source(SourcesPlugin(), "broken:dict")
+    with pytest.raises(ConformanceFailure, match=r"'notes.txt' is read by data source 'text' of newcompute, not"):
+        check_data_source(SourcesPlugin(), "notes.txt")
+    with pytest.raises(ConformanceFailure, match=r"did not register cleanly \(partial\)"):
+        check_data_source(ClashingPlugin(), "x.tsv")

@@ -24,6 +24,7 @@ from newcompute.testing.checks_config import (
     check_defaults_validate,
     generated_bad_tables,
 )
+from newcompute.testing.checks_data import check_data_source
 from newcompute.testing.checks_model import (
     check_attend,
     check_identity,
@@ -56,6 +57,7 @@ __all__ = [
     "check_composes",
     "check_config_documented",
     "check_config_record_round_trip",
+    "check_data_source",
     "check_defaults_validate",
     "check_entry_point",
     "check_identity",

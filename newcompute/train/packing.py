@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -29,6 +29,8 @@ from newcompute.errors import ConfigError
 from newcompute.train import token_cache
 from newcompute.train.sources import TextSource
 
+T = TypeVar("T")
+
 TOKENIZE_CHUNK_CHARS = 1 << 16
 """The most characters the tokenizer sees in one text: a long document is tokenized in pieces of this size,
 cut after a line break or a space where there is one, so its tokenizing memory does not grow with it."""
@@ -36,6 +38,9 @@ _BATCH_CHARS = 1 << 18
 """Characters per tokenizer call (several pieces at once run in parallel): a call takes a fraction of a
 second, which bounds how long Ctrl-C waits, since Python handles signals only between calls."""
 _BATCH_PIECES = 512
+IDS_CHUNK = 1 << 22
+"""Token ids read (and checked, and converted) at a time from a document of ids, such as a memory-mapped token
+file: what it costs in memory beyond the tokens kept, and how far a ``--max-tokens`` read goes past the limit."""
 
 
 @dataclass(frozen=True)
@@ -84,33 +89,49 @@ def text_chunks(pieces: Iterable[str], size: int = TOKENIZE_CHUNK_CHARS) -> Iter
 
 @dataclass
 class _Unit:
-    """A chunk of a document's text, or all of a document's ids, and whether the document ends with it."""
+    """A chunk of a document's text or of its token ids, and whether the document ends with it."""
 
     text: str | None
     ids: np.ndarray | None
     last: bool
 
 
-def _units(documents: Iterable[Document], vocab: int, where: str) -> Iterator[_Unit]:
+def _units(documents: Iterable[Document], where: str) -> Iterator[_Unit]:
     for document in documents:
         if isinstance(document, (str, Iterator)):
-            chunks = text_chunks([document] if isinstance(document, str) else document)
-            previous = next(chunks, "")
-            for chunk in chunks:
-                yield _Unit(previous, None, False)
-                previous = chunk
-            yield _Unit(previous, None, True)
+            texts = text_chunks([document] if isinstance(document, str) else document)
+            yield from (_Unit(chunk, None, last) for chunk, last in _with_last(texts, ""))
         else:
-            yield _Unit(None, _token_ids(document, vocab, where), True)
+            chunks = _id_chunks(_flat_ids(document, where))
+            yield from (_Unit(None, chunk, last) for chunk, last in _with_last(chunks, np.zeros(0, np.int32)))
 
 
-def _token_ids(document: Any, vocab: int, where: str) -> np.ndarray:
+def _with_last(items: Iterator[T], empty: T) -> Iterator[tuple[T, bool]]:
+    """Each item and whether it is the last one; ``empty`` (as the last) when there are none."""
+    previous = next(items, empty)
+    for item in items:
+        yield previous, False
+        previous = item
+    yield previous, True
+
+
+def _flat_ids(document: Any, where: str) -> np.ndarray:
+    """The document as an array, not yet read: a memory-mapped file stays on disk until its chunks are."""
     ids = np.asarray(document)
     if ids.ndim != 1 or (ids.size and ids.dtype.kind not in "iu"):
         raise ConfigError(
             f"{where} gave a document of token ids that is not a flat sequence of integers "
             f"(shape {ids.shape}, dtype {ids.dtype})."
         )
+    return ids
+
+
+def _id_chunks(ids: np.ndarray) -> Iterator[np.ndarray]:
+    for start in range(0, ids.size, IDS_CHUNK):
+        yield ids[start : start + IDS_CHUNK]
+
+
+def _checked_ids(ids: np.ndarray, vocab: int, where: str) -> np.ndarray:
     if ids.size and (ids.min() < 0 or ids.max() >= vocab):
         raise ConfigError(
             f"{where} gave token id {int(ids.max() if ids.max() >= vocab else ids.min())}, outside the "
@@ -133,14 +154,19 @@ def _batches(units: Iterator[_Unit]) -> Iterator[list[_Unit]]:
         yield batch
 
 
-def _tokenized(batch: list[_Unit], tokenizer: PreTrainedTokenizerBase) -> list[np.ndarray]:
+def _tokenized(batch: list[_Unit], tokenizer: PreTrainedTokenizerBase, where: str) -> Iterator[np.ndarray]:
+    """Each unit's tokens, in order; the ids of a chunk are read and checked only when it is reached."""
     texts = [unit.text for unit in batch if unit.text is not None]
     encoded = iter(
         tokenizer(texts, add_special_tokens=False, return_attention_mask=False, verbose=False)["input_ids"]
         if texts
         else []
     )
-    return [np.asarray(next(encoded), dtype=np.int32) if unit.ids is None else unit.ids for unit in batch]
+    for unit in batch:
+        if unit.ids is None:
+            yield np.asarray(next(encoded), dtype=np.int32)
+        else:
+            yield _checked_ids(unit.ids, len(tokenizer), where)
 
 
 def _token_stream(
@@ -150,8 +176,8 @@ def _token_stream(
     eos = np.asarray([] if tokenizer.eos_token_id is None else [tokenizer.eos_token_id], dtype=np.int32)
     pieces: list[np.ndarray] = []
     total = documents = 0
-    for batch in _batches(_units(source.documents(), len(tokenizer), source.description)):
-        for unit, ids in zip(batch, _tokenized(batch, tokenizer)):
+    for batch in _batches(_units(source.documents(), source.description)):
+        for unit, ids in zip(batch, _tokenized(batch, tokenizer, source.description)):
             pieces.append(ids)
             total += ids.size
             if unit.last:

@@ -11,7 +11,6 @@ settings always give the same token stream.
 from __future__ import annotations
 
 import contextlib
-import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,13 +19,9 @@ from typing import Protocol
 from newcompute.config import DataSettings
 from newcompute.core_sources import BUILTIN_PYDOC, HUB_SCHEME
 from newcompute.culprit import Culprit, describe
-from newcompute.datasource import DataSource, Document
+from newcompute.datasource import DataSource, Document, split_scheme
 from newcompute.errors import ConfigError, NewcomputeError, PluginError
 from newcompute.plugins import Registry, get_registry
-
-_SCHEME_PREFIX = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*:)(?!//)")
-"""``name:`` at the start of a dataset; ``://`` is left out so that a URL is not read as a scheme of ours."""
-
 
 class TextSource(Protocol):
     """Documents to pack, and a sentence that says what they are."""
@@ -112,23 +107,16 @@ def _valid_claims(registry: Registry) -> str:
     return f"schemes {', '.join(schemes)} (a bare hub id means {HUB_SCHEME}ID); file suffixes {', '.join(suffixes)}"
 
 
-def _suffix_source(file: Path, registry: Registry) -> DataSource | None:
-    """The source claiming the longest suffix ``file``'s name ends with (``.jsonl.gz`` before ``.gz``)."""
-    name = file.name.lower()
-    matches = [claim for claim in registry.claims if claim.startswith(".") and name.endswith(claim)]
-    return registry.claims[max(matches, key=len)] if matches else None
-
-
 def _local_targets(path: Path, registry: Registry) -> tuple[Target, ...]:
     if path.is_file():
-        source = _suffix_source(path, registry)
+        source = registry.source_for_file(path)
         if source is None:
             raise ConfigError(
                 f"data.dataset: no data source reads {path} (a '{path.suffix}' file). Valid: {_valid_claims(registry)}."
             )
         return (Target(source, str(path)),)
     files = sorted(p for p in path.rglob("*") if p.is_file())
-    targets = tuple(Target(s, str(f)) for f in files if (s := _suffix_source(f, registry)) is not None)
+    targets = tuple(Target(s, str(f)) for f in files if (s := registry.source_for_file(f)) is not None)
     if not targets:
         suffixes = ", ".join(c for c in registry.claims if c.startswith("."))
         raise ConfigError(f"data.dataset: folder {path} holds no files any data source reads ({suffixes}).")
@@ -136,7 +124,7 @@ def _local_targets(path: Path, registry: Registry) -> tuple[Target, ...]:
 
 
 def _looks_like_path(name: str, registry: Registry) -> bool:
-    return name.startswith((".", "/", "~")) or name.count("/") > 1 or _suffix_source(Path(name), registry) is not None
+    return name.startswith((".", "/", "~")) or name.count("/") > 1 or registry.source_for_file(name) is not None
 
 
 def _local(path: Path, settings: DataSettings, registry: Registry) -> ResolvedSource:
@@ -166,21 +154,21 @@ def open_source(settings: DataSettings, registry: Registry | None = None) -> Tex
     path = Path(name)
     if path.exists():
         return _local(path, settings, registry)
-    scheme = _SCHEME_PREFIX.match(name)
+    scheme = split_scheme(name)
     if scheme:
-        source = registry.claims.get(scheme.group(1).lower())
+        source = registry.source_for_scheme(scheme[0])
         if source is None:
             raise ConfigError(
-                f"data.dataset: no data source reads '{scheme.group(1)}' datasets. Valid: {_valid_claims(registry)}."
+                f"data.dataset: no data source reads '{scheme[0]}' datasets. Valid: {_valid_claims(registry)}."
                 " 'newcompute data-sources' lists them with the plugins they come from."
             )
-        return _named(source, name[scheme.end() :], settings, registry)
+        return _named(source, scheme[1], settings, registry)
     if _looks_like_path(name, registry):
         raise ConfigError(
             f"data.dataset: {name} does not exist. Pass an existing file or folder ({_valid_claims(registry)}), "
             f"a hub dataset id such as HuggingFaceFW/fineweb-edu, or '{BUILTIN_PYDOC}'."
         )
-    hub = registry.claims.get(HUB_SCHEME)
+    hub = registry.source_for_scheme(HUB_SCHEME)
     if hub is None:
         raise ConfigError(f"data.dataset: '{name}' would be a hub dataset, but no data source claims '{HUB_SCHEME}'.")
     return _named(hub, name, settings, registry)
