@@ -16,7 +16,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from newcompute.culprit import Culprit, describe
 from newcompute.errors import ConfigError, NewcomputeError, PluginError, RunError
@@ -198,8 +207,10 @@ class TrainSettings(Strict):
         json_schema_extra=flag(commands=ALL_COMMANDS),
     )
     compile: bool = Field(False, description="torch.compile the model.")
-    cuda_graphs: bool = Field(
-        False, description="Replay each micro-step as a captured CUDA graph (one CUDA GPU, one process)."
+    cuda_graphs: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="Replay each micro-step as a captured CUDA graph. 'auto': on one CUDA GPU when every "
+        "paradigm declares it can be captured; the run summary says what was chosen and why.",
     )
     telemetry_every: int | None = Field(
         None,
@@ -238,6 +249,13 @@ class TrainSettings(Strict):
         "not a warning.",
         json_schema_extra=flag(commands=("train", "transform")),
     )
+
+
+    @field_validator("cuda_graphs", mode="before")
+    @classmethod
+    def _graphs_from_a_boolean(cls, value: Any) -> Any:
+        """Run records written before 'auto' existed hold ``true`` or ``false``: they mean 'on' and 'off'."""
+        return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value
 
 
 class RunConfig(Strict):

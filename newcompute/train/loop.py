@@ -108,9 +108,8 @@ class Trainer:
         self.losses: dict[int, float] = {}
         self.speed = (0, 0.0)
         self.metrics = MetricsLog(session.run_dir, enabled=False)
-        self.graphed = (
-            GraphedMicroStep(session.model, self._eager_micro_step, display.print) if settings.cuda_graphs else None
-        )
+        graphed = session.cuda_graphs.enabled
+        self.graphed = GraphedMicroStep(session.model, self._eager_micro_step, display.print) if graphed else None
         self.telemetry = StepTelemetry(settings.telemetry_every, session.model, session.optimizer, session.registry)
 
     def _trainer_state(self) -> dict[str, Any]:

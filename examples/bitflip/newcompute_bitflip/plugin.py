@@ -32,6 +32,7 @@ def newcompute_register_paradigms() -> list[nc.Paradigm]:
             config=BitFlipConfig,
             roles=frozenset({nc.Role.LAYER}),
             docs=DOCS,
+            capturable=True,  # the call counter is a buffer; the kernel reads it from device memory
         )
     ]
 

@@ -38,7 +38,14 @@ ROLES_LAYER_AND_ATTENTION = frozenset({Role.LAYER, Role.ATTENTION})
 
 
 PARADIGMS: list[Paradigm] = [
-    Paradigm(name=name, summary=config.__doc__ or "", config=config, roles=ROLES_LAYER_AND_ATTENTION, docs=DOCS)
+    Paradigm(
+        name=name,
+        summary=config.__doc__ or "",
+        config=config,
+        roles=ROLES_LAYER_AND_ATTENTION,
+        docs=DOCS,
+        capturable=True,  # block scales are computed on the device, per call
+    )
     for name, config in MX_CONFIGS.items()
 ] + [
     Paradigm(
@@ -47,6 +54,7 @@ PARADIGMS: list[Paradigm] = [
         config=FP8Config,
         roles=ROLES_LAYER_AND_ATTENTION,
         docs=DOCS,
+        capturable=True,  # the amax history is a buffer updated on the device
     )
 ]
 

@@ -28,6 +28,7 @@ PARADIGM = Paradigm(
     config=OpticalConfig,
     roles=frozenset({Role.LAYER, Role.ATTENTION}),
     docs="docs/optical.md",
+    capturable=True,  # ranges, statistics and the noise counter are buffers updated on the device
 )
 
 
