@@ -16,7 +16,7 @@ import typer
 from rich.table import Table
 
 from newcompute import __version__
-from newcompute.cli import run_commands, scaffold_commands
+from newcompute.cli import run_commands, scaffold_commands, study_commands
 from newcompute.cli.common import (
     ConfigOption,
     ParadigmConfigOption,
@@ -145,6 +145,7 @@ def build_app() -> typer.Typer:
     app.command()(transform)
     run_commands.register(app)
     scaffold_commands.register(app)
+    study_commands.register(app)
     with shown_warnings():
         get_registry().add_commands(app)
     return app

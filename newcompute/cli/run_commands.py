@@ -26,6 +26,7 @@ from newcompute.cli.common import (
 )
 from newcompute.cli.flags import override, with_config_flags
 from newcompute.cli.render import console
+from newcompute.cli.study_commands import FormatOption, OutputOption, XOption, check_format, emit, note
 from newcompute.errors import ConfigError
 
 
@@ -149,17 +150,31 @@ def _task_table(scores: dict[str, dict[str, Any]]) -> Table:
 def compare(
     runs: Annotated[list[Path], typer.Argument(help="Run folders written by 'newcompute train'.")],
     plot: Annotated[Path, typer.Option(help="Where to write the PNG of the loss curves.")] = Path("compare.png"),
+    fmt: FormatOption = "table",
+    output: OutputOption = None,
+    baseline: Annotated[
+        str | None, typer.Option(help="The run (its folder name) the Δ column is measured against.")
+    ] = None,
+    x: XOption = "tokens",
 ) -> None:
-    """Compare runs: final/best validation loss, tokens/s, peak memory, and a PNG of their loss curves."""
-    from newcompute.train.compare import comparison_table, plot_curves, summarize
+    """Compare runs: final (full-set) and best periodic validation loss, Δ vs a baseline, tokens/s, peak memory,
+    cost estimates and lm-eval scores; --format md/csv/json exports them. Writes a PNG of the loss curves."""
+    from newcompute.study.plots import plot_curves
+    from newcompute.study.results import run_results
+    from newcompute.train.compare import summarize
 
+    check_format(fmt)
     runs = [r.expanduser() for r in runs]
     missing = [str(r) for r in runs if not r.is_dir()]
     if missing:
         raise ConfigError(f"Not a folder: {', '.join(missing)}. Pass run folders written by 'newcompute train'.")
-    summaries = [summarize(r, lambda note: console.print(note, highlight=False, markup=False)) for r in runs]
-    console.print(comparison_table(summaries))
-    console.print(f"Loss curves: {plot_curves(summaries, plot.expanduser())}", highlight=False)
+    emit(run_results(runs, baseline, note), fmt, output, "Runs compared")
+    summaries = [summarize(r) for r in runs]
+    written = f"Loss curves: {plot_curves(summaries, plot.expanduser(), x)}"
+    if fmt == "table" or output is not None:
+        console.print(written, highlight=False)
+    else:
+        typer.echo(written, err=True)  # stdout holds the export
 
 
 def register(app: typer.Typer) -> None:
