@@ -194,3 +194,67 @@ def test_jobs_beyond_the_gpus_are_refused(monkeypatch: pytest.MonkeyPatch, tmp_p
 
     with pytest.raises(ConfigError, match="--jobs 3: each point runs on a GPU of its own, and 2 are visible"):
         run_in_subprocesses(SweepFolder(tmp_path), [], 3, ["0", "1"], print)
+
+
+def _fake_run(run_dir: Path, paradigms: list[str], final: float) -> None:
+    """A finished run's metrics and summary, as the trainer writes them (16 tokens a step)."""
+    run_dir.mkdir(parents=True)
+    records = [
+        {"kind": "train", "step": 1, "loss": final + 1, "tokens": 16, "tokens_per_s": 100.0},
+        {"kind": "eval", "step": 1, "val_loss": final + 0.5, "final": False},
+        {"kind": "train", "step": 2, "loss": final + 0.2, "tokens": 32, "tokens_per_s": 100.0},
+        {"kind": "eval", "step": 2, "val_loss": final, "val_ppl": 2.0, "final": True},
+    ]
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    summary = {"paradigms": paradigms, "steps": 2, "tokens": 32, "final_val_loss": final, "tokens_per_s": 100.0}
+    (run_dir / "summary.json").write_text(json.dumps(summary))
+
+
+def test_results_of_a_sweep_and_the_final_loss_against_an_axis_with_seeds_as_error_bars(tmp_path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    from newcompute.study.plots import axis_figure
+    from newcompute.study.results import sweep_rows
+    from newcompute.study.sweep import plan_sweep
+
+    grid = _grid(tmp_path, 'paradigms = [[], "optical"]\n"paradigm.optical.fc.q_levels" = [16, 256]\nseed = [0, 1]\n')
+    folder, points = plan_sweep(grid, get_registry())
+    finals = {
+        "paradigms-none_seed-0": 3.0,
+        "paradigms-none_seed-1": 3.2,
+        "paradigms-optical_q_levels-16_seed-0": 4.0,
+        "paradigms-optical_q_levels-16_seed-1": 5.0,
+        "paradigms-optical_q_levels-256_seed-0": 3.5,
+    }  # the last point has not run
+    for point in points:
+        if point.name in finals:
+            _fake_run(folder.run_dir(point.name), list(point.paradigms), finals[point.name])
+    results = sweep_rows(folder.root)
+    assert results.columns[:5] == ["run", "paradigms", "paradigm.optical.fc.q_levels", "seed", "status"]
+    by_name = {row["run"]: row for row in results.rows}
+    assert by_name["paradigms-optical_q_levels-16_seed-1"]["delta_final_val_loss"] == pytest.approx(5.0 - 3.2)
+    assert by_name["paradigms-optical_q_levels-256_seed-1"]["status"] == "not started"
+    assert by_name["paradigms-none_seed-0"]["paradigm.optical.fc.q_levels"] is None  # it does not apply there
+
+    figure = axis_figure(results, "paradigm.optical.fc.q_levels")
+    axes = figure.axes[0]
+    assert axes.get_xlabel() == "paradigm.optical.fc.q_levels"
+    (bars,) = axes.containers  # only the optical points have a q_levels value
+    line, _, (spread,) = bars
+    assert list(line.get_xdata()) == [16.0, 256.0]
+    assert list(line.get_ydata()) == pytest.approx([4.5, 3.5])  # mean over seeds; q_levels 256 has one seed
+    low, high = spread.get_segments()[0][:, 1]
+    assert (low, high) == pytest.approx((4.5 - 0.7071068, 4.5 + 0.7071068))  # ± the sample std of 4 and 5
+    plt.close(figure)
+
+    curves, final = tmp_path / "curves.png", tmp_path / "final.png"
+    code, output = _invoke(
+        "results", str(folder.root), "--format", "json", "--plot", str(curves), "--axis", "seed",
+        "--axis-plot", str(final),
+    )
+    assert code == 0, output
+    assert curves.read_bytes()[:4] == final.read_bytes()[:4] == b"\x89PNG"
+    code, output = _invoke("results", str(folder.root), "--axis", "bits")
+    assert code == 2 and "--axis 'bits' is not an axis of the sweep" in output
+    code, output = _invoke("results", str(tmp_path))
+    assert code == 2 and "is not a sweep folder: it has no sweep.json" in output

@@ -100,7 +100,7 @@ def _columns(rows: list[dict[str, Any]], first: Sequence[str]) -> list[str]:
     fixed = ["run", *first, "status", "paradigms", *MEASURED]
     optional = [key for key in ESTIMATED if key in present]
     optional += sorted(key for key in present if key.startswith("lm_eval."))
-    return [*fixed, *optional]
+    return list(dict.fromkeys([*fixed, *optional]))  # a paradigms axis is the paradigms column
 
 
 def _is_run(folder: Path) -> bool:
