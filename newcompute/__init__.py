@@ -9,6 +9,7 @@ __version__ = "0.1.0"
 from newcompute.attention import AttentionMatmuls, probing, products_only
 from newcompute.composer import ComposeReport, Scope, apply, report_of, verify_attention
 from newcompute.config import ParadigmUse, resolve_paradigm
+from newcompute.costs import CostEstimate, CostOverrides, MatmulShape
 from newcompute.errors import ConfigError, NewcomputeError, NewcomputeWarning, PluginError, RunError
 from newcompute.hookspecs import HOOKSPEC_VERSION, hookimpl
 from newcompute.layers import ReplacedLinear, is_linear_like
@@ -26,6 +27,9 @@ __all__ = [
     "AttentionMatmuls",
     "ComposeReport",
     "ConfigError",
+    "CostEstimate",
+    "CostOverrides",
+    "MatmulShape",
     "NewcomputeError",
     "NewcomputeWarning",
     "OptimizerSettings",

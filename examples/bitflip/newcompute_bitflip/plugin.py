@@ -40,3 +40,16 @@ def newcompute_replace_layer(
     if not nc.is_linear_like(module):
         return None
     return BitFlipLinear(module, config, name)
+
+
+COST_NOTES = (
+    "Bits flip in operands of the baseline's own format, so the operand bytes are those of bf16. Energy and "
+    "throughput are not estimated: what the unreliable hardware that flips the bits (e.g. run at a lower "
+    "voltage) would save has no published figure used here; set paradigm.bitflip.cost to use your own."
+)
+
+
+@nc.hookimpl
+def newcompute_estimate_cost(config: BitFlipConfig) -> nc.CostEstimate:
+    """Bytes as in bf16; energy and throughput left out for want of a sourced figure."""
+    return nc.CostEstimate(bytes_moved_vs_bf16=1.0, scope="layers", notes=COST_NOTES)

@@ -16,8 +16,9 @@ import torch
 from pydantic import BaseModel
 from torch import nn
 
-from newcompute import AttentionMatmuls, Paradigm, Role, hookimpl, is_linear_like
+from newcompute import AttentionMatmuls, CostEstimate, MatmulShape, Paradigm, Role, hookimpl, is_linear_like
 from newcompute_mx.attention import QuantizedAttentionMatmuls
+from newcompute_mx.cost import estimate
 from newcompute_mx.config import MX_CONFIGS, ROLES, FP8Config, MXConfig, QuantizedLayers
 from newcompute_mx.formats import NO_QUANTIZATION
 from newcompute_mx.fp8_scaling import AmaxHistory
@@ -92,3 +93,18 @@ def newcompute_attention_matmuls(
     first = next(attention.parameters(), None)
     device = first.device if first is not None else None
     return QuantizedAttentionMatmuls(build_quantizer(config, attention_formats(config), device, attention=True))
+
+
+@hookimpl
+def newcompute_estimate_cost(
+    paradigm: Paradigm,
+    config: BaseModel,
+    layers: list[MatmulShape],
+    model_macs_per_token: int,
+    tokens: int,
+    tokens_per_step: int,
+) -> CostEstimate | None:
+    """Operand bytes, tensor-core throughput and energy vs bf16, from the OCP spec and NVIDIA datasheets."""
+    if not isinstance(config, QuantizedLayers):
+        return None
+    return estimate(config, layers)

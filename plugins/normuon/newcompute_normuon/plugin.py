@@ -7,9 +7,10 @@ import importlib.util
 import torch
 
 import newcompute
-from newcompute import OptimizerSettings, Paradigm, ParamInfo, Role
+from newcompute import CostEstimate, MatmulShape, OptimizerSettings, Paradigm, ParamInfo, Role
 
 from newcompute_normuon.config import NorMuonConfig
+from newcompute_normuon.cost import estimate
 from newcompute_normuon.optimizer import NorMuonAdamW
 from newcompute_normuon.wiring import build_groups
 
@@ -52,3 +53,11 @@ def newcompute_build_optimizer(
         overlap=config.overlap,
         distributed=config.distributed,
     )
+
+
+@newcompute.hookimpl
+def newcompute_estimate_cost(
+    config: NorMuonConfig, layers: list[MatmulShape], model_macs_per_token: int, tokens_per_step: int
+) -> CostEstimate | None:
+    """The Newton–Schulz products per step as a factor on the run's matmul energy and throughput."""
+    return estimate(config, layers, model_macs_per_token, tokens_per_step)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from pydantic import Field, ValidationError, field_validator
 
-from newcompute import ConfigError, StrictConfig
+from newcompute import ConfigError, CostOverrides, StrictConfig
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -102,6 +102,9 @@ class OpticalConfig(StrictConfig):
     lora: LoraSettings = Field(default_factory=LoraSettings)
     attention: ProductSettings = Field(default_factory=ProductSettings)
     fc: ProductSettings = Field(default_factory=ProductSettings)
+    cost: CostOverrides = Field(
+        default_factory=CostOverrides, description="Your own figures for the cost estimate (energy is not sourced)."
+    )
 
 
 def _describe(exc: ValidationError) -> str:

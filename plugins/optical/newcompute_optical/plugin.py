@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from torch import nn
 
-from newcompute import AttentionMatmuls, Paradigm, Role, hookimpl, is_linear_like
+from newcompute import AttentionMatmuls, CostEstimate, MatmulShape, Paradigm, Role, hookimpl, is_linear_like
 from newcompute_optical.attention import OpticalAttentionMatmuls
+from newcompute_optical.cost import estimate
 from newcompute_optical.config import OpticalConfig
 from newcompute_optical.layer import OpticalLinear
 
@@ -34,3 +35,9 @@ def newcompute_replace_layer(config: OpticalConfig, name: str, module: nn.Module
 @hookimpl
 def newcompute_attention_matmuls(config: OpticalConfig, name: str) -> AttentionMatmuls:
     return OpticalAttentionMatmuls(config.attention, name)
+
+
+@hookimpl
+def newcompute_estimate_cost(config: OpticalConfig, layers: list[MatmulShape]) -> CostEstimate:
+    """Operand bytes vs bf16; energy and throughput are left out (no per-layer figure is sourced)."""
+    return estimate(config, layers)
