@@ -13,6 +13,7 @@ from newcompute.costs import CostEstimate, CostOverrides, MatmulShape
 from newcompute.errors import ConfigError, NewcomputeError, NewcomputeWarning, PluginError, RunError
 from newcompute.hookspecs import HOOKSPEC_VERSION, hookimpl
 from newcompute.layers import ReplacedLinear, is_linear_like
+from newcompute.newcomputebench import optical_table as newcomputebench_table
 from newcompute.optim import build_optimizer
 from newcompute.paradigm import Paradigm, Role, StrictConfig
 from newcompute.params import OptimizerSettings, ParamInfo, ParamKind, classify_parameters
@@ -59,6 +60,7 @@ __all__ = [
     "load",
     "load_registry",
     "name_matches",
+    "newcomputebench_table",
     "philox4x32",
     "probing",
     "products_only",

@@ -23,7 +23,7 @@ def invoke(*args: str) -> tuple[int, str]:
 
 def test_version() -> None:
     code, out = invoke("--version")
-    assert code == 0 and "newcompute 0.1.0 (plugin API 1.1)" in out
+    assert code == 0 and "newcompute 0.1.0 (plugin API 1.2)" in out
 
 
 def test_list_paradigms_shows_plugins_and_problems(installed_plugins: Path) -> None:
