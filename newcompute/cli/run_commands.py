@@ -94,7 +94,14 @@ def eval_(
     ] = None,
     max_blocks: Annotated[int | None, typer.Option(help="Score only the first N validation blocks.")] = None,
     tasks: Annotated[
-        str | None, typer.Option(help="Comma-separated lm-eval-harness tasks to run too (needs lm-eval).")
+        str | None,
+        typer.Option(
+            help="Comma-separated lm-eval-harness tasks to run too (needs lm-eval): registry names or local task "
+            "YAML files. Scores of a run folder are saved in it (lm_eval.json)."
+        ),
+    ] = None,
+    include_path: Annotated[
+        list[Path] | None, typer.Option("--include-path", help="With --tasks: a folder of local task YAML files.")
     ] = None,
     limit: Annotated[int | None, typer.Option(help="With --tasks: at most N examples per task.")] = None,
     trust_remote_code: TrustRemoteCodeOption = False,
@@ -107,9 +114,15 @@ def eval_(
     reported at its end.
     """
     from newcompute.evaluate import run_lm_eval
-    from newcompute.train.evaluation import evaluate_model, load_model_for_eval, load_run_for_eval
+    from newcompute.lm_tasks import check_reachable, select_tasks
+    from newcompute.models import hub_reachable
+    from newcompute.train.evaluation import evaluate_model, load_model_for_eval, load_run_for_eval, save_lm_eval
     from newcompute.train.runs import is_run_dir
 
+    selection = None
+    if tasks:
+        selection = select_tasks([t.strip() for t in tasks.split(",") if t.strip()], include_path)
+        check_reachable(selection, not selection.registry or hub_reachable())
     folder = Path(model).expanduser()
     if is_run_dir(folder):
         if paradigm or paradigm_config or any(flag.startswith("model.init=") for flag in flags):
@@ -129,10 +142,19 @@ def eval_(
         f"({result.blocks} blocks, {result.tokens:,} predicted tokens)",
         highlight=False,
     )
-    if tasks:
-        names = [t.strip() for t in tasks.split(",") if t.strip()]
-        scores = run_lm_eval(target.model, target.tokenizer, names, batch_size or 8, limit)
+    if selection is not None:
+        scores = run_lm_eval(
+            target.model,
+            target.tokenizer,
+            selection.names,
+            batch_size or 8,
+            limit,
+            selection.include_paths,
+            registry_tasks=bool(selection.registry),
+        )
         console.print(_task_table(scores))
+        if is_run_dir(folder):
+            console.print(f"Scores saved in {save_lm_eval(folder, scores)}", highlight=False)
 
 
 def _task_table(scores: dict[str, dict[str, Any]]) -> Table:

@@ -81,7 +81,7 @@ def read_lm_eval(run_dir: Path) -> dict[str, dict[str, float]]:
     if not isinstance(scores, dict):
         raise ConfigError(f"{path} is not a table of lm-eval scores (a JSON object of tasks).")
     return {
-        str(task): {str(k): float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
+        str(task): {str(k).removesuffix(",none"): float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
         for task, metrics in scores.items()
         if isinstance(metrics, dict)
     }
