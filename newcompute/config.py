@@ -1,4 +1,4 @@
-"""Run configuration: one TOML file, CLI flags and ``--set`` overrides.
+"""Run configuration: one TOML file, ``NEWCOMPUTE_…`` variables, CLI flags and ``--set`` overrides.
 
 A run file has ``[model]``, ``[train]``, ``[data]`` and one
 ``[paradigm.NAME]`` table per paradigm (in the order they apply). Paradigm
@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from newcompute import newcomputebench
 from newcompute.culprit import Culprit, describe
@@ -46,6 +47,20 @@ UserPath = Annotated[str, AfterValidator(os.path.expanduser)]
 
 
 ALL_COMMANDS = ("train", "eval", "transform")
+
+Tracker = Literal["tensorboard", "wandb", "trackio", "mlflow"]
+"""The experiment trackers ``--report-to`` may name, each through accelerate's tracker of that name."""
+
+
+def _tracker_list(value: Any) -> Any:
+    """Trackers as a list without repeats: ``"a,b"`` and ``"none"`` (one tracker or none, as records written
+    before several trackers were allowed hold it) are read as lists too."""
+    if isinstance(value, str):
+        value = value.split(",")
+    if isinstance(value, (list, tuple)):
+        names = [v.strip() if isinstance(v, str) else v for v in value]
+        return list(dict.fromkeys(v for v in names if v not in ("none", "")))
+    return value
 
 
 def flag(
@@ -98,7 +113,8 @@ class DataSettings(Strict):
     dataset: UserPath = Field(
         "builtin:pydoc",
         description="'builtin:pydoc' (the text of Python's pydoc_data.topics, offline), a local "
-        ".txt/.jsonl/.parquet file or folder, or a hub dataset id (needs 'datasets').",
+        ".txt/.jsonl/.parquet file or folder, a hub dataset id (needs 'datasets'), or a scheme or suffix a "
+        "plugin's data source reads (see 'newcompute data-sources').",
         json_schema_extra=flag(commands=("train", "eval")),
     )
     config_name: str | None = Field(
@@ -143,6 +159,11 @@ class TrainSettings(Strict):
     weight_decay: float = Field(0.01, ge=0.0)
     betas: tuple[Beta, Beta] = Field((0.9, 0.95), description="AdamW's moment decays, each in [0, 1).")
     warmup_steps: int | None = Field(None, ge=0, description="Linear warm-up steps; default 5% of the steps.")
+    schedule: Literal["linear", "cosine", "constant", "wsd"] = Field(
+        "linear",
+        description="Learning rate after the warm-up: linear or half-cosine decay to 0, constant, or wsd "
+        "(warmup-stable-decay: constant, then decay over the last 20% of the steps).",
+    )
     grad_clip: float | None = Field(1.0, gt=0.0)
     seed: int = Field(0, ge=0, description="Seed of the weights, the data order and the noise.")
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = Field(
@@ -154,6 +175,12 @@ class TrainSettings(Strict):
     eval_batches: int = Field(8, gt=0, description="Micro-batches in a periodic evaluation; the final one uses all.")
     save_every: int = Field(200, gt=0, description="Checkpoint every N steps, and at the end.")
     keep_checkpoints: int = Field(2, gt=0, description="Checkpoints kept in RUN/checkpoints (newest first).")
+    threads: int | None = Field(
+        None,
+        gt=0,
+        description="CPU threads torch computes with; default: the cores this process may use.",
+        json_schema_extra=flag(commands=ALL_COMMANDS),
+    )
     compile: bool = Field(False, description="torch.compile the model.")
     cuda_graphs: bool = Field(
         False, description="Replay each micro-step as a captured CUDA graph (one CUDA GPU, one process)."
@@ -162,8 +189,18 @@ class TrainSettings(Strict):
     lora_rank: int = Field(8, gt=0, description="LoRA rank.")
     lora_alpha: float = Field(16.0, gt=0.0)
     lora_dropout: float = Field(0.0, ge=0.0, lt=1.0)
-    report_to: Literal["none", "tensorboard", "wandb", "trackio"] = Field(
-        "none", description="Also log to this tracker (metrics.jsonl is always written)."
+    report_to: Annotated[list[Tracker], BeforeValidator(_tracker_list)] = Field(
+        default_factory=list,
+        description="Also log to these trackers, comma-separated: any of tensorboard, wandb, trackio, mlflow "
+        "(metrics.jsonl is always written).",
+    )
+    project: str = Field(
+        "newcompute",
+        min_length=1,
+        description="The trackers' project (wandb, trackio), experiment (mlflow) or folder in the run (tensorboard).",
+    )
+    run_name: str | None = Field(
+        None, min_length=1, description="The run's name in the trackers; default the run folder's name."
     )
     divergence_factor: float = Field(
         2.0,
@@ -289,6 +326,40 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> None:
         node[path[-1]] = value
 
 
+ENV_PREFIX = "NEWCOMPUTE_"
+ENV_SEPARATOR = "__"
+
+
+def environment_overrides(environ: Mapping[str, str]) -> list[str]:
+    """``--set``-style overrides from ``NEWCOMPUTE_TABLE__KEY=value`` variables, in name order.
+
+    A cluster job or a container sets defaults for every run this way
+    without a file (``NEWCOMPUTE_TRAIN__LR=3e-4``,
+    ``NEWCOMPUTE_PARADIGM__OPTICAL__FC__Q_LEVELS=128``). Only names holding
+    the ``__`` separator are settings, so ``NEWCOMPUTE_DEBUG`` and
+    ``NEWCOMPUTE_PLUGINS`` keep their own meaning. A key the run config
+    does not have is refused naming the variable, since a typo here would
+    otherwise go unnoticed in every run.
+    """
+    overrides = []
+    for name in sorted(environ):
+        if not name.upper().startswith(ENV_PREFIX) or ENV_SEPARATOR not in name:
+            continue
+        path = name[len(ENV_PREFIX):].lower().split(ENV_SEPARATOR)
+        if not all(path):
+            raise ConfigError(f"environment variable {name}: empty key between '{ENV_SEPARATOR}' separators")
+        nested: dict[str, Any] = {}
+        node = nested
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        node[path[-1]] = environ[name]
+        unknown = _unknown_keys(RunConfig, nested)
+        if unknown:
+            raise ConfigError(f"environment variable {name}: " + " ".join(unknown))
+        overrides.append(f"{'.'.join(path)}={environ[name]}")
+    return overrides
+
+
 def load_run_config(
     path: Path | None = None,
     overrides: list[str] | None = None,
@@ -306,7 +377,7 @@ def load_run_config(
     for name, file in (paradigm_files or {}).items():
         table = read_toml(file)
         if newcomputebench.is_transform_cfg(table):
-            table = newcomputebench.optical_table(table)
+            table = newcomputebench.newcomputebench_table(table)
             train = data.setdefault("train", {})
             for key, value in newcomputebench.lora_settings(table).items():
                 train.setdefault(key, value)

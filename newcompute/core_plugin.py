@@ -8,6 +8,8 @@ extension and a plugin's additions sit next to the core's on equal terms
 
 from __future__ import annotations
 
+from newcompute.core_sources import CORE_SOURCES
+from newcompute.datasource import DataSource
 from newcompute.hookspecs import hookimpl
 from newcompute.presets import CORE_PRESETS, Preset
 
@@ -15,3 +17,8 @@ from newcompute.presets import CORE_PRESETS, Preset
 @hookimpl
 def newcompute_register_presets() -> list[Preset]:
     return list(CORE_PRESETS)
+
+
+@hookimpl
+def newcompute_register_data_sources() -> list[DataSource]:
+    return list(CORE_SOURCES)

@@ -18,10 +18,12 @@ from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, distribution
 from pathlib import Path
 from types import TracebackType
-
-from torch import nn
+from typing import TYPE_CHECKING
 
 from newcompute.paradigm import Paradigm
+
+if TYPE_CHECKING:
+    from torch import nn
 
 OWNER_ATTR = "_newcompute_owner"
 DEBUG_ENV = "NEWCOMPUTE_DEBUG"

@@ -36,3 +36,27 @@ class PluginError(RunError):
 
 class NewcomputeWarning(UserWarning):
     """Something the user should know that does not stop the run (the CLI prints it as one line)."""
+
+
+class MissingDependency(RunError, ModuleNotFoundError):
+    """An optional package that a plugin's fast path needs is not installed.
+
+    Also a ``ModuleNotFoundError``, so code that takes its reference path
+    when a kernel module cannot be imported goes on doing so; code that
+    cannot fall back shows the message, which says what to install.
+    """
+
+
+def missing_dependency(package: str, distribution: str, purpose: str, extra: str = "gpu") -> MissingDependency:
+    """The error for ``purpose`` of ``distribution`` (e.g. "the fused attention kernels") needing ``package``.
+
+    It names the plugin's distribution and the extra that brings the
+    package, as plugins declare it in their ``pyproject.toml``
+    (``[project.optional-dependencies] gpu = ["triton>=3.2"]``).
+    """
+    error = MissingDependency(
+        f"{distribution}: the '{package}' package is not installed; {purpose} cannot run without it. "
+        f"Install it with: pip install '{distribution}[{extra}]'."
+    )
+    error.name = package
+    return error

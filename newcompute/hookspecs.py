@@ -20,7 +20,7 @@ declare; ``"==1.0.*"`` means "1.0 exactly" and is refused by a 1.1 core.
   ``newcompute_register_commands``.
 * 1.1: ``newcompute_register_presets``. Hooks are declared in that order;
   later versions append theirs below.
-* 1.2 (additive): ``newcompute_estimate_cost``.
+* 1.2 (additive): ``newcompute_register_data_sources``, ``newcompute_estimate_cost``.
 
 An exception a hook raises (other than :class:`newcompute.ConfigError` or
 :class:`newcompute.RunError`, which carry a message meant for users) is
@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 
     from newcompute.attention import AttentionMatmuls
     from newcompute.costs import CostEstimate, MatmulShape
+    from newcompute.datasource import DataSource
     from newcompute.paradigm import Paradigm
     from newcompute.params import OptimizerSettings, ParamInfo
     from newcompute.presets import Preset
@@ -169,6 +170,24 @@ def newcompute_statistics(
     tensors), so training needs no host sync and CUDA-graph capture keeps
     working; the core calls this hook only when it logs telemetry and reads
     the tensors then. ``firstresult``.
+    """
+
+
+@hookspec
+def newcompute_register_data_sources() -> list[DataSource]:
+    """Declare data sources: kinds of data ``--dataset`` can name (since 1.2).
+
+    Called once when the plugin manager loads plugins; return
+    :class:`newcompute.DataSource` objects, each claiming URI schemes
+    (``mydata:``) and/or file suffixes (``.csv``, ``.jsonl.gz``). The core
+    registers its own (``builtin:``, ``hf:``, ``.txt``, ``.jsonl``,
+    ``.parquet``) through this hook first. Names, schemes and suffixes must
+    be unique across all plugins: a clash is reported by ``newcompute
+    list-paradigms`` naming both plugins, and the later plugin's source is
+    refused. An exception a source raises while it is read (other than
+    :class:`newcompute.ConfigError` or :class:`newcompute.RunError`) is
+    reported naming the plugin and the source. Not ``firstresult``: every
+    plugin answers.
     """
 
 

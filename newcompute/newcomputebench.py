@@ -49,7 +49,7 @@ def refuse_as_run_file(path: Path, table: dict[str, Any]) -> None:
         )
 
 
-def optical_table(table: dict[str, Any]) -> dict[str, Any]:
+def newcomputebench_table(table: dict[str, Any]) -> dict[str, Any]:
     """The ``[paradigm.optical]`` table of a transform config, with NewComputeBench's linear-layer quantiles."""
     adapted = copy.deepcopy(table)
     fc = adapted.setdefault("fc", {})

@@ -21,14 +21,16 @@ class Role(str, enum.Enum):
 
 
 class StrictConfig(BaseModel):
-    """A base for paradigm configs: unknown keys are refused and a validated config cannot change.
+    """A base for paradigm configs: unknown keys are refused, numbers are finite, a validated config cannot change.
 
     Refusing unknown keys turns a typo into an error naming it rather than a
-    setting silently ignored. Freezing keeps the config that layers were
-    built from the one the run records.
+    setting silently ignored; an ``inf`` or ``nan`` in a noise level or a
+    range would reach the numerics and quietly ruin a run, and TOML cannot
+    record it back anyway. Freezing keeps the config that layers were built
+    from the one the run records.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 RESERVED_CONFIG_KEYS = frozenset({"include", "exclude"})

@@ -3,10 +3,10 @@
 Plugins come from the ``newcompute`` entry-point group (the first-party ones
 too) or, in tests and notebooks, from :meth:`Registry.register`. Every
 registry starts with the core's own plugin (:mod:`newcompute.core_plugin`,
-named ``newcompute-core``), which registers the built-in presets through
-the same hooks. One plugin that fails to import (even by calling
+named ``newcompute-core``), which registers the built-in presets and data
+sources through the same hooks. One plugin that fails to import (even by calling
 ``sys.exit``), declares an incompatible API range, raises in a registration
-hook or registers a bad paradigm or preset is recorded with its reason and
+hook or registers a bad paradigm, preset or data source is recorded with its reason and
 skipped; the others load. ``NEWCOMPUTE_PLUGINS=a,b`` limits loading to the
 named entry points or distributions, for debugging; a name that matches
 nothing installed is reported.
@@ -34,6 +34,7 @@ from pydantic import BaseModel, ValidationError
 
 from newcompute import __version__, core_plugin, hookspecs
 from newcompute.culprit import Culprit, describe
+from newcompute.datasource import SCHEME, SUFFIX, DataSource
 from newcompute.errors import ConfigError, NewcomputeError, NewcomputeWarning, PluginError
 from newcompute.paradigm import RESERVED_CONFIG_KEYS, Paradigm, Role
 from newcompute.presets import Preset
@@ -55,6 +56,7 @@ class PluginRecord:
     error: str = ""
     paradigms: list[str] = field(default_factory=list)
     presets: list[str] = field(default_factory=list)
+    data_sources: list[str] = field(default_factory=list)
 
     def fail(self, status: str, problem: str) -> None:
         """Record a problem; a plugin keeps the worst status it reached (failed over partial)."""
@@ -122,6 +124,35 @@ def _check_preset(item: object, taken: dict[str, tuple[Preset, str]]) -> str:
     return ""
 
 
+def _check_data_source(
+    item: object, taken: dict[str, tuple[DataSource, PluginRecord]], claimed: dict[str, str]
+) -> str:
+    if not isinstance(item, DataSource):
+        return f"returned {type(item).__name__}, expected newcompute.DataSource"
+    if not _NAME.match(item.name):
+        return f"data source name {item.name!r} must be lower-case letters, digits, '-', '_' or '.'"
+    if item.name in taken:
+        return f"data source {item.name!r} is already registered by {taken[item.name][1].distribution}"
+    if not item.claims:
+        return f"data source {item.name!r} claims no scheme (such as 'mydata:') and no file suffix (such as '.txt')"
+    bad = [s for s in item.schemes if not SCHEME.match(s)] + [s for s in item.suffixes if not SUFFIX.match(s)]
+    if bad:
+        return (
+            f"data source {item.name!r}: {', '.join(map(repr, bad))} is not a scheme (lower case, ending in ':', "
+            "e.g. 'mydata:') or a file suffix (lower case, starting with '.', e.g. '.txt')"
+        )
+    for claim in item.claims:
+        if claim in claimed:
+            owner = taken[claimed[claim]]
+            return (
+                f"data source {item.name!r} claims {claim!r}, which data source {owner[0].name!r} of "
+                f"{owner[1].distribution} already claims"
+            )
+    if not callable(item.read):
+        return f"data source {item.name!r}: read must be a function yielding documents"
+    return ""
+
+
 def _code_root(plugin: object) -> Path | None:
     """The folder of a plugin's package, or its one file: where a traceback frame counts as its code."""
     module_name = plugin.__name__ if inspect.ismodule(plugin) else type(plugin).__module__
@@ -155,6 +186,8 @@ class Registry:
         self.records: list[PluginRecord] = []
         self.warnings: list[str] = []
         self._presets: dict[str, tuple[Preset, str]] = {}
+        self._sources: dict[str, tuple[DataSource, PluginRecord]] = {}
+        self._claims: dict[str, str] = {}
         self._owners: dict[str, object] = {}
         self._roots: dict[str, tuple[Path, PluginRecord]] = {}
         self.core = PluginRecord(CORE_PLUGIN, "newcompute", __version__)
@@ -168,6 +201,20 @@ class Registry:
     def preset_plugin(self, name: str) -> str:
         """The distribution that registered preset ``name``."""
         return self._presets[name][1]
+
+    @property
+    def data_sources(self) -> dict[str, DataSource]:
+        """Every registered data source by name: the core's first, then the plugins' in loading order."""
+        return {name: source for name, (source, _) in self._sources.items()}
+
+    @property
+    def claims(self) -> dict[str, DataSource]:
+        """The data source behind each scheme (``builtin:``) and file suffix (``.txt``) ``--dataset`` may use."""
+        return {claim: self._sources[name][0] for claim, name in self._claims.items()}
+
+    def data_source_plugin(self, name: str) -> PluginRecord:
+        """The plugin that registered data source ``name`` (the core's record for its own)."""
+        return self._sources[name][1]
 
     def register(self, plugin: object, name: str, distribution: str = "", version: str = "") -> PluginRecord:
         """Register a plugin object (a module or instance with hook implementations)."""
@@ -194,6 +241,7 @@ class Registry:
             self._roots[record.name] = (root, record)
         self._collect_paradigms(plugin, record)
         self._collect_presets(plugin, record)
+        self._collect_data_sources(plugin, record)
 
     def _collect_paradigms(self, plugin: object, record: PluginRecord) -> None:
         caller = self._caller_for(plugin, "newcompute_register_paradigms")
@@ -218,6 +266,18 @@ class Registry:
                 continue
             self._presets[item.name] = (item, record.distribution)
             record.presets.append(item.name)
+
+    def _collect_data_sources(self, plugin: object, record: PluginRecord) -> None:
+        caller = self._caller_for(plugin, "newcompute_register_data_sources")
+        batches = _guarded(record, "newcompute_register_data_sources raised", caller)
+        for item in [item for batch in batches or [] for item in (batch or [])]:
+            problem = _check_data_source(item, self._sources, self._claims)
+            if problem:
+                record.fail("partial", problem)
+                continue
+            self._sources[item.name] = (item, record)
+            self._claims.update(dict.fromkeys(item.claims, item.name))
+            record.data_sources.append(item.name)
 
     def _caller_for(self, plugin: object, hook: str) -> Callable[..., Any]:
         others = [p for p in self.pm.get_plugins() if p is not plugin]

@@ -8,8 +8,10 @@ perplexities comparable between runs.
 
 from __future__ import annotations
 
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-from transformers import PreTrainedTokenizerFast
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerFast
 
 EOS = "<|endoftext|>"
 BYTE_VOCAB_SIZE = 257
@@ -32,7 +34,14 @@ def _byte_symbols() -> list[str]:
 
 
 def byte_tokenizer() -> PreTrainedTokenizerFast:
-    """A 257-token tokenizer: the 256 bytes, then ``<|endoftext|>`` (also used for padding)."""
+    """A 257-token tokenizer: the 256 bytes, then ``<|endoftext|>`` (also used for padding).
+
+    transformers is imported here, not with the module: the presets read
+    :data:`BYTE_VOCAB_SIZE` while the CLI starts, which must not wait for it.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
     vocab = {symbol: index for index, symbol in enumerate(_byte_symbols())}
     vocab[EOS] = 256
     core = Tokenizer(models.BPE(vocab=vocab, merges=[]))

@@ -58,8 +58,10 @@ def test_every_described_field_is_a_train_flag_named_after_it() -> None:
 
 
 def test_each_command_takes_only_its_flags() -> None:
-    assert set(_names("eval").values()) == {"model.init", "data.dataset", "data.max_tokens", "train.block_size"}
-    assert set(_names("transform").values()) == {"model.name", "model.init"}
+    assert set(_names("eval").values()) == {
+        "model.init", "data.dataset", "data.max_tokens", "train.block_size", "train.threads"
+    }
+    assert set(_names("transform").values()) == {"model.name", "model.init", "train.strict", "train.threads"}
 
 
 def test_train_help_groups_the_flags_by_table() -> None:

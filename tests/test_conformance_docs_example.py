@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+import pytest
 import torch
 import typer
 from typer.testing import CliRunner
@@ -57,7 +58,8 @@ def role_example(snippet: str, paradigm: str, config: str, role: str) -> ModuleT
 
 
 def test_the_guide_has_every_tested_block() -> None:
-    assert set(SNIPPETS) == {"minimal", "pyproject", "layer", "attention", "optimizer", "commands", "ranks"}
+    expected = {"minimal", "pyproject", "layer", "attention", "optimizer", "commands", "ranks", "data-source"}
+    assert set(SNIPPETS) == expected
 
 
 def test_pyproject_declares_the_minimal_plugin_entry_point() -> None:
@@ -143,3 +145,22 @@ def test_the_several_processes_example_runs_on_two_gloo_ranks(tmp_path: Path, mo
     import docs_example_ranks
 
     docs_example_ranks.test_ranks_agree("gloo")
+
+
+def test_data_source_example_reads_csv_rows_and_refuses_a_missing_column(tmp_path: Path) -> None:
+    from newcompute.config import DataSettings
+    from newcompute.tokenizer import byte_tokenizer
+    from newcompute.train.packing import pack
+    from newcompute.train.sources import open_source
+
+    registry = nc.Registry()
+    record = registry.register(module_from("data_source", SNIPPETS["data-source"]), name="docs-csv")
+    assert record.status == "ok" and record.data_sources == ["csv"]
+    (tmp_path / "notes.csv").write_text('id,text\n1,ab\n2,"c,d"\n', encoding="utf-8")
+    settings = DataSettings(dataset=str(tmp_path / "notes.csv"), validation_fraction=0.5)
+    corpus = pack(open_source(settings, registry), byte_tokenizer(), 3, settings, 0)
+    # a b EOS c , d EOS → blocks [a b EOS] [c , d]; the first is held out
+    assert corpus.validation.tolist() == [[97, 98, 256]] and corpus.train.tolist() == [[99, 44, 100]]
+    other = DataSettings(dataset=str(tmp_path / "notes.csv"), text_column="body")
+    with pytest.raises(nc.ConfigError, match=r"has no column 'body' \(it has: id, text\)"):
+        pack(open_source(other, registry), byte_tokenizer(), 3, other, 0)

@@ -94,3 +94,25 @@ def test_errors_quote_brackets_as_they_are() -> None:
     code, out = invoke("transform", "--model", "./runs[/x]/m[0-3]")
     assert code == 2
     assert "Unknown model './runs[/x]/m[0-3]'" in " ".join(out.split())
+
+
+def test_the_shell_completion_protocol_completes_command_names() -> None:
+    env = {**os.environ, "_NEWCOMPUTE_COMPLETE": "complete_bash", "COMP_WORDS": "newcompute tr", "COMP_CWORD": "1"}
+    result = subprocess.run([sys.executable, "-m", "newcompute"], env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["transform", "train"]
+    assert "--install-completion" in runner.invoke(build_app(), ["--help"]).output
+
+
+def test_a_command_is_quiet_about_torchao_and_debug_shows_it_again(tmp_path: Path) -> None:
+    pytest.importorskip("torchao")
+    command = [sys.executable, "-c", "import transformers, torchao; print('imported')"]
+    loud = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    args = [sys.executable, "-m", "newcompute", "transform", "--model", "tiny", "--paradigm", "mxfp8"]
+    quiet = subprocess.run(args, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert quiet.returncode == 0, quiet.stderr
+    assert quiet.stderr == ""
+    if loud.stderr:  # torchao has something to say on this machine: DEBUG lets it through again
+        debug_env = {**os.environ, "NEWCOMPUTE_DEBUG": "1"}
+        debug = subprocess.run(args, capture_output=True, text=True, timeout=120, cwd=tmp_path, env=debug_env)
+        assert loud.stderr.splitlines()[0] in debug.stderr

@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 import newcompute as nc
-from newcompute.config import load_run_config, parse_override, resolve_paradigms
+from newcompute.config import environment_overrides, load_run_config, parse_override, resolve_paradigms
 from newcompute.rules import Rules
 
 RUN_FILE = """
@@ -140,3 +141,44 @@ def test_head_alias_matches_the_output_head_under_any_name() -> None:
     assert rules.allows("embed_out", head_name="lm_head")
     assert Rules(include=("lm_head",), exclude=()).allows("embed_out", head_name="embed_out")
     assert Rules(include=("*.self_attn.*",)).allows("model.layers.0.self_attn")
+
+
+@pytest.mark.parametrize("bad", [float("inf"), float("-inf"), float("nan")])
+def test_a_strict_paradigm_config_refuses_numbers_that_are_not_finite(bad: float) -> None:
+    class Noise(nc.StrictConfig):
+        sigma: float = 0.1
+
+    with pytest.raises(ValidationError, match="Input should be a finite number"):
+        Noise(sigma=bad)
+    assert Noise(sigma=1e30).sigma == 1e30
+
+
+def test_environment_settings_come_after_the_file_and_before_set_and_flags(tmp_path: Path) -> None:
+    environ = {
+        "NEWCOMPUTE_TRAIN__LR": "0.003",
+        "newcompute_train__batch_size": "8",
+        "NEWCOMPUTE_PARADIGM__SCALE__FACTOR": "5.0",
+        "NEWCOMPUTE_DEBUG": "1",
+        "HOME": "/root",
+    }
+    overrides = environment_overrides(environ)
+    assert overrides == ["paradigm.scale.factor=5.0", "train.lr=0.003", "train.batch_size=8"]
+    file = write(tmp_path, "[train]\nlr = 0.1\nbatch_size = 4\nsteps = 3\n")
+    run = load_run_config(file, [*overrides, "train.batch_size=2"])
+    assert (run.train.lr, run.train.batch_size, run.train.steps) == (0.003, 2, 3)
+    assert run.paradigm == {"scale": {"factor": 5.0}}
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("NEWCOMPUTE_TRAIN__LRR", "NEWCOMPUTE_TRAIN__LRR: unknown key 'train.lrr'. Did you mean 'lr'?"),
+        ("NEWCOMPUTE_TRIAN__LR", "NEWCOMPUTE_TRIAN__LR: unknown key 'trian'. Did you mean 'train'?"),
+        ("NEWCOMPUTE_TRAIN____LR", "environment variable NEWCOMPUTE_TRAIN____LR: empty key"),
+    ],
+)
+def test_an_environment_variable_naming_no_setting_is_refused_by_name(name: str, message: str) -> None:
+    with pytest.raises(nc.ConfigError) as err:
+        environment_overrides({name: "1"})
+    assert message in str(err.value)
+    assert err.value.exit_code == 2

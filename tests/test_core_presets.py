@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,8 +26,13 @@ def _narrow_llama():  # noqa: ANN202 - a transformers config
     )
 
 
+def _lines(target: str, settings: object) -> Iterator[str]:
+    for number in range(int(target)):
+        yield f"line {number}: the quick brown fox jumps over the lazy dog\n"
+
+
 class ExtensionPlugin:
-    """What a plugin adds besides paradigms: a model preset (more registration hooks join it here)."""
+    """What a plugin adds besides paradigms: a model preset and a data source."""
 
     @nc.hookimpl
     def newcompute_register_presets(self) -> list[nc.Preset]:
@@ -34,6 +40,10 @@ class ExtensionPlugin:
             nc.Preset("tiny-narrow", "One Llama layer of width 32, registered by a plugin", _narrow_llama),
             nc.Preset("tiny", "Clashes with the core's preset", _narrow_llama),
         ]
+
+    @nc.hookimpl
+    def newcompute_register_data_sources(self) -> list[nc.DataSource]:
+        return [nc.DataSource("lines", "numbered lines of text", _lines, schemes=("lines:",))]
 
 
 @pytest.fixture
@@ -58,18 +68,21 @@ def test_a_clash_with_the_core_is_refused_and_reported(extended: nc.Registry) ->
     assert record.presets == ["tiny-narrow"]
 
 
-def test_a_plugin_preset_is_listed_loaded_and_trained_on(extended: nc.Registry, tmp_path: Path) -> None:
+def test_a_plugin_preset_and_data_source_are_trained_on(extended: nc.Registry, tmp_path: Path) -> None:
     runner = CliRunner()
     listed = runner.invoke(build_app(), ["presets"])
     assert listed.exit_code == 0 and "tiny-narrow" in listed.output and "nc-extension" in listed.output
     loaded = load_model(ModelSettings(name="tiny-narrow", init="scratch"), registry=extended)
     assert loaded.model.config.hidden_size == 32 and "preset 'tiny-narrow'" in loaded.source
     run = tmp_path / "run"
-    args = ["train", "--model", "tiny-narrow", "--steps", "2", "--batch-size", "2", "--micro-batch-size", "2",
-            "--block-size", "16", "--max-tokens", "4096", "-o", str(run)]
+    args = ["train", "--model", "tiny-narrow", "--dataset", "lines:100", "--steps", "2", "--batch-size", "2",
+            "--micro-batch-size", "2", "--block-size", "16", "-o", str(run)]
     trained = runner.invoke(build_app(), args)
     assert trained.exit_code == 0, trained.output
     assert json.loads((run / "summary.json").read_text())["steps"] == 2
+    shown = " ".join(trained.output.replace("│", " ").split())
+    assert "numbered lines of text: 100 (data source 'lines' of nc-extension)" in shown
+    assert 'dataset = "lines:100"' in (run / "newcompute.toml").read_text()
 
 
 def test_a_misspelt_preset_suggests_the_plugins_one(extended: nc.Registry) -> None:

@@ -15,7 +15,9 @@ from newcompute.train.sources import open_source
 
 
 def _documents(dataset: str | Path, **settings: object) -> list[str]:
-    return list(open_source(DataSettings(dataset=str(dataset), **settings)).documents())
+    """The documents of ``dataset`` as strings (a text file's pieces joined)."""
+    documents = open_source(DataSettings(dataset=str(dataset), **settings)).documents()
+    return [d if isinstance(d, str) else "".join(d) for d in documents]
 
 
 def test_builtin_corpus_is_pydoc_topics_in_name_order() -> None:
@@ -51,13 +53,13 @@ def test_missing_file_and_wrong_suffix(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"data/missing.jsonl does not exist"):
         open_source(DataSettings(dataset="./data/missing.jsonl"))
     (tmp_path / "x.csv").write_text("a,b\n")
-    with pytest.raises(ConfigError, match=r"is a '\.csv' file; supported: \.txt, \.jsonl, \.parquet"):
+    with pytest.raises(ConfigError, match=r"x\.csv \(a '\.csv' file\)\. Valid: .*file suffixes \.txt, \.jsonl"):
         open_source(DataSettings(dataset=str(tmp_path / "x.csv")))
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ConfigError, match="holds no .txt, .jsonl, .parquet files"):
+    with pytest.raises(ConfigError, match=r"holds no files any data source reads \(\.txt, \.jsonl, \.parquet\)"):
         open_source(DataSettings(dataset=str(tmp_path / "empty")))
     with pytest.raises(ConfigError, match="unknown built-in corpus 'builtin:wiki'"):
-        open_source(DataSettings(dataset="builtin:wiki"))
+        _documents("builtin:wiki")
 
 
 @pytest.mark.skipif(importlib.util.find_spec("datasets") is not None, reason="datasets is installed")

@@ -234,4 +234,4 @@ def test_api_ranges_a_1_0_plugin_may_declare() -> None:
     assert registry.register(plugin("~=1.0"), name="compatible").status == "ok"
     exact = registry.register(plugin("==1.0.*"), name="exact")
     assert exact.status == "incompatible"
-    assert "this core provides 1.1 (minor versions only add hooks: declare '>=1.0,<2'" in exact.error
+    assert "this core provides 1.2 (minor versions only add hooks: declare '>=1.0,<2'" in exact.error

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-import pytest
+from pathlib import Path
 
+import pytest
+from typer.testing import CliRunner
+
+from newcompute.cli.app import build_app
 from newcompute.config import TrainSettings
 from newcompute.errors import ConfigError
 from newcompute.train.budget import accumulation_steps, default_lr, make_plan, resolve_block_size
@@ -72,3 +76,17 @@ def test_block_size_beyond_the_context_is_refused() -> None:
 def test_batch_must_split_into_micro_batches_and_processes() -> None:
     with pytest.raises(ConfigError, match=r"multiple of micro_batch_size × processes = 4 × 3 = 12"):
         accumulation_steps(16, 4, 3)
+
+
+def test_a_warm_up_longer_than_the_run_is_clamped_and_says_so(tmp_path: Path) -> None:
+    plan = make_plan(TrainSettings(steps=10, warmup_steps=50), 10**5, "scratch", 256)
+    assert plan.warmup_steps == 10 and plan.reasons["warmup_steps"] == "clamped from 50 to the run's length"
+    assert plan.notes == ["train.warmup_steps 50 is longer than the run's 10 steps: clamped to 10."]
+    assert make_plan(TrainSettings(steps=10, warmup_steps=10), 10**5, "scratch", 256).notes == []
+    args = ["train", "--steps", "2", "--warmup-steps", "5", "--batch-size", "2", "--micro-batch-size", "2",
+            "--block-size", "16", "--max-tokens", "2048", "-o", str(tmp_path / "run")]
+    result = CliRunner().invoke(build_app(), args)
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines.count("train.warmup_steps 5 is longer than the run's 2 steps: clamped to 2.") == 1
+    assert "warmup_steps = 2" in (tmp_path / "run" / "newcompute.toml").read_text()

@@ -206,3 +206,24 @@ def test_eval_says_what_precision_it_computes_in(tmp_path: Path, fresh_accelerat
     evaluated = _invoke("eval", str(folder), "--max-blocks", "1", "--max-tokens", "4096", "--block-size", "32")
     assert evaluated.exit_code == 0, evaluated.output
     assert "Precision: fp32 on cpu (fp16 autocast is not available there)" in _flat(evaluated.output)
+
+
+def test_environment_settings_reach_the_run_and_a_flag_wins_over_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("NEWCOMPUTE_TRAIN__LR", "0.002")
+    monkeypatch.setenv("NEWCOMPUTE_TRAIN__WARMUP_STEPS", "1")
+    monkeypatch.setenv("NEWCOMPUTE_TRAIN__STEPS", "5")
+    run_dir = tmp_path / "run"
+    result = _invoke("train", *SMALL, "--steps", "2", "--max-tokens", "4096", "-o", str(run_dir))
+    assert result.exit_code == 0, result.output
+    record = (run_dir / "newcompute.toml").read_text()
+    assert "lr = 0.002" in record and "steps = 2" in record and "warmup_steps = 1" in record
+
+    monkeypatch.setenv("NEWCOMPUTE_TRAIN__LEARNING_RATE", "0.1")
+    refused = _invoke("train", *SMALL, "--steps", "2", "-o", str(tmp_path / "other"))
+    assert refused.exit_code == 2
+    assert "environment variable NEWCOMPUTE_TRAIN__LEARNING_RATE: unknown key 'train.learning_rate'" in _flat(
+        refused.output
+    )
+    assert not (tmp_path / "other").exists()

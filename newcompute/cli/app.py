@@ -1,148 +1,45 @@
 """The ``newcompute`` command line.
 
-Exit codes: 0 success, 2 bad usage or configuration, 1 a run-time failure.
-User errors print one paragraph, never a traceback (set
+Exit codes: 0 success, 2 bad usage or configuration, 1 a run-time failure,
+130 Ctrl-C. User errors print one paragraph, never a traceback (set
 ``NEWCOMPUTE_DEBUG=1`` to see one).
+
+This module imports only the standard library at its top: the console
+script imports it before :func:`main` runs, and :func:`main` first makes
+Ctrl-C quiet, then imports the commands (typer, pydantic, the plugins). The
+commands import torch and transformers only when they run, so ``--help``
+and ``list-paradigms`` need neither.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING
 
-import typer
-from rich.table import Table
+from newcompute.cli.quiet import quiet_library_logs
+from newcompute.cli.signals import quiet_ctrl_c
 
-from newcompute import __version__
-from newcompute.cli import run_commands, scaffold_commands, study_commands
-from newcompute.cli.common import (
-    ConfigOption,
-    ParadigmConfigOption,
-    ParadigmOption,
-    SetOption,
-    TrustRemoteCodeOption,
-    quiet_ctrl_c,
-    run_config,
-    shown_warnings,
-    user_errors,
-)
-from newcompute.cli.flags import with_config_flags
-from newcompute.cli.render import (
-    config_table,
-    console,
-    paradigms_table,
-    print_error,
-    problems_table,
-)
-from newcompute.composer import apply, verify_attention
-from newcompute.config import resolve_paradigms
-from newcompute.errors import NewcomputeError
-from newcompute.hookspecs import HOOKSPEC_VERSION
-from newcompute.models import load_model, parameter_count
-from newcompute.optim import build_optimizer
-from newcompute.params import OptimizerSettings
-from newcompute.plugins import get_registry
-from newcompute.train.budget import default_lr
-from newcompute.train.display import report_tables
-
-
-def _version(value: bool) -> None:
-    if value:
-        console.print(f"newcompute {__version__} (plugin API {HOOKSPEC_VERSION})")
-        raise typer.Exit()
-
-
-def _root(
-    version: Annotated[
-        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")
-    ] = False,
-) -> None:
-    """Simulate how an LLM trains and behaves on hardware that computes differently."""
-
-
-@user_errors
-def list_paradigms() -> None:
-    """List installed paradigms, and plugins that failed to load with the reason."""
-    registry = get_registry()
-    console.print(paradigms_table(registry))
-    problems = problems_table(registry)
-    if problems is not None:
-        console.print(problems)
-
-
-@user_errors
-def show(name: Annotated[str, typer.Argument(help="A paradigm name from 'newcompute list-paradigms'.")]) -> None:
-    """Show a paradigm's config fields, types, defaults and documentation."""
-    paradigm = get_registry().get(name)
-    console.print(config_table(paradigm))
-    if paradigm.docs:
-        console.print(paradigm.docs)
-
-
-def presets() -> None:
-    """List the model presets (buildable offline with --init scratch), the core's and the plugins'."""
-    registry = get_registry()
-    table = Table(title="Model presets")
-    for column in ("preset", "weights on the hub", "summary", "plugin"):
-        table.add_column(column)
-    for preset in registry.presets.values():
-        plugin = registry.preset_plugin(preset.name)
-        shown = "" if plugin == registry.core.distribution else plugin
-        table.add_row(preset.name, preset.hub_id or "— (scratch only)", preset.summary, shown)
-    console.print(table)
-
-
-@user_errors
-@with_config_flags("transform")
-def transform(
-    paradigm: ParadigmOption = None,
-    config: ConfigOption = None,
-    paradigm_config: ParadigmConfigOption = None,
-    set_: SetOption = None,
-    save: Annotated[Path | None, typer.Option(help="Save the transformed model and newcompute.toml here.")] = None,
-    overwrite: Annotated[
-        bool, typer.Option("--overwrite", help="With --save: replace a trained run in that folder.")
-    ] = False,
-    trust_remote_code: TrustRemoteCodeOption = False,
-    *,
-    flags: list[str],
-) -> None:
-    """Dry run: build or load a model, apply paradigms, print what changed."""
-    run = run_config(config, set_, flags, paradigm_config)
-    registry = get_registry()
-    uses = resolve_paradigms(registry, run, paradigm)
-    loaded = load_model(run.model, seed=run.train.seed, trust_remote_code=trust_remote_code, registry=registry)
-    console.print(f"Model: {loaded.source}. Tokenizer: {loaded.tokenizer_source}.", highlight=False, markup=False)
-    report = apply(loaded.model, uses, registry=registry, strict=run.train.strict)
-    verify_attention(loaded.model)
-    params = parameter_count(loaded.model)
-    lr = run.train.lr or default_lr(params, "scratch" if loaded.init == "scratch" else "fine-tune")[0]
-    settings = OptimizerSettings(lr=lr, weight_decay=run.train.weight_decay, betas=run.train.betas)
-    build_optimizer(loaded.model, settings, registry=registry)
-    for table in report_tables(report):
-        console.print(table)
-    console.print(f"Parameters: {params:,}")
-    if save is not None:
-        from newcompute.train.runs import save_transform
-
-        save_transform(loaded.model, loaded.tokenizer, run, save.expanduser(), overwrite)
-        console.print(f"Saved to {save.expanduser()}")
+if TYPE_CHECKING:
+    import typer
 
 
 def build_app() -> typer.Typer:
+    """The app: the core's commands, then each plugin's (a plugin that fails to add its own is reported)."""
+    import typer
+
+    from newcompute.cli import commands, run_commands, scaffold_commands, study_commands
+    from newcompute.cli.common import shown_warnings
+    from newcompute.plugins import get_registry
+
     app = typer.Typer(
         name="newcompute",
         no_args_is_help=True,
-        add_completion=False,
+        add_completion=True,
         pretty_exceptions_enable=False,
-        callback=_root,
+        callback=commands.root,
     )
-    app.command("list-paradigms")(list_paradigms)
-    app.command()(show)
-    app.command()(presets)
-    app.command()(transform)
+    commands.register(app)
     run_commands.register(app)
     scaffold_commands.register(app)
     study_commands.register(app)
@@ -154,6 +51,10 @@ def build_app() -> typer.Typer:
 def main() -> None:
     """Console entry point: usage errors exit 2 (Typer), our errors exit with their code, Ctrl-C exits 130."""
     quiet_ctrl_c()
+    quiet_library_logs()
+    from newcompute.cli.render import print_error
+    from newcompute.errors import NewcomputeError
+
     try:
         build_app()(prog_name="newcompute")
     except NewcomputeError as exc:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
-import signal
-import sys
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,7 +13,8 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from newcompute.cli.render import print_error
-from newcompute.config import RunConfig, load_run_config
+from newcompute.cli.signals import INTERRUPTED
+from newcompute.config import RunConfig, environment_overrides, load_run_config
 from newcompute.culprit import DEBUG_ENV, blame, describe
 from newcompute.errors import ConfigError, NewcomputeError, NewcomputeWarning
 from newcompute.plugins import get_registry
@@ -55,11 +54,13 @@ def run_config(
     flags: list[str],
     paradigm_configs: list[str] | None = None,
 ) -> RunConfig:
-    """The run config: file, then ``--paradigm-config`` tables, then ``--set``, then the config flags.
+    """The run config: file, ``--paradigm-config`` tables, ``NEWCOMPUTE_…`` variables, ``--set``, config flags.
 
-    ``flags`` are the overrides :func:`newcompute.cli.flags.with_config_flags` hands a command.
+    Each later source wins over the ones before it, so a flag typed for one
+    run beats a default a job's environment sets. ``flags`` are the
+    overrides :func:`newcompute.cli.flags.with_config_flags` hands a command.
     """
-    overrides = [*(sets or []), *flags]
+    overrides = [*environment_overrides(os.environ), *(sets or []), *flags]
     files: dict[str, Path] = {}
     for item in paradigm_configs or []:
         name, sep, file = item.partition("=")
@@ -67,10 +68,6 @@ def run_config(
             raise ConfigError(f"--paradigm-config {item!r}: expected NAME=FILE, e.g. optical=transform_cfg.toml")
         files[name] = Path(file)
     return load_run_config(config, overrides, files)
-
-
-INTERRUPTED = 130
-"""The exit code of a command stopped by Ctrl-C (128 + SIGINT), as shells report it."""
 
 
 @contextlib.contextmanager
@@ -122,22 +119,3 @@ def user_errors(command: F) -> F:
                 raise typer.Exit(1) from None
 
     return wrapper  # type: ignore[return-value]
-
-
-def _stop_now(signum: int, frame: object) -> None:
-    sys.stderr.write("\nInterrupted (Ctrl-C).\n")
-    sys.stderr.flush()
-    os._exit(INTERRUPTED)
-
-
-def quiet_ctrl_c() -> None:
-    """Make Ctrl-C end the process at once with exit 130 and one line, wherever it lands.
-
-    Python's default raises ``KeyboardInterrupt`` wherever the program is:
-    in the middle of importing torch that becomes a C++ abort, elsewhere a
-    traceback. Nothing a run must keep is open while this handler is in
-    place: the training loop installs its own (finish the step, checkpoint,
-    stop) for as long as it runs, and a run killed here resumes as after any kill.
-    """
-    if not os.environ.get("NEWCOMPUTE_DEBUG"):
-        signal.signal(signal.SIGINT, _stop_now)

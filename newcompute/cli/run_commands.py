@@ -116,6 +116,7 @@ def eval_(
     from newcompute.evaluate import run_lm_eval
     from newcompute.lm_tasks import check_reachable, select_tasks
     from newcompute.models import hub_reachable
+    from newcompute.threads import use_threads
     from newcompute.train.evaluation import evaluate_model, load_model_for_eval, load_run_for_eval, save_lm_eval
     from newcompute.train.runs import is_run_dir
 
@@ -134,7 +135,8 @@ def eval_(
     else:
         run = run_config(config, [*(set_ or []), override("model.name", model)], flags, paradigm_config)
         target = load_model_for_eval(run, paradigm, trust_remote_code=trust_remote_code)
-    for key, value in target.used:
+    threads = use_threads(target.run.train.threads)
+    for key, value in [*target.used, ("Threads", threads)]:
         console.print(f"[bold]{key}:[/] {escape(str(value))}", highlight=False)
     result = evaluate_model(target, batch_size=batch_size, max_blocks=max_blocks)
     console.print(

@@ -54,6 +54,8 @@ class Plan:
     warmup_steps: int
     eval_every: int
     reasons: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    """Values changed from what was asked, one line each, printed before the run starts."""
 
     @property
     def tokens_per_step(self) -> int:
@@ -108,6 +110,7 @@ def make_plan(
 ) -> Plan:
     """Fill in every default ``settings`` leaves open, and say where each value came from."""
     reasons: dict[str, str] = {}
+    notes: list[str] = []
     block_size, reasons["block_size"] = resolve_block_size(settings.block_size, max_positions)
     accumulation = accumulation_steps(settings.batch_size, settings.micro_batch_size, processes)
     per_step = settings.batch_size * block_size
@@ -125,8 +128,14 @@ def make_plan(
         lr, reasons["lr"] = settings.lr, "as set"
     else:
         lr, reasons["lr"] = default_lr(params, mode)
-    if settings.warmup_steps is not None:
-        warmup, reasons["warmup_steps"] = min(settings.warmup_steps, steps), "as set"
+    if settings.warmup_steps is not None and settings.warmup_steps > steps:
+        warmup, reasons["warmup_steps"] = steps, f"clamped from {settings.warmup_steps} to the run's length"
+        notes.append(
+            f"train.warmup_steps {settings.warmup_steps} is longer than the run's {steps} steps: "
+            f"clamped to {steps}."
+        )
+    elif settings.warmup_steps is not None:
+        warmup, reasons["warmup_steps"] = settings.warmup_steps, "as set"
     else:
         warmup, reasons["warmup_steps"] = round(WARMUP_FRACTION * steps), "5% of the steps"
     eval_every = settings.eval_every or min(MAX_EVAL_EVERY, max(1, steps // 10))
@@ -144,4 +153,5 @@ def make_plan(
         warmup_steps=warmup,
         eval_every=eval_every,
         reasons=reasons,
+        notes=notes,
     )

@@ -45,17 +45,19 @@ class EvalTarget:
 
 
 def _validation_corpus(
-    run: RunConfig, model: nn.Module, tokenizer: PreTrainedTokenizerBase
+    run: RunConfig, model: nn.Module, tokenizer: PreTrainedTokenizerBase, registry: Registry | None
 ) -> tuple[PackedCorpus, str]:
     block_size, _ = resolve_block_size(run.train.block_size, max_positions(model))
     needed = validation_period(run.data.validation_fraction) * run.data.validation_max_blocks * block_size
     limit = min(needed, run.data.max_tokens) if run.data.max_tokens is not None else needed
-    source = open_source(run.data)
+    source = open_source(run.data, registry)
     return pack(source, tokenizer, block_size, run.data, run.train.seed, limit), source.description
 
 
-def _target(model: nn.Module, tokenizer: PreTrainedTokenizerBase, run: RunConfig, model_text: str) -> EvalTarget:
-    corpus, data_text = _validation_corpus(run, model, tokenizer)
+def _target(
+    model: nn.Module, tokenizer: PreTrainedTokenizerBase, run: RunConfig, model_text: str, registry: Registry | None
+) -> EvalTarget:
+    corpus, data_text = _validation_corpus(run, model, tokenizer, registry)
     accelerator = Accelerator(mixed_precision=mixed_precision(run.train.mixed_precision))
     model.to(accelerator.device)
     used = [
@@ -76,7 +78,7 @@ def load_run_for_eval(
     model, tokenizer, _ = load_run(folder, registry=registry, trust_remote_code=trust_remote_code)
     run = load_run_config(folder / RECORD_FILE, overrides)
     paradigms = ", ".join(run.paradigm) or "no paradigms"
-    return _target(model, tokenizer, run, f"the run saved in {folder} ({run.model.name}, {paradigms})")
+    return _target(model, tokenizer, run, f"the run saved in {folder} ({run.model.name}, {paradigms})", registry)
 
 
 def load_model_for_eval(
@@ -94,7 +96,11 @@ def load_model_for_eval(
     verify_attention(loaded.model)
     names = ", ".join(u.name for u in uses) or "no paradigms"
     return _target(
-        loaded.model, loaded.tokenizer, run, f"{loaded.source} ({names}); tokenizer: {loaded.tokenizer_source}"
+        loaded.model,
+        loaded.tokenizer,
+        run,
+        f"{loaded.source} ({names}); tokenizer: {loaded.tokenizer_source}",
+        registry,
     )
 
 

@@ -46,9 +46,9 @@ from newcompute.train.packing import as_batch
 from newcompute.train.setup import Session, build_session
 from newcompute.train.sharded_checkpoint import is_sharded, load_sharded
 from newcompute.train.teardown import release_reducer
+from newcompute.train.trackers import start_trackers
 
 StepCallback = Callable[[int, float], None]
-TRACKER_PROJECT = "newcompute"
 
 
 @dataclass
@@ -312,10 +312,7 @@ class Trainer:
         if session.resume_from is not None:
             self._restore(session.resume_from)
         self.metrics = MetricsLog(session.run_dir, session.accelerator.is_main_process)
-        if session.accelerator.is_main_process and settings.report_to != "none":
-            if settings.report_to == "tensorboard":  # accelerate writes its events under RUN/<project>
-                run_files.register(session.run_dir, TRACKER_PROJECT)
-            session.accelerator.init_trackers(TRACKER_PROJECT, config=_flat(session.record))
+        start_trackers(session.accelerator, settings, session.run_dir, _flat(session.record))
         try:
             with StopRequest(self.display.print) as stop, self.display:
                 self.display.start(self.step, session.plan.steps)

@@ -1,8 +1,11 @@
 """Turning documents into fixed-length training blocks, a held-out split and a seeded order.
 
-Documents are tokenized with the model's tokenizer, joined with its
-end-of-text token and cut into ``block_size`` blocks (the tail that does not
-fill a block is dropped), as HF's ``run_clm`` and NewComputeBench do. The
+Documents are tokenized with the model's tokenizer (a document of token
+ids is taken as it is), joined with its end-of-text token and cut into
+``block_size`` blocks (the tail that does not fill a block is dropped), as
+HF's ``run_clm`` and NewComputeBench do. Text is tokenized in bounded
+chunks, so neither a huge document nor Ctrl-C has to wait for one
+tokenizer call on all of it. The
 validation blocks are every ``period``-th block from an offset chosen by the
 seed, capped at ``validation_max_blocks``. Because the rule looks at block
 positions only, the held-out set does not depend on how much of a source a
@@ -12,19 +15,26 @@ same text and ``newcompute eval`` rebuilds exactly the set a run used.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from itertools import islice
+from typing import Any
 
 import numpy as np
 import torch
 from transformers import PreTrainedTokenizerBase
 
 from newcompute.config import DataSettings
+from newcompute.datasource import Document
 from newcompute.errors import ConfigError
 from newcompute.train.sources import TextSource
 
-_DOCS_PER_BATCH = 512
+TOKENIZE_CHUNK_CHARS = 1 << 16
+"""The most characters the tokenizer sees in one text: a long document is tokenized in pieces of this size,
+cut after a line break or a space where there is one, so its tokenizing memory does not grow with it."""
+_BATCH_CHARS = 1 << 18
+"""Characters per tokenizer call (several pieces at once run in parallel): a call takes a fraction of a
+second, which bounds how long Ctrl-C waits, since Python handles signals only between calls."""
+_BATCH_PIECES = 512
 
 
 @dataclass(frozen=True)
@@ -48,31 +58,110 @@ def validation_period(fraction: float) -> int:
     return max(2, round(1.0 / fraction))
 
 
+def text_chunks(pieces: Iterable[str], size: int = TOKENIZE_CHUNK_CHARS) -> Iterator[str]:
+    """The text of ``pieces`` again, as chunks of at most ``size`` characters.
+
+    A chunk ends after the last line break in its window, else after the
+    last space, else at ``size``: tokenizers split words at whitespace, so
+    cutting there gives (almost always exactly) the tokens of the whole text.
+    """
+    buffer = ""
+    for piece in pieces:
+        buffer += piece  # what is left over from the last piece is shorter than a chunk
+        start = 0
+        while len(buffer) - start > size:
+            end = start + size
+            cut = buffer.rfind("\n", start, end) + 1 or buffer.rfind(" ", start, end) + 1 or end
+            yield buffer[start:cut]
+            start = cut
+        buffer = buffer[start:]
+    if buffer:
+        yield buffer
+
+
+@dataclass
+class _Unit:
+    """A chunk of a document's text, or all of a document's ids, and whether the document ends with it."""
+
+    text: str | None
+    ids: np.ndarray | None
+    last: bool
+
+
+def _units(documents: Iterable[Document], vocab: int, where: str) -> Iterator[_Unit]:
+    for document in documents:
+        if isinstance(document, (str, Iterator)):
+            chunks = text_chunks([document] if isinstance(document, str) else document)
+            previous = next(chunks, "")
+            for chunk in chunks:
+                yield _Unit(previous, None, False)
+                previous = chunk
+            yield _Unit(previous, None, True)
+        else:
+            yield _Unit(None, _token_ids(document, vocab, where), True)
+
+
+def _token_ids(document: Any, vocab: int, where: str) -> np.ndarray:
+    ids = np.asarray(document)
+    if ids.ndim != 1 or (ids.size and ids.dtype.kind not in "iu"):
+        raise ConfigError(
+            f"{where} gave a document of token ids that is not a flat sequence of integers "
+            f"(shape {ids.shape}, dtype {ids.dtype})."
+        )
+    if ids.size and (ids.min() < 0 or ids.max() >= vocab):
+        raise ConfigError(
+            f"{where} gave token id {int(ids.max() if ids.max() >= vocab else ids.min())}, outside the "
+            f"tokenizer's {vocab} ids (0–{vocab - 1}): token ids must come from the model's own tokenizer."
+        )
+    return ids.astype(np.int32)
+
+
+def _batches(units: Iterator[_Unit]) -> Iterator[list[_Unit]]:
+    """Units in order, grouped so that a group's text stays under ``_BATCH_CHARS``."""
+    batch: list[_Unit] = []
+    chars = 0
+    for unit in units:
+        batch.append(unit)
+        chars += len(unit.text or "")
+        if chars >= _BATCH_CHARS or len(batch) >= _BATCH_PIECES:
+            yield batch
+            batch, chars = [], 0
+    if batch:
+        yield batch
+
+
+def _tokenized(batch: list[_Unit], tokenizer: PreTrainedTokenizerBase) -> list[np.ndarray]:
+    texts = [unit.text for unit in batch if unit.text is not None]
+    encoded = iter(
+        tokenizer(texts, add_special_tokens=False, return_attention_mask=False, verbose=False)["input_ids"]
+        if texts
+        else []
+    )
+    return [np.asarray(next(encoded), dtype=np.int32) if unit.ids is None else unit.ids for unit in batch]
+
+
 def _token_stream(
     source: TextSource, tokenizer: PreTrainedTokenizerBase, limit: int | None
 ) -> tuple[np.ndarray, int, bool]:
     """The source's tokens (at most ``limit``), how many documents were read, and whether it ran out."""
-    eos = tokenizer.eos_token_id
+    eos = np.asarray([] if tokenizer.eos_token_id is None else [tokenizer.eos_token_id], dtype=np.int32)
     pieces: list[np.ndarray] = []
     total = documents = 0
-    texts = source.documents()
-    while limit is None or total < limit:
-        batch = list(islice(texts, _DOCS_PER_BATCH))
-        if not batch:
-            return _joined(pieces, limit), documents, True
-        encoded = tokenizer(batch, add_special_tokens=False, return_attention_mask=False, verbose=False)
-        for ids in encoded["input_ids"]:
-            documents += 1
-            piece = np.asarray(ids + [eos] if eos is not None else ids, dtype=np.int64)
-            pieces.append(piece)
-            total += piece.size
+    for batch in _batches(_units(source.documents(), len(tokenizer), source.description)):
+        for unit, ids in zip(batch, _tokenized(batch, tokenizer)):
+            pieces.append(ids)
+            total += ids.size
+            if unit.last:
+                documents += 1
+                pieces.append(eos)
+                total += eos.size
             if limit is not None and total >= limit:
-                break
-    return _joined(pieces, limit), documents, False
+                return _joined(pieces, limit), documents, False
+    return _joined(pieces, limit), documents, True
 
 
 def _joined(pieces: list[np.ndarray], limit: int | None) -> np.ndarray:
-    stream = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.int64)
+    stream = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.int32)
     return stream[:limit] if limit is not None else stream
 
 
@@ -103,7 +192,7 @@ def pack(
             f"{source.description} gives {stream.size:,} tokens, fewer than two blocks of {block_size} "
             "(one to train on, one to validate): use more text or a smaller --block-size."
         )
-    blocks = stream[: count * block_size].reshape(count, block_size).astype(np.int32)
+    blocks = stream[: count * block_size].reshape(count, block_size)
     train, validation = split_blocks(blocks, settings, seed)
     separator = "end-of-text token" if tokenizer.eos_token_id is not None else "nothing (no end-of-text token)"
     return PackedCorpus(train, validation, block_size, int(stream.size), documents, exhausted, separator)

@@ -22,14 +22,11 @@ from accelerate.utils import (
     DistributedType,
     FullyShardedDataParallelPlugin,
     broadcast_object_list,
-    is_tensorboard_available,
-    is_trackio_available,
-    is_wandb_available,
     parse_flag_from_env,
     set_seed,
 )
 from torch import nn
-from transformers import PreTrainedTokenizerBase, get_linear_schedule_with_warmup
+from transformers import PreTrainedTokenizerBase
 
 from newcompute import run_files
 from newcompute.composer import ComposeReport, apply, verify_attention
@@ -41,10 +38,13 @@ from newcompute.params import OptimizerSettings
 from newcompute.plugins import Registry, get_registry
 from newcompute.record import run_record, warn_version_changes
 from newcompute.run_lock import RunLock
+from newcompute.threads import use_threads
 from newcompute.train import checkpoint
 from newcompute.train.budget import Mode, Plan, accumulation_steps, make_plan
 from newcompute.train.packing import BlockOrder, PackedCorpus, pack, validation_period
 from newcompute.train.runs import default_run_dir
+from newcompute.train.schedule import build_scheduler, describe
+from newcompute.train.trackers import checked_trackers
 from newcompute.train.sources import open_source
 
 SESSION_FIELDS = frozenset(
@@ -54,8 +54,11 @@ SESSION_FIELDS = frozenset(
         "save_every",
         "keep_checkpoints",
         "report_to",
+        "project",
+        "run_name",
         "compile",
         "cuda_graphs",
+        "threads",
         "divergence_factor",
         "divergence_patience",
         "strict",
@@ -63,7 +66,6 @@ SESSION_FIELDS = frozenset(
 )
 """Train settings a resumed run may change: they do not alter what the run computes."""
 
-_TRACKERS = {"tensorboard": is_tensorboard_available, "wandb": is_wandb_available, "trackio": is_trackio_available}
 
 
 @dataclass
@@ -147,14 +149,6 @@ def distribution_text(distributed_type: DistributedType, processes: int, fsdp_re
     if fsdp_requested:
         text += ": accelerate runs FSDP2 on GPUs only, so --fsdp is not applied on this machine"
     return text
-
-
-def _trackers(report_to: str) -> str | None:
-    if report_to == "none":
-        return None
-    if not _TRACKERS[report_to]():
-        raise ConfigError(f"train.report_to '{report_to}' needs the {report_to} package: pip install {report_to}.")
-    return report_to
 
 
 def _run_dir(run: RunConfig, uses: list[ParadigmUse]) -> Path:
@@ -271,6 +265,7 @@ def _resolved(run: RunConfig, plan: Plan, run_dir: Path, limit: int | None) -> R
     train = resolved.train
     train.output_dir, train.block_size, train.steps, train.tokens = str(run_dir), plan.block_size, plan.steps, None
     train.lr, train.warmup_steps, train.eval_every = plan.lr, plan.warmup_steps, plan.eval_every
+    train.threads = None  # a setting of the machine, not of the run: whoever reloads the run chooses their own
     resolved.data.max_tokens = limit
     return resolved
 
@@ -282,8 +277,18 @@ def comparable(record: dict[str, Any]) -> dict[str, Any]:
     return kept
 
 
+def _with_later_defaults(saved: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint written before a setting existed ran as that setting's default does (a new setting's
+    default keeps the old behaviour), so such a run resumes unless the command asks for something else."""
+    defaults = RunConfig().model_dump(mode="json", exclude_none=True)
+    filled = dict(saved)
+    for table in ("model", "train", "data"):
+        filled[table] = {**defaults[table], **saved.get(table, {})}
+    return filled
+
+
 def check_resumable(saved: dict[str, Any], now: dict[str, Any]) -> None:
-    differences = _differences(comparable(saved), comparable(now))
+    differences = _differences(comparable(_with_later_defaults(saved)), comparable(now))
     if differences:
         shown = "; ".join(f"{key}: {old!r} in the checkpoint, {new!r} now" for key, old, new in differences[:6])
         raise ConfigError(
@@ -359,6 +364,7 @@ def _session(
     folder = _check_run_dir(run_dir, resume, overwrite)
     resume_from = folder.resume_from
     notes += folder.notes
+    threads = use_threads(run.train.threads)
     used: list[tuple[str, str]] = []
 
     set_seed(run.train.seed)
@@ -375,7 +381,8 @@ def _session(
     plan = make_plan(
         run.train, parameter_count(model), _mode(run, loaded.init), max_positions(model), state.num_processes
     )
-    source = open_source(run.data)
+    notes += plan.notes
+    source = open_source(run.data, registry)
     limit = _read_limit(run, plan, source.bounded)
     with state.main_process_first():
         corpus = pack(source, loaded.tokenizer, plan.block_size, run.data, run.train.seed, limit)
@@ -391,7 +398,7 @@ def _session(
         gradient_accumulation_steps=plan.accumulation,
         mixed_precision=precision,
         fsdp_plugin=fsdp2_plugin(precision),
-        log_with=_trackers(run.train.report_to),
+        log_with=checked_trackers(run.train.report_to),
         project_dir=str(run_dir),
         step_scheduler_with_optimizer=False,
         kwargs_handlers=[
@@ -413,7 +420,7 @@ def _session(
         OptimizerSettings(lr=plan.lr, weight_decay=run.train.weight_decay, betas=run.train.betas),
         registry=registry,
     )
-    scheduler = get_linear_schedule_with_warmup(optimizer, plan.warmup_steps, plan.steps)
+    scheduler = build_scheduler(optimizer, run.train.schedule, plan.warmup_steps, plan.steps)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
 
     record = run_record(resolved, accelerator.unwrap_model(model))
@@ -426,6 +433,7 @@ def _session(
     accelerator.wait_for_everyone()
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     used += _used_rows(loaded, resolved, plan, corpus, source.description, report, accelerator, trainable)
+    used.append(("Threads", threads))
     used.append(("Run folder", f"{run_dir}" + (f" (resuming from {resume_from.name})" if resume_from else "")))
     return Session(
         run=resolved,
@@ -491,7 +499,8 @@ def _used_rows(
         ("Learning rate", f"{plan.lr:.3g} ({plan.reasons['lr']})"),
         (
             "Schedule",
-            f"linear warm-up for {plan.warmup_steps} steps ({plan.reasons['warmup_steps']}), then linear decay to 0",
+            f"{run.train.schedule}: "
+            + describe(run.train.schedule, plan.warmup_steps, plan.reasons["warmup_steps"], plan.steps),
         ),
         ("Optimizer", optimizer),
         ("Precision", precision_text(accelerator)),

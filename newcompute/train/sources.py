@@ -1,190 +1,185 @@
-"""Where training text comes from: the embedded corpus, local files, or the hub.
+"""Which registered data source reads ``--dataset``, and reading it so that a plugin's failure names the plugin.
 
-Every source yields documents (strings) in a fixed order, so the same
-settings always give the same token stream. The default needs no network:
-the text of ``pydoc_data.topics``, the help topics every CPython ships
-(about 0.47 MB of English prose and code), which is enough for a tiny model
-to show a falling loss in a minute.
+The rule: an existing file is read by the source claiming its suffix, an
+existing folder file by file (sorted, files no source claims skipped);
+``scheme:rest`` by the source claiming ``scheme:``; anything else that
+does not look like a path is a hub id, read by the source claiming
+``hf:``. Every source yields documents in a fixed order, so the same
+settings always give the same token stream.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator
+import contextlib
+import re
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from newcompute.config import DataSettings
-from newcompute.errors import ConfigError
+from newcompute.core_sources import BUILTIN_PYDOC, HUB_SCHEME
+from newcompute.culprit import Culprit, describe
+from newcompute.datasource import DataSource, Document
+from newcompute.errors import ConfigError, NewcomputeError, PluginError
+from newcompute.plugins import Registry, get_registry
 
-BUILTIN_PYDOC = "builtin:pydoc"
-LOCAL_SUFFIXES = (".txt", ".jsonl", ".parquet")
+_SCHEME_PREFIX = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*:)(?!//)")
+"""``name:`` at the start of a dataset; ``://`` is left out so that a URL is not read as a scheme of ours."""
 
 
 class TextSource(Protocol):
-    """A way to read documents, and a sentence that says what it is."""
+    """Documents to pack, and a sentence that says what they are."""
 
     description: str
     bounded: bool
 
-    def documents(self) -> Iterator[str]: ...
+    def documents(self) -> Iterator[Document]: ...
 
 
 @dataclass(frozen=True)
-class PydocTopics:
-    description: str = "the built-in corpus: Python's pydoc_data.topics help text (offline)"
-    bounded: bool = True
+class Target:
+    """One thing a data source reads: a file, or what follows a scheme."""
 
-    def documents(self) -> Iterator[str]:
-        from pydoc_data.topics import topics
-
-        for name in sorted(topics):
-            yield topics[name]
+    source: DataSource
+    target: str
 
 
 @dataclass(frozen=True)
-class LocalFiles:
-    """``.txt`` files are one document each; ``.jsonl`` and ``.parquet`` hold one per row."""
+class ResolvedSource:
+    """The targets ``--dataset`` names, read one after the other by the sources that claim them."""
 
-    files: tuple[Path, ...]
-    text_column: str
-    description: str
-    bounded: bool = True
-
-    def documents(self) -> Iterator[str]:
-        for file in self.files:
-            if file.suffix == ".txt":
-                yield file.read_text(encoding="utf-8", errors="replace")
-            elif file.suffix == ".jsonl":
-                yield from _jsonl_texts(file, self.text_column)
-            else:
-                yield from _parquet_texts(file, self.text_column)
-
-
-@dataclass(frozen=True)
-class HubDataset:
+    targets: tuple[Target, ...]
     settings: DataSettings
+    registry: Registry
     description: str
-    bounded: bool = False
+    bounded: bool
 
-    def documents(self) -> Iterator[str]:
-        dataset = _load_hub_dataset(self.settings)
-        column, where = self.settings.text_column, self.settings.dataset
-        columns = list(getattr(dataset, "column_names", None) or [])
-        if columns and column not in columns:
-            raise ConfigError(_unknown_column(column, columns, where))
-        for row in dataset:
-            if column not in row:
-                raise ConfigError(_unknown_column(column, list(row), where))
-            yield _as_text(row[column], column, where)
+    def documents(self) -> Iterator[Document]:
+        for item in self.targets:
+            record = self.registry.data_source_plugin(item.source.name)
+            if record is self.registry.core:
+                yield from item.source.read(item.target, self.settings)
+            else:
+                hook = f"its data source '{item.source.name}' reading '{item.target}'"
+                yield from _attributed(item, self.settings, Culprit(record.distribution, record.version, None, hook))
 
 
-def _unknown_column(column: str, columns: list[str], where: str) -> str:
-    return (
-        f"data.text_column: {where} has no column '{column}'. Its columns are: {', '.join(map(str, columns))}. "
-        "Pass --text-column NAME."
+@contextlib.contextmanager
+def _blamed(culprit: Culprit) -> Iterator[None]:
+    """A plugin's exception as a PluginError naming it; its ConfigError and RunError pass as they are."""
+    try:
+        yield
+    except NewcomputeError:
+        raise
+    except Exception as exc:
+        raise PluginError(describe(culprit, exc)) from exc
+
+
+def _attributed(item: Target, settings: DataSettings, culprit: Culprit) -> Iterator[Document]:
+    """A plugin source's documents, each checked to be a document."""
+    with _blamed(culprit):
+        for document in item.source.read(item.target, settings):
+            if isinstance(document, Iterator):
+                yield _attributed_pieces(document, culprit)
+            elif isinstance(document, str) or _is_token_ids(document):
+                yield document
+            else:
+                raise TypeError(
+                    f"it yielded a {type(document).__name__}; a document is a str, a sequence of token ids "
+                    "or an iterator of str pieces"
+                )
+
+
+def _attributed_pieces(pieces: Iterator[object], culprit: Culprit) -> Iterator[str]:
+    with _blamed(culprit):
+        for piece in pieces:
+            if not isinstance(piece, str):
+                raise TypeError(f"it yielded a piece of text that is a {type(piece).__name__}, not a str")
+            yield piece
+
+
+def _is_token_ids(document: object) -> bool:
+    """A sequence or array the packer reads as ids (bytes are text someone forgot to decode, not ids)."""
+    return not isinstance(document, (bytes, bytearray)) and (
+        isinstance(document, Sequence) or hasattr(document, "__array__")
     )
 
 
-def _as_text(value: Any, column: str, where: str) -> str:
-    if not isinstance(value, str):
-        raise ConfigError(
-            f"data.text_column: column '{column}' of {where} holds {type(value).__name__}, not text. "
-            "Pass --text-column with a column of strings."
-        )
-    return value
+def _valid_claims(registry: Registry) -> str:
+    schemes = [c for c in registry.claims if c.endswith(":")]
+    suffixes = [c for c in registry.claims if c.startswith(".")]
+    return f"schemes {', '.join(schemes)} (a bare hub id means {HUB_SCHEME}ID); file suffixes {', '.join(suffixes)}"
 
 
-def _jsonl_texts(file: Path, column: str) -> Iterator[str]:
-    with file.open(encoding="utf-8") as lines:
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ConfigError(f"{file}, line {number}: not valid JSON ({exc.msg}).") from None
-            if not isinstance(row, dict) or column not in row:
-                keys = ", ".join(row) if isinstance(row, dict) else f"a {type(row).__name__}"
-                raise ConfigError(
-                    f"data.text_column: {file}, line {number} has no key '{column}' (it has: {keys}). "
-                    "Pass --text-column NAME."
-                )
-            yield _as_text(row[column], column, f"{file}, line {number}")
+def _suffix_source(file: Path, registry: Registry) -> DataSource | None:
+    """The source claiming the longest suffix ``file``'s name ends with (``.jsonl.gz`` before ``.gz``)."""
+    name = file.name.lower()
+    matches = [claim for claim in registry.claims if claim.startswith(".") and name.endswith(claim)]
+    return registry.claims[max(matches, key=len)] if matches else None
 
 
-def _parquet_texts(file: Path, column: str) -> Iterator[str]:
-    try:
-        import pyarrow.parquet as pq
-    except ImportError:
-        raise ConfigError(
-            f"{file} is a Parquet file, which needs pyarrow: pip install pyarrow "
-            "(or convert it to .jsonl, which needs nothing)."
-        ) from None
-    table = pq.ParquetFile(file)
-    names = table.schema_arrow.names
-    if column not in names:
-        raise ConfigError(_unknown_column(column, names, str(file)))
-    for batch in table.iter_batches(columns=[column]):
-        for value in batch.column(0).to_pylist():
-            yield _as_text(value, column, str(file))
-
-
-def _load_hub_dataset(settings: DataSettings) -> Any:
-    try:
-        import datasets
-    except ImportError:
-        raise ConfigError(
-            f"Dataset '{settings.dataset}' is not a local file or folder, so it would come from the hub, "
-            "which needs the 'datasets' package: pip install datasets. "
-            f"Offline, use the built-in corpus ('{BUILTIN_PYDOC}') or local .txt/.jsonl/.parquet files."
-        ) from None
-    try:
-        return datasets.load_dataset(
-            settings.dataset, settings.config_name, split=settings.split, streaming=settings.streaming
-        )
-    except (FileNotFoundError, ValueError, ConnectionError) as exc:
-        raise ConfigError(
-            f"Could not load dataset '{settings.dataset}' (config {settings.config_name!r}, split "
-            f"'{settings.split}') from the hub: {exc}"
-        ) from None
-
-
-def _local_files(path: Path) -> tuple[Path, ...]:
+def _local_targets(path: Path, registry: Registry) -> tuple[Target, ...]:
     if path.is_file():
-        if path.suffix not in LOCAL_SUFFIXES:
+        source = _suffix_source(path, registry)
+        if source is None:
             raise ConfigError(
-                f"data.dataset: {path} is a '{path.suffix}' file; supported: {', '.join(LOCAL_SUFFIXES)}."
+                f"data.dataset: no data source reads {path} (a '{path.suffix}' file). Valid: {_valid_claims(registry)}."
             )
-        return (path,)
-    files = tuple(sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in LOCAL_SUFFIXES))
-    if not files:
-        raise ConfigError(f"data.dataset: folder {path} holds no {', '.join(LOCAL_SUFFIXES)} files.")
-    return files
+        return (Target(source, str(path)),)
+    files = sorted(p for p in path.rglob("*") if p.is_file())
+    targets = tuple(Target(s, str(f)) for f in files if (s := _suffix_source(f, registry)) is not None)
+    if not targets:
+        suffixes = ", ".join(c for c in registry.claims if c.startswith("."))
+        raise ConfigError(f"data.dataset: folder {path} holds no files any data source reads ({suffixes}).")
+    return targets
 
 
-def _looks_like_path(name: str) -> bool:
-    return name.startswith((".", "/", "~")) or Path(name).suffix in LOCAL_SUFFIXES or name.count("/") > 1
+def _looks_like_path(name: str, registry: Registry) -> bool:
+    return name.startswith((".", "/", "~")) or name.count("/") > 1 or _suffix_source(Path(name), registry) is not None
 
 
-def open_source(settings: DataSettings) -> TextSource:
+def _local(path: Path, settings: DataSettings, registry: Registry) -> ResolvedSource:
+    targets = _local_targets(path, registry)
+    what = f"{len(targets)} files under {path}" if path.is_dir() else str(path)
+    bounded = all(t.source.bounded for t in targets)
+    return ResolvedSource(targets, settings, registry, f"local {what}", bounded)
+
+
+def _named(source: DataSource, target: str, settings: DataSettings, registry: Registry) -> ResolvedSource:
+    record = registry.data_source_plugin(source.name)
+    if record is registry.core:
+        description = source.description(target, settings)
+    else:
+        hook = f"its data source '{source.name}' describing '{target}'"
+        with _blamed(Culprit(record.distribution, record.version, None, hook)):
+            description = source.description(target, settings)
+        description += f" (data source '{source.name}' of {record.distribution})"
+    return ResolvedSource((Target(source, target),), settings, registry, description, source.bounded)
+
+
+def open_source(settings: DataSettings, registry: Registry | None = None) -> TextSource:
     """The source ``settings.dataset`` names, or a ConfigError that says what would be valid."""
+    registry = registry or get_registry()
     name = settings.dataset
-    if name == BUILTIN_PYDOC:
-        return PydocTopics()
-    if name.startswith("builtin:"):
-        raise ConfigError(f"data.dataset: unknown built-in corpus '{name}'; the built-in corpus is '{BUILTIN_PYDOC}'.")
-    path = Path(name).expanduser()
+    path = Path(name)
     if path.exists():
-        files = _local_files(path)
-        what = f"{len(files)} files under {path}" if path.is_dir() else str(path)
-        return LocalFiles(files, settings.text_column, f"local {what}")
-    if _looks_like_path(name):
+        return _local(path, settings, registry)
+    scheme = _SCHEME_PREFIX.match(name)
+    if scheme:
+        source = registry.claims.get(scheme.group(1).lower())
+        if source is None:
+            raise ConfigError(
+                f"data.dataset: no data source reads '{scheme.group(1)}' datasets. Valid: {_valid_claims(registry)}."
+                " 'newcompute data-sources' lists them with the plugins they come from."
+            )
+        return _named(source, name[scheme.end() :], settings, registry)
+    if _looks_like_path(name, registry):
         raise ConfigError(
-            f"data.dataset: {name} does not exist. Pass an existing .txt/.jsonl/.parquet file or folder, "
+            f"data.dataset: {name} does not exist. Pass an existing file or folder ({_valid_claims(registry)}), "
             f"a hub dataset id such as HuggingFaceFW/fineweb-edu, or '{BUILTIN_PYDOC}'."
         )
-    config = f", config {settings.config_name}" if settings.config_name else ""
-    mode = "streamed" if settings.streaming else "downloaded"
-    return HubDataset(settings, f"hub dataset {name}{config}, split {settings.split} ({mode})")
+    hub = registry.claims.get(HUB_SCHEME)
+    if hub is None:
+        raise ConfigError(f"data.dataset: '{name}' would be a hub dataset, but no data source claims '{HUB_SCHEME}'.")
+    return _named(hub, name, settings, registry)

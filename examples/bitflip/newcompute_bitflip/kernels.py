@@ -11,8 +11,13 @@ tensors for testing.
 from __future__ import annotations
 
 import torch
-import triton
-import triton.language as tl
+from newcompute import missing_dependency
+
+try:
+    import triton
+    import triton.language as tl
+except ImportError as exc:
+    raise missing_dependency("triton", "newcompute-bitflip", "the bit-flip Triton kernel") from exc
 
 from newcompute_bitflip.formats import layout_of
 from newcompute_bitflip.reference import MAX_ELEMENTS, FlipSpec

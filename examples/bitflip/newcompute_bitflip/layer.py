@@ -10,8 +10,6 @@ so a checkpoint replays the same faults whatever loads it.
 
 from __future__ import annotations
 
-import zlib
-
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -25,11 +23,6 @@ INPUT_GROUPS = (0, 1)
 WEIGHT_GROUPS = (2, 3)
 
 
-def layer_stream(name: str) -> int:
-    """A stable 31-bit id per layer name, so layers draw independent flips (Python's ``hash`` is salted)."""
-    return zlib.crc32(name.encode()) & 0x7FFF_FFFF
-
-
 def _spec(p_exp: float, p_frac: float, threshold: float, groups: tuple[int, int], key: tuple[int, int]) -> FlipSpec:
     return FlipSpec(halves(p_exp), halves(p_frac), groups[0], groups[1], threshold, key)
 
@@ -39,7 +32,7 @@ class BitFlipLinear(nc.ReplacedLinear):
 
     def __init__(self, source: nn.Module, config: BitFlipConfig, name: str) -> None:
         super().__init__(source)
-        key = (config.seed, layer_stream(name))
+        key = nc.RandomStream.for_layer(config.seed, name).key
         self.inputs = _spec(config.x_p_exp, config.x_p_frac, config.x_zero_out_t, INPUT_GROUPS, key)
         self.weights = _spec(config.w_p_exp, config.w_p_frac, config.w_zero_out_t, WEIGHT_GROUPS, key)
         self.backend = config.backend

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from torch import nn
+from typing import TYPE_CHECKING
 
 import newcompute as nc
 from newcompute_bitflip.config import BitFlipConfig
-from newcompute_bitflip.layer import BitFlipLinear
+
+if TYPE_CHECKING:
+    from torch import nn
 
 newcompute_api = ">=1.0,<2"
 
@@ -37,6 +39,8 @@ def newcompute_register_paradigms() -> list[nc.Paradigm]:
 def newcompute_replace_layer(
     paradigm: nc.Paradigm, config: BitFlipConfig, name: str, module: nn.Module
 ) -> nn.Module | None:
+    from newcompute_bitflip.layer import BitFlipLinear  # imported here, so listing paradigms needs no torch
+
     if not nc.is_linear_like(module):
         return None
     return BitFlipLinear(module, config, name)

@@ -20,9 +20,10 @@ from dataclasses import dataclass
 
 import torch
 
+from newcompute import philox4x32
 from newcompute_bitflip.formats import layout_of
-from newcompute_bitflip.philox import MASK32, philox4x32
 
+MASK32 = 0xFFFF_FFFF
 MAX_ELEMENTS = 2**32
 """Element indices are one 32-bit counter word."""
 

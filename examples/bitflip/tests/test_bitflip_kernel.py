@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import subprocess
 import sys
@@ -10,6 +11,7 @@ import textwrap
 import pytest
 import torch
 
+from newcompute import MissingDependency
 from newcompute_bitflip.formats import LAYOUTS
 from newcompute_bitflip.reference import FlipSpec, flip_bits
 
@@ -122,3 +124,11 @@ def test_flip_rates_agree_with_mase_triton() -> None:
     for field, bits, p in ((layout.sign_exponent, 9, 2**-3), (layout.fraction, 7, 2**-2)):
         assert rate(ours, field, bits) == pytest.approx(p, rel=0.01)
         assert rate(theirs, field, bits) == pytest.approx(p, rel=0.01)
+
+
+def test_without_triton_the_kernel_names_the_plugin_and_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "triton", None)  # as on a machine without Triton
+    monkeypatch.delitem(sys.modules, "newcompute_bitflip.kernels", raising=False)
+    with pytest.raises(MissingDependency, match=r"pip install 'newcompute-bitflip\[gpu\]'") as err:
+        importlib.import_module("newcompute_bitflip.kernels")
+    assert str(err.value).startswith("newcompute-bitflip: the 'triton' package is not installed; the bit-flip Triton")

@@ -10,7 +10,8 @@ from transformers.pytorch_utils import Conv1D
 
 import newcompute as nc
 from newcompute_bitflip.config import BitFlipConfig, halves
-from newcompute_bitflip.layer import BitFlipLinear, layer_stream
+from newcompute import layer_stream
+from newcompute_bitflip.layer import BitFlipLinear
 from newcompute_bitflip.reference import FlipSpec, flip_bits
 
 NOISY = BitFlipConfig(x_p_exp=2**-5, x_p_frac=2**-2, w_p_exp=2**-4, w_p_frac=2**-3, x_zero_out_t=4.0, w_zero_out_t=0.5)

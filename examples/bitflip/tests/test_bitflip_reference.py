@@ -10,7 +10,17 @@ import torch
 from newcompute_bitflip.formats import LAYOUTS
 from newcompute_bitflip.ops import flip
 from newcompute_bitflip.reference import FlipSpec, flip_bits, random_mask
-from test_bitflip_philox import _philox_scalar
+
+
+def _philox_scalar(counter: list[int], key: list[int]) -> list[int]:
+    """Random123's Philox4x32-10 round function on Python integers: the independent reference for the masks."""
+    c, k = list(counter), list(key)
+    for _ in range(10):
+        p0, p1 = 0xD2511F53 * c[0], 0xCD9E8D57 * c[2]
+        c = [(p1 >> 32) ^ c[1] ^ k[0], p1 & 0xFFFFFFFF, (p0 >> 32) ^ c[3] ^ k[1], p0 & 0xFFFFFFFF]
+        k = [(k[0] + 0x9E3779B9) & 0xFFFFFFFF, (k[1] + 0xBB67AE85) & 0xFFFFFFFF]
+    return c
+
 
 KEY = (7, 0x1234567)
 

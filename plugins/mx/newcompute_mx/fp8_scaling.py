@@ -17,7 +17,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from newcompute.attention import probing
+from newcompute import probing
 from newcompute_mx.formats import ElementFormat
 from newcompute_mx.reference import tensor_scale
 

@@ -28,8 +28,13 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
-import triton
-import triton.language as tl
+from newcompute import missing_dependency
+
+try:
+    import triton
+    import triton.language as tl
+except ImportError as exc:
+    raise missing_dependency("triton", "newcompute-mx", "the MX Triton kernels (used for CUDA tensors)") from exc
 
 from newcompute_mx.formats import ElementFormat
 

@@ -8,22 +8,28 @@ training configuration). Only linear layers are replaced; norms, embeddings
 and the output head stay in high precision (the head through the core's
 default rules), since quantizing norm affine parameters is a known source of
 loss spikes (Su et al. 2025).
+
+The quantizers and layers (and torch with them) are imported inside the
+functions that build them: the CLI imports every plugin's entry point to
+list paradigms, which then costs no torch import.
 """
 
 from __future__ import annotations
 
-import torch
-from pydantic import BaseModel
-from torch import nn
+from typing import TYPE_CHECKING
 
-from newcompute import AttentionMatmuls, CostEstimate, MatmulShape, Paradigm, Role, hookimpl, is_linear_like
-from newcompute_mx.attention import QuantizedAttentionMatmuls
-from newcompute_mx.cost import estimate
+import newcompute
+from newcompute import Paradigm, Role, hookimpl
 from newcompute_mx.config import MX_CONFIGS, ROLES, FP8Config, MXConfig, QuantizedLayers
 from newcompute_mx.formats import NO_QUANTIZATION
-from newcompute_mx.fp8_scaling import AmaxHistory
-from newcompute_mx.layer import QuantizedLinear
-from newcompute_mx.quantizers import FP8Quantizer, MXQuantizer, OperandQuantizer
+
+if TYPE_CHECKING:
+    import torch
+    from pydantic import BaseModel
+    from torch import nn
+
+    from newcompute import AttentionMatmuls, CostEstimate, MatmulShape
+    from newcompute_mx.quantizers import OperandQuantizer
 
 newcompute_api = ">=1.0,<2"
 
@@ -51,6 +57,9 @@ def build_quantizer(
     """The quantizer for one layer (or one attention module: per-tensor FP8 there uses current scaling,
     since Q, K, P and V share no history). Its state lives on ``device``, the module's own, so a model
     transformed after it was moved to a GPU works as one transformed first."""
+    from newcompute_mx.fp8_scaling import AmaxHistory
+    from newcompute_mx.quantizers import FP8Quantizer, MXQuantizer
+
     if isinstance(config, MXConfig):
         return MXQuantizer(formats, config.block_size, config.scale_mode)
     if isinstance(config, FP8Config):
@@ -76,7 +85,9 @@ def newcompute_register_paradigms() -> list[Paradigm]:
 
 @hookimpl
 def newcompute_replace_layer(paradigm: Paradigm, config: BaseModel, name: str, module: nn.Module) -> nn.Module | None:
-    if not is_linear_like(module) or not isinstance(config, QuantizedLayers):
+    from newcompute_mx.layer import QuantizedLinear
+
+    if not newcompute.is_linear_like(module) or not isinstance(config, QuantizedLayers):
         return None
     formats = config.role_formats(name)
     if all(fmt == NO_QUANTIZATION for fmt in formats.values()):
@@ -88,6 +99,8 @@ def newcompute_replace_layer(paradigm: Paradigm, config: BaseModel, name: str, m
 def newcompute_attention_matmuls(
     paradigm: Paradigm, config: BaseModel, name: str, attention: nn.Module
 ) -> AttentionMatmuls | None:
+    from newcompute_mx.attention import QuantizedAttentionMatmuls
+
     if not isinstance(config, QuantizedLayers) or not config.attention:
         return None
     first = next(attention.parameters(), None)
@@ -105,6 +118,8 @@ def newcompute_estimate_cost(
     tokens_per_step: int,
 ) -> CostEstimate | None:
     """Operand bytes, tensor-core throughput and energy vs bf16, from the OCP spec and NVIDIA datasheets."""
+    from newcompute_mx.cost import estimate
+
     if not isinstance(config, QuantizedLayers):
         return None
     return estimate(config, layers)

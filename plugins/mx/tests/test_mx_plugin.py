@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+import sys
 from typing import Any
 
 import pytest
@@ -9,7 +11,7 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
 import newcompute
-from newcompute import ConfigError, Registry, load_registry
+from newcompute import ConfigError, MissingDependency, Registry, load_registry
 from newcompute.config import resolve_paradigm
 from newcompute_mx import plugin
 from newcompute_mx.layer import QuantizedLinear
@@ -187,3 +189,11 @@ def test_bad_configuration_names_the_field_and_what_is_valid(
         resolve_paradigm(registry, name, table)
     for fragment in expected:
         assert fragment in str(error.value)
+
+
+def test_without_triton_the_kernels_name_the_plugin_and_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "triton", None)  # as on a machine without Triton
+    monkeypatch.delitem(sys.modules, "newcompute_mx.kernels", raising=False)
+    with pytest.raises(MissingDependency, match=r"^newcompute-mx: the 'triton' package is not installed; the MX") as err:
+        importlib.import_module("newcompute_mx.kernels")
+    assert str(err.value).endswith("Install it with: pip install 'newcompute-mx[gpu]'.")

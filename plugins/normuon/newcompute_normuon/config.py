@@ -19,7 +19,7 @@ from pydantic import (
     model_serializer,
 )
 
-from newcompute import CostOverrides, StrictConfig
+from newcompute import CostOverrides, StrictConfig, check_pattern
 from newcompute_normuon.coefficients import CoefficientName
 
 
@@ -30,13 +30,17 @@ class ParamOverride(StrictConfig):
     are TOML, which has no null).
     """
 
-    pattern: str = Field(description="Shell glob on parameter names, e.g. '*.self_attn.q_proj.weight'.")
+    pattern: str = Field(
+        description="Parameter names it applies to: a glob ('*.self_attn.q_proj.weight') or 're:' and a regex."
+    )
     optimizer: Literal["normuon", "adamw"] | None = Field(None, description="Which update rule trains it.")
     lr: float | None = Field(None, gt=0.0, description="Learning rate (absolute, not a multiplier).")
     betas: tuple[float, float] | None = Field(
         None, description="AdamW: (β₁, β₂). NorMuon: (momentum, β₂ of the per-row second moment)."
     )
     weight_decay: float | None = Field(None, ge=0.0, description="Decoupled weight decay, applied as lr·wd.")
+
+    _pattern_is_valid = field_validator("pattern")(check_pattern)
 
     @field_validator("betas")
     @classmethod
@@ -53,10 +57,14 @@ class ParamOverride(StrictConfig):
 class FusedMatrix(StrictConfig):
     """A parameter that stacks several logical matrices along its output dimension."""
 
-    pattern: str = Field(description="Shell glob on parameter names, e.g. '*.attn.c_attn.weight'.")
+    pattern: str = Field(
+        description="Parameter names it applies to: a glob ('*.attn.c_attn.weight') or 're:' and a regex."
+    )
     splits: int | tuple[int, ...] = Field(
         description="Equal part count (3 for GPT-2 c_attn) or the row count of each part, in order."
     )
+
+    _pattern_is_valid = field_validator("pattern")(check_pattern)
 
 
 class NorMuonConfig(StrictConfig):

@@ -124,7 +124,10 @@ class NorMuonAdamW(torch.optim.Optimizer):
             raise ConfigError(f"elementwise must be one of {list(ELEMENTWISE)}, got {elementwise!r}")
         for name, choice in (("ns_kernel", ns_kernel), ("elementwise", elementwise)):
             if choice == "triton" and importlib.util.find_spec("triton") is None:
-                raise ConfigError(f"{name} = 'triton' needs the triton package; install it or choose 'torch'.")
+                raise ConfigError(
+                    f"newcompute-normuon: {name} = 'triton' needs the 'triton' package, which is not installed. "
+                    "Install it with: pip install 'newcompute-normuon[gpu]', or choose 'torch'."
+                )
         self._plans: dict[tuple[tuple[int, ...], ...], Plan] = {}
         self._mode = ""
         self.distributed = distributed

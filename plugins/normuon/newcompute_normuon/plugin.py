@@ -1,18 +1,23 @@
-"""The ``normuon`` paradigm: registration and the optimizer hook."""
+"""The ``normuon`` paradigm: registration and the optimizer hook.
+
+The optimizer (and torch with it) is imported inside the hook that builds
+it: the CLI imports every plugin's entry point to list paradigms, which
+then costs no torch import.
+"""
 
 from __future__ import annotations
 
 import importlib.util
-
-import torch
+from typing import TYPE_CHECKING
 
 import newcompute
-from newcompute import CostEstimate, MatmulShape, OptimizerSettings, Paradigm, ParamInfo, Role
-
+from newcompute import Paradigm, Role
 from newcompute_normuon.config import NorMuonConfig
-from newcompute_normuon.cost import estimate
-from newcompute_normuon.optimizer import NorMuonAdamW
-from newcompute_normuon.wiring import build_groups
+
+if TYPE_CHECKING:
+    import torch
+
+    from newcompute import CostEstimate, MatmulShape, OptimizerSettings, ParamInfo
 
 newcompute_api = ">=1.0,<2"
 
@@ -44,6 +49,9 @@ def _ns_kernel(setting: str, params: list[ParamInfo]) -> str:
 def newcompute_build_optimizer(
     paradigm: Paradigm, config: NorMuonConfig, params: list[ParamInfo], settings: OptimizerSettings
 ) -> torch.optim.Optimizer:
+    from newcompute_normuon.optimizer import NorMuonAdamW
+    from newcompute_normuon.wiring import build_groups
+
     groups = build_groups(config, params, settings)
     return NorMuonAdamW(
         groups,
@@ -60,4 +68,6 @@ def newcompute_estimate_cost(
     config: NorMuonConfig, layers: list[MatmulShape], model_macs_per_token: int, tokens_per_step: int
 ) -> CostEstimate | None:
     """The Newton–Schulz products per step as a factor on the run's matmul energy and throughput."""
+    from newcompute_normuon.cost import estimate
+
     return estimate(config, layers, model_macs_per_token, tokens_per_step)

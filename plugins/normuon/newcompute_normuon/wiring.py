@@ -10,10 +10,9 @@ request fails with the parameter's name instead of surfacing mid-run.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from fnmatch import fnmatchcase
 from typing import Any
 
-from newcompute import ConfigError, OptimizerSettings, ParamInfo, ParamKind
+from newcompute import ConfigError, OptimizerSettings, ParamInfo, ParamKind, name_matches
 
 from newcompute_normuon.config import NorMuonConfig, ParamOverride
 from newcompute_normuon.layout import SplitSpec, logical_shape, resolve_blocks
@@ -97,19 +96,19 @@ def resolve_choices(
     """Each parameter with its resolved options, in the order given."""
     names = [info.name for info in params]
     for rule in config.overrides:
-        if not any(fnmatchcase(name, rule.pattern) for name in names):
+        if not any(name_matches(rule.pattern, name) for name in names):
             raise _unmatched("overrides", rule.pattern, names)
     for spec in config.fused:
-        if not any(fnmatchcase(name, spec.pattern) for name in names):
+        if not any(name_matches(spec.pattern, name) for name in names):
             raise _unmatched("fused", spec.pattern, names)
     resolved = []
     for info in params:
         choice = _default_choice(info, config, settings)
         for rule in config.overrides:
-            if fnmatchcase(info.name, rule.pattern):
+            if name_matches(rule.pattern, info.name):
                 choice = _apply_override(choice, rule, info, config, settings)
         for spec in config.fused:
-            if not fnmatchcase(info.name, spec.pattern):
+            if not name_matches(spec.pattern, info.name):
                 continue
             if choice.optimizer != "normuon":
                 raise ConfigError(

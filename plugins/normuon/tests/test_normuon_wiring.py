@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
+import sys
 import types
 
 import pytest
@@ -12,7 +14,7 @@ from pydantic import BaseModel
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
 import newcompute
-from newcompute import ConfigError, OptimizerSettings, ReplacedLinear, Role
+from newcompute import ConfigError, MissingDependency, OptimizerSettings, ReplacedLinear, Role
 from newcompute.config import resolve_paradigm
 from newcompute_normuon import NorMuonAdamW, NorMuonConfig, build_groups
 
@@ -158,6 +160,15 @@ def test_overrides_apply_in_order_field_by_field() -> None:
     assert (bias["optimizer"], bias["lr"], bias["betas"], bias["weight_decay"]) == ("adamw", 0.5, (0.8, 0.9), 0.2)
 
 
+def test_override_patterns_match_like_layer_rules_and_a_bad_regex_names_itself() -> None:
+    config = NorMuonConfig.model_validate({"overrides": [{"pattern": r"re:proj\.(weight|bias)", "lr": 0.5}]})
+    groups = {name: g for g in build_groups(config, _infos(_Odd()), SETTINGS) for name, _ in g["params"]}
+    assert groups["proj.weight"]["lr"] == groups["proj.bias"]["lr"] == 0.5
+    assert groups["kernel"]["lr"] != 0.5
+    with pytest.raises(ValueError, match=r"'re:\(' is not a valid regular expression"):
+        NorMuonConfig.model_validate({"fused": [{"pattern": "re:(", "splits": 3}]})
+
+
 def test_a_forced_three_dimensional_matrix_is_flattened_and_trains() -> None:
     model = _Odd()
     config = NorMuonConfig(overrides=({"pattern": "kernel", "optimizer": "normuon"},), ns_dtype="float32")
@@ -184,14 +195,36 @@ def test_defaults_on_cpu_are_eager_torch_kernels() -> None:
     assert (ops.compiled, ops.symmetric) == (False, False)
     assert ops.elementwise == "auto" and not ops.fuses(torch.device("cpu")) and not optimizer.overlap
     assert ops.fuses(torch.device("cuda")) == (importlib.util.find_spec("triton") is not None)
-    assert _build(_llama(), {"compile": True, "ns_kernel": "triton"}).ops.symmetric is True
     assert not _build(_llama(), {"compile": True}).ops.fuses(torch.device("cuda"))
+
+
+@pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="Triton is not installed (the gpu extra)")
+def test_triton_kernels_are_chosen_when_asked() -> None:
+    assert _build(_llama(), {"compile": True, "ns_kernel": "triton"}).ops.symmetric is True
+    assert _build(_llama(), {"elementwise": "triton"}).ops.fuses(torch.device("cpu"))
+
+
+@pytest.mark.parametrize("option", ["ns_kernel", "elementwise"])
+def test_asking_for_triton_without_it_names_the_plugin_and_the_extra(
+    option: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "triton", None)  # as if it were not installed
+    with pytest.raises(ConfigError, match=f"newcompute-normuon: {option} = 'triton' needs the 'triton' package") as err:
+        _build(_llama(), {option: "triton"})
+    assert "pip install 'newcompute-normuon[gpu]'" in str(err.value)
+
+
+def test_the_kernel_package_without_triton_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "triton", None)
+    for name in [m for m in sys.modules if m.startswith("newcompute_normuon.kernels")]:
+        monkeypatch.delitem(sys.modules, name)
+    with pytest.raises(MissingDependency, match="newcompute-normuon: the 'triton' package is not installed; the NorMuon Triton kernels"):
+        importlib.import_module("newcompute_normuon.kernels.elementwise")
 
 
 def test_elementwise_and_overlap_reach_the_optimizer() -> None:
     optimizer = _build(_llama(), {"elementwise": "torch", "overlap": True})
     assert not optimizer.ops.fuses(torch.device("cuda")) and optimizer.overlap
-    assert _build(_llama(), {"elementwise": "triton"}).ops.fuses(torch.device("cpu"))
 
 
 @pytest.mark.parametrize(

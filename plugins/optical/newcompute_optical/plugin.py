@@ -1,14 +1,22 @@
-"""The ``optical`` paradigm's hook implementations (entry point ``newcompute: optical``)."""
+"""The ``optical`` paradigm's hook implementations (entry point ``newcompute: optical``).
+
+The layers (and torch with them) are imported inside the hooks that build
+them: the CLI imports every plugin's entry point to list paradigms, which
+then costs no torch import.
+"""
 
 from __future__ import annotations
 
-from torch import nn
+from typing import TYPE_CHECKING
 
-from newcompute import AttentionMatmuls, CostEstimate, MatmulShape, Paradigm, Role, hookimpl, is_linear_like
-from newcompute_optical.attention import OpticalAttentionMatmuls
-from newcompute_optical.cost import estimate
+import newcompute
+from newcompute import Paradigm, Role, hookimpl
 from newcompute_optical.config import OpticalConfig
-from newcompute_optical.layer import OpticalLinear
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from newcompute import AttentionMatmuls, CostEstimate, MatmulShape
 
 newcompute_api = ">=1.0,<2"
 
@@ -29,15 +37,21 @@ def newcompute_register_paradigms() -> list[Paradigm]:
 
 @hookimpl
 def newcompute_replace_layer(config: OpticalConfig, name: str, module: nn.Module) -> nn.Module | None:
-    return OpticalLinear(module, config.fc, name) if is_linear_like(module) else None
+    from newcompute_optical.layer import OpticalLinear
+
+    return OpticalLinear(module, config.fc, name) if newcompute.is_linear_like(module) else None
 
 
 @hookimpl
 def newcompute_attention_matmuls(config: OpticalConfig, name: str) -> AttentionMatmuls:
+    from newcompute_optical.attention import OpticalAttentionMatmuls
+
     return OpticalAttentionMatmuls(config.attention, name)
 
 
 @hookimpl
 def newcompute_estimate_cost(config: OpticalConfig, layers: list[MatmulShape]) -> CostEstimate:
     """Operand bytes vs bf16; energy and throughput are left out (no per-layer figure is sourced)."""
+    from newcompute_optical.cost import estimate
+
     return estimate(config, layers)

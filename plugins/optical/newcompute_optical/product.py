@@ -15,13 +15,12 @@ ranges on the host.
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Callable
 
 import torch
 from torch import nn
 
-from newcompute.attention import probing
+from newcompute import layer_stream, probing
 from newcompute_optical import distributed, reference
 from newcompute_optical.config import ProductSettings
 from newcompute_optical.ops.product import OpticalProductFunction
@@ -36,11 +35,6 @@ def compute_dtype(a: torch.Tensor, b: torch.Tensor) -> torch.dtype:
     if torch.is_autocast_enabled(device):
         return torch.get_autocast_dtype(device)
     return torch.promote_types(a.dtype, b.dtype)
-
-
-def stream_id(name: str) -> int:
-    """A stable 31-bit noise stream per product name, so layers draw independent noise."""
-    return zlib.crc32(name.encode("utf-8")) & 0x7FFFFFFF
 
 
 @torch.no_grad()
@@ -91,7 +85,7 @@ class OpticalProduct(nn.Module):
     def __init__(self, settings: ProductSettings, name: str, device: torch.device | None = None) -> None:
         super().__init__()
         self.settings = settings
-        self.stream = stream_id(name)
+        self.stream = layer_stream(name)
         for buffer in RANGES:
             self.register_buffer(buffer, torch.tensor(reference.UNSET, dtype=torch.float32, device=device))
         self.register_buffer("calls", torch.zeros((), dtype=torch.int64, device=device))

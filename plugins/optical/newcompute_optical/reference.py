@@ -17,8 +17,9 @@ A, weight B, output):
 4. The fp32 product is quantized over the output range with a dither
    ``u ∈ [−½, ½)`` of a level added before rounding (the photodetector's
    noisy read-out); the level index is clamped to ``[0, levels−1]``.
-   ``u`` comes from :mod:`newcompute_optical.philox`, keyed per product and
-   advanced by a per-call counter.
+   ``u`` is :func:`dither`: the core's Philox stream
+   (:class:`newcompute.RandomStream`), keyed per product and advanced by a
+   per-call counter.
 5. The bias, if any, is added in fp32 after the read-out (it is electronic)
    and the result cast to the compute dtype.
 
@@ -35,11 +36,21 @@ from __future__ import annotations
 
 import torch
 
-from newcompute_optical import philox
+from newcompute import RandomStream
 
 UNSET = (float("inf"), float("-inf"))
 """A range that no batch has set yet (so that ``lo > hi``)."""
 
+
+
+def dither(rows: int, cols: int, key0: int, key1: int, call: torch.Tensor, first_row: int = 0) -> torch.Tensor:
+    """The fp32 read-out dither in [−½, ½) of rows ``first_row`` … of a ``cols``-wide output.
+
+    Lane 0 of the stream ``(key0, key1)``'s uniforms, less ½: exact in fp32,
+    and the same bits the Triton kernels draw with ``tl.philox`` tile by tile
+    (the counter layout is :meth:`newcompute.RandomStream.uniform`'s).
+    """
+    return RandomStream(key0, key1).uniform((rows, cols), call, first_row) - 0.5
 
 def _step_and_inverse(span: torch.Tensor, levels: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Tensor-by-tensor divisions: a Python scalar numerator would become a reciprocal and a multiply."""
@@ -128,7 +139,7 @@ def product(
     bq = quantize_weight(b, b_range, levels, lut_min).to(dtype)
     exact = torch.matmul(aq.float(), bq.float().transpose(-1, -2))
     batch, rows, cols = exact.shape
-    noise = philox.dither(batch * rows, cols, key[0], key[1], call).reshape(batch, rows, cols)
+    noise = dither(batch * rows, cols, key[0], key[1], call).reshape(batch, rows, cols)
     out = quantize_dithered(exact, out_range, levels, noise)
     if bias is not None:
         out = out + bias.float()

@@ -16,7 +16,7 @@ import torch
 
 assert os.environ.get("TRITON_INTERPRET") == "1", "run with TRITON_INTERPRET=1"
 
-from newcompute_optical import philox  # noqa: E402
+from newcompute_optical import reference  # noqa: E402
 from newcompute_optical.kernels import launch, numerics  # noqa: E402
 from newcompute_optical.ops.product import product as product_op  # noqa: E402
 
@@ -41,7 +41,7 @@ def check_dither() -> None:
     _dither_probe[(1,)](out, calls, 5, 30, 123, 2_000_000_000, BLOCK_R=8, BLOCK_C=32)
     # rows from 2³³ on: the counter's high word and the carry out of the low word are exercised
     first_row = 1 << 33
-    expected = philox.dither(5, 30, 123, 2_000_000_000, calls, first_row=first_row)
+    expected = reference.dither(5, 30, 123, 2_000_000_000, calls, first_row=first_row)
     assert torch.equal(out, expected), "dither differs"
     print("dither: identical")
 

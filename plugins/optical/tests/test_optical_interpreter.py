@@ -7,6 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytest.importorskip("triton", reason="Triton is not installed (the gpu extra)")
+
 CHECK = Path(__file__).with_name("optical_interpreter_check.py")
 
 

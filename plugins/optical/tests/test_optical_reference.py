@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from newcompute_optical import philox, reference
+from newcompute_optical import reference
 
 
 def _range(lo: float, hi: float) -> torch.Tensor:
@@ -48,23 +48,8 @@ def test_lut_snaps_small_non_zero_values_to_the_smallest_level() -> None:
     ]
 
 
-def test_philox_matches_the_random123_known_answers() -> None:
-    cases = [
-        ((0, 0, 0, 0), (0, 0), (0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8)),
-        ((0xFFFFFFFF,) * 4, (0xFFFFFFFF, 0xFFFFFFFF), (0x408F276D, 0x41C83B0E, 0xA20BC7C6, 0x6D5451FD)),
-        (
-            (0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344),
-            (0xA4093822, 0x299F31D0),
-            (0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1),
-        ),
-    ]
-    for counter, key, expected in cases:
-        words = philox.philox4x32(tuple(torch.tensor([c]) for c in counter), *key)
-        assert tuple(int(w) for w in words) == expected
-
-
 def test_dither_is_uniform_on_half_a_level_either_side() -> None:
-    noise = philox.dither(512, 1000, 3, 11, torch.tensor(0))
+    noise = reference.dither(512, 1000, 3, 11, torch.tensor(0))
     n = noise.numel()
     assert noise.min() >= -0.5 and noise.max() < 0.5
     assert abs(noise.mean().item()) < 4 * math.sqrt(1 / 12 / n)
@@ -74,17 +59,17 @@ def test_dither_is_uniform_on_half_a_level_either_side() -> None:
 
 
 def test_dither_depends_on_key_and_call_and_is_reproducible() -> None:
-    base = philox.dither(8, 13, 0, 5, torch.tensor(2))
-    assert torch.equal(base, philox.dither(8, 13, 0, 5, torch.tensor(2)))
-    for other in (philox.dither(8, 13, 1, 5, torch.tensor(2)), philox.dither(8, 13, 0, 6, torch.tensor(2))):
+    base = reference.dither(8, 13, 0, 5, torch.tensor(2))
+    assert torch.equal(base, reference.dither(8, 13, 0, 5, torch.tensor(2)))
+    for other in (reference.dither(8, 13, 1, 5, torch.tensor(2)), reference.dither(8, 13, 0, 6, torch.tensor(2))):
         assert (other != base).float().mean() > 0.9
-    assert (philox.dither(8, 13, 0, 5, torch.tensor(3)) != base).float().mean() > 0.9
+    assert (reference.dither(8, 13, 0, 5, torch.tensor(3)) != base).float().mean() > 0.9
 
 
 def test_dithered_read_out_is_unbiased_and_within_one_level() -> None:
     x = torch.full((200_000,), 0.3)
     value_range = _range(0.0, 1.0)
-    noise = philox.dither(1, x.numel(), 0, 1, torch.tensor(0)).reshape(-1)
+    noise = reference.dither(1, x.numel(), 0, 1, torch.tensor(0)).reshape(-1)
     out = reference.quantize_dithered(x, value_range, levels=5, noise=noise)
     # 0.3 sits at 1.2 levels of 0.25: the read-out is 0.25 with p = 0.8 and 0.5 with p = 0.2
     assert set(out.unique().tolist()) == {0.25, 0.5}

@@ -30,8 +30,8 @@ from collections.abc import Iterable
 
 import torch
 
-from newcompute.attention import probing
-from newcompute_optical import distributed, philox, reference
+from newcompute import missing_dependency, probing
+from newcompute_optical import distributed, reference
 from newcompute_optical.config import ProductSettings
 from newcompute_optical.product import OpticalProduct, fill_unset
 
@@ -39,8 +39,8 @@ try:
     from newcompute_optical.kernels import flash
     from newcompute_optical.kernels.fold import close_call
     from newcompute_optical.kernels.quantize import quantize
-except ImportError:  # no Triton: attention takes the two products
-    flash = None
+except ImportError:  # no Triton: applies() is false, so attention takes the two products
+    flash = close_call = quantize = None
 
 _DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 MAX_HEAD_DIM = 256
@@ -181,7 +181,7 @@ def calibrate(
     def probabilities(start: int) -> torch.Tensor:
         exact = exact_scores(start)
         rows = exact.shape[0] * q_len
-        noise = philox.dither(rows, k_len, key0, key1, scores.calls, first_row=start * q_len).view(exact.shape)
+        noise = reference.dither(rows, k_len, key0, key1, scores.calls, first_row=start * q_len).view(exact.shape)
         logits = reference.quantize_dithered(exact, scores.output_range, levels, noise).to(dtype) * scale
         if keep is not None:
             logits = logits.masked_fill(~keep, torch.finfo(logits.dtype).min)
@@ -209,7 +209,12 @@ def attention(
     causal: bool,
     dtype: torch.dtype,
 ) -> torch.Tensor:
-    """``context(softmax(mask(scale · scores(query, key))), value)`` as one fused call, ``(B, H, Tq, D)``."""
+    """``context(softmax(mask(scale · scores(query, key))), value)`` as one fused call, ``(B, H, Tq, D)``.
+
+    Needs Triton; without it this raises :class:`newcompute.MissingDependency` (use the two products).
+    """
+    if flash is None:
+        raise missing_dependency("triton", "newcompute-optical", "the fused optical attention kernels")
     with torch.autocast(query.device.type, enabled=False):
         if not (scores.is_calibrated() and context.is_calibrated()):
             calibrate(scores, context, query, key, value, scale, causal, dtype)
