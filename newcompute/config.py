@@ -113,8 +113,8 @@ class DataSettings(Strict):
     dataset: UserPath = Field(
         "builtin:pydoc",
         description="'builtin:pydoc' (the text of Python's pydoc_data.topics, offline), a local "
-        ".txt/.jsonl/.parquet file or folder, a hub dataset id (needs 'datasets'), or a scheme or suffix a "
-        "plugin's data source reads (see 'newcompute data-sources').",
+        ".txt/.jsonl/.parquet file, a .bin/.npy token file, a folder of them, a hub dataset id (needs "
+        "'datasets'), or a scheme or suffix a plugin's data source reads (see 'newcompute data-sources').",
         json_schema_extra=flag(commands=("train", "eval")),
     )
     config_name: str | None = Field(
@@ -125,6 +125,9 @@ class DataSettings(Strict):
     split: str = Field("train", description="The dataset split to read.")
     text_column: str = Field("text", description="The column or JSON key holding the text.")
     streaming: bool = Field(False, description="Stream a hub dataset instead of downloading it.")
+    token_dtype: Literal["uint16", "uint32"] = Field(
+        "uint16", description="Width of the token ids in raw .bin token files (nanoGPT writes uint16)."
+    )
     validation_fraction: float = Field(
         0.05, gt=0.0, le=0.5, description="Share of blocks held out: every round(1/fraction)-th block."
     )
@@ -171,7 +174,9 @@ class TrainSettings(Strict):
         description="'auto': bf16 autocast on a GPU that supports it, fp32 otherwise.",
         json_schema_extra=flag("--precision"),
     )
-    eval_every: int | None = Field(None, gt=0, description="Validate every N steps; default a tenth of the run, ≤ 50.")
+    eval_every: int | None = Field(
+        None, gt=0, description="Validate every N steps; default a tenth of the run, ≤ 50."
+    )
     eval_batches: int = Field(8, gt=0, description="Micro-batches in a periodic evaluation; the final one uses all.")
     save_every: int = Field(200, gt=0, description="Checkpoint every N steps, and at the end.")
     keep_checkpoints: int = Field(2, gt=0, description="Checkpoints kept in RUN/checkpoints (newest first).")
@@ -212,7 +217,8 @@ class TrainSettings(Strict):
     )
     strict: bool = Field(
         False,
-        description="A paradigm whose rules match no module (or that changes none) is an error (exit 2), not a warning.",
+        description="A paradigm whose rules match no module (or that changes none) is an error (exit 2), "
+        "not a warning.",
         json_schema_extra=flag(commands=("train", "transform")),
     )
 

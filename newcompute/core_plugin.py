@@ -12,6 +12,7 @@ from newcompute.core_sources import CORE_SOURCES
 from newcompute.datasource import DataSource
 from newcompute.hookspecs import hookimpl
 from newcompute.presets import CORE_PRESETS, Preset
+from newcompute.token_files import TOKEN_FILE_SOURCES
 
 
 @hookimpl
@@ -21,4 +22,4 @@ def newcompute_register_presets() -> list[Preset]:
 
 @hookimpl
 def newcompute_register_data_sources() -> list[DataSource]:
-    return list(CORE_SOURCES)
+    return [*CORE_SOURCES, *TOKEN_FILE_SOURCES]

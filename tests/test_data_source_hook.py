@@ -102,8 +102,8 @@ def _bytes_and_eos(*documents: str) -> list[int]:
 
 def test_the_core_registers_its_sources_through_the_hook() -> None:
     registry = nc.Registry()
-    assert registry.core.data_sources == ["builtin", "text", "jsonl", "parquet", "hub"]
-    assert list(registry.claims) == ["builtin:", ".txt", ".jsonl", ".parquet", "hf:"]
+    assert registry.core.data_sources == ["builtin", "text", "jsonl", "parquet", "hub", "tokens-bin", "tokens-npy"]
+    assert list(registry.claims) == ["builtin:", ".txt", ".jsonl", ".parquet", "hf:", ".bin", ".npy"]
     assert {registry.data_source_plugin(n).distribution for n in registry.data_sources} == {"newcompute"}
 
 
@@ -154,7 +154,8 @@ def test_an_unknown_scheme_or_suffix_is_exit_2_listing_the_valid_ones(registry: 
     assert unknown.exit_code == 2
     text = " ".join(unknown.output.split())
     assert "no data source reads 'nosuch:' datasets" in text
-    assert "schemes builtin:, hf:, rows:, ids:, pieces:, broken:, mute:" in text and ".parquet, .csv" in text
+    assert "schemes builtin:, hf:, rows:, ids:, pieces:, broken:, mute:" in text
+    assert ".parquet, .bin, .npy, .csv" in text
     (tmp_path / "d.xml").write_text("<a/>")
     suffix = runner.invoke(build_app(), ["train", "--dataset", str(tmp_path / "d.xml"), "-o", str(tmp_path / "r")])
     assert suffix.exit_code == 2 and "(a '.xml' file). Valid:" in " ".join(suffix.output.split())

@@ -56,7 +56,7 @@ def test_missing_file_and_wrong_suffix(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"x\.csv \(a '\.csv' file\)\. Valid: .*file suffixes \.txt, \.jsonl"):
         open_source(DataSettings(dataset=str(tmp_path / "x.csv")))
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ConfigError, match=r"holds no files any data source reads \(\.txt, \.jsonl, \.parquet\)"):
+    with pytest.raises(ConfigError, match=r"holds no files any data source reads \(\.txt, \.jsonl, \.parquet, \.bin"):
         open_source(DataSettings(dataset=str(tmp_path / "empty")))
     with pytest.raises(ConfigError, match="unknown built-in corpus 'builtin:wiki'"):
         _documents("builtin:wiki")

@@ -141,9 +141,10 @@ def _looks_like_path(name: str, registry: Registry) -> bool:
 
 def _local(path: Path, settings: DataSettings, registry: Registry) -> ResolvedSource:
     targets = _local_targets(path, registry)
+    kinds = ", ".join(sorted({t.source.summary for t in targets}))
     what = f"{len(targets)} files under {path}" if path.is_dir() else str(path)
     bounded = all(t.source.bounded for t in targets)
-    return ResolvedSource(targets, settings, registry, f"local {what}", bounded)
+    return ResolvedSource(targets, settings, registry, f"local {what} ({kinds})", bounded)
 
 
 def _named(source: DataSource, target: str, settings: DataSettings, registry: Registry) -> ResolvedSource:
