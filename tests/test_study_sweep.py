@@ -177,15 +177,16 @@ def test_a_changed_point_is_refused_and_a_foreign_folder_is_not_used(tmp_path: P
 
 @pytest.mark.slow
 def test_parallel_points_run_as_subprocesses_with_their_own_logs(tmp_path: Path) -> None:
-    grid = _grid(tmp_path, "seed = [0, 1]\n")
-    done = run_bounded([sys.executable, "-m", "newcompute", "sweep", str(grid), "--jobs", "2"], 300)
+    # One point keeps the test to one extra process (each imports torch); --jobs 2 takes the subprocess path.
+    grid = _grid(tmp_path, "seed = [3]\n")
+    done = run_bounded([sys.executable, "-m", "newcompute", "sweep", str(grid), "--jobs", "2"], 600)
     assert done.returncode == 0, done.stderr[-3000:]
     sweep = tmp_path / "sweep"
-    for name in ("seed-0", "seed-1"):
-        assert (sweep / "runs" / name / "summary.json").is_file()
-        assert "Done: 3 steps" in (sweep / "logs" / f"{name}.log").read_text()
+    assert (sweep / "runs" / "seed-3" / "summary.json").is_file()
+    assert "Done: 3 steps" in (sweep / "logs" / "seed-3.log").read_text()
+    assert "seed-3: starting (log: " in " ".join(done.stdout.split())
     rows = list(csv.DictReader((sweep / "results.csv").open()))
-    assert [r["status"] for r in rows] == ["finished", "finished"]
+    assert [(r["run"], r["status"], r["seed"]) for r in rows] == [("seed-3", "finished", "3")]
 
 
 def test_jobs_beyond_the_gpus_are_refused(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -258,3 +259,27 @@ def test_results_of_a_sweep_and_the_final_loss_against_an_axis_with_seeds_as_err
     assert code == 2 and "--axis 'bits' is not an axis of the sweep" in output
     code, output = _invoke("results", str(tmp_path))
     assert code == 2 and "is not a sweep folder: it has no sweep.json" in output
+
+
+def test_the_example_grid_checks_out(tmp_path: Path) -> None:
+    grid = Path(__file__).parents[1] / "examples" / "configs" / "sweep.toml"
+    code, output = _invoke("sweep", str(grid), "--dry-run", "--output-dir", str(tmp_path / "sweep"))
+    assert code == 0, output
+    assert "8 points" in output  # 2 baseline + 2 × 2 optical + 2 MXFP8
+    assert "paradigms-optical_q_levels-16_seed-1: start" in output
+
+
+@pytest.mark.gpu
+def test_parallel_points_each_get_a_gpu_of_their_own(tmp_path: Path) -> None:
+    """On a machine with two or more GPUs: two points at once, one on each GPU, each seeing only its own."""
+    import torch
+
+    if torch.cuda.device_count() < 2:
+        pytest.skip("needs two CUDA GPUs")
+    grid = _grid(tmp_path, "seed = [0, 1]\n")
+    done = run_bounded([sys.executable, "-m", "newcompute", "sweep", str(grid), "--jobs", "2"], 600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "seed-0: starting on GPU 0" in done.stdout and "seed-1: starting on GPU 1" in done.stdout
+    for name in ("seed-0", "seed-1"):
+        summary = json.loads((tmp_path / "sweep" / "runs" / name / "summary.json").read_text())
+        assert summary["device"] == "cuda:0"  # the one GPU its process can see
