@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import signal
 import sys
 import textwrap
@@ -165,6 +166,8 @@ def test_a_sweep_writes_a_run_per_point_and_results_and_rerunning_redoes_nothing
 def test_a_changed_point_is_refused_and_a_foreign_folder_is_not_used(tmp_path: Path) -> None:
     grid = _grid(tmp_path, "seed = [0]\n")
     assert _invoke("sweep", str(grid), "--dry-run")[0] == 0
+    relative = os.path.relpath(tmp_path / "sweep")  # the same folder spelled another way is the same sweep
+    assert _invoke("sweep", str(grid), "--dry-run", "--output-dir", relative)[0] == 0
     grid.write_text(grid.read_text().replace("steps = 3", "steps = 4"))
     code, output = _invoke("sweep", str(grid), "--dry-run")
     assert code == 2 and "The settings of point(s) seed-0 differ" in output

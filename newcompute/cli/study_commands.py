@@ -121,6 +121,7 @@ def results(
     from newcompute.study.folder import SweepFolder, read_manifest
     from newcompute.study.results import sweep_rows
     from newcompute.train.compare import summarize
+    from newcompute.train.metrics import METRICS_FILE
 
     check_format(fmt)
     root = sweep_dir.expanduser()
@@ -129,7 +130,7 @@ def results(
     if plot is not None:
         folder = SweepFolder(root)
         runs = [folder.root / e["run_dir"] for e in read_manifest(root)["points"]]
-        summaries = [summarize(r, note) for r in runs if (r / "metrics.jsonl").is_file()]
+        summaries = [summarize(r, note) for r in runs if (r / METRICS_FILE).is_file()]
         note(f"Loss curves: {plot_curves(summaries, plot.expanduser(), x)}")
     if axis is not None:
         note(f"Final loss against {axis}: {plot_against_axis(table, axis, axis_plot.expanduser())}")

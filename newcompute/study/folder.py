@@ -93,6 +93,12 @@ def read_manifest(root: Path) -> dict[str, Any]:
     return manifest
 
 
+def _settings(config: dict[str, Any]) -> dict[str, Any]:
+    """A point's settings without its run folder, which may be spelled another way (relative, absolute)."""
+    train = {k: v for k, v in config.get("train", {}).items() if k != "output_dir"}
+    return {**config, "train": train}
+
+
 def prepare(grid: Grid, points: list[Point]) -> SweepFolder:
     """Write (or extend) the manifest and every point's run file; refuse points whose settings changed."""
     folder = SweepFolder(grid.output_dir)
@@ -104,7 +110,7 @@ def prepare(grid: Grid, points: list[Point]) -> SweepFolder:
             f"{folder.root} holds files but no {MANIFEST}: it is not a sweep folder, and a sweep never writes "
             "into someone else's folder. Choose another with --output-dir or [sweep] output_dir."
         )
-    changed = [p.name for p in points if p.name in known and known[p.name]["config"] != p.config]
+    changed = [p.name for p in points if p.name in known and _settings(known[p.name]["config"]) != _settings(p.config)]
     if changed:
         raise ConfigError(
             f"The settings of point(s) {', '.join(changed[:5])} differ from those {folder.root} started them with "
