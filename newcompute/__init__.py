@@ -24,6 +24,7 @@ _EXPORTS: dict[str, str] = {
     "ConfigError": "newcompute.errors",
     "CostEstimate": "newcompute.cost_model",
     "CostOverrides": "newcompute.cost_model",
+    "LayerStatistic": "newcompute.telemetry.statistics",
     "DataSource": "newcompute.datasource",
     "Document": "newcompute.datasource",
     "HOOKSPEC_VERSION": "newcompute.hookspecs",
@@ -45,11 +46,15 @@ _EXPORTS: dict[str, str] = {
     "Rules": "newcompute.rules",
     "RunError": "newcompute.errors",
     "Scope": "newcompute.composer",
+    "Statistic": "newcompute.telemetry.statistics",
+    "StatisticSums": "newcompute.telemetry.accumulate",
     "StrictConfig": "newcompute.paradigm",
     "apply": "newcompute.composer",
     "build_optimizer": "newcompute.optim",
     "check_pattern": "newcompute.rules",
     "classify_parameters": "newcompute.params",
+    "collect_statistics": "newcompute.telemetry.accumulate",
+    "collecting_statistics": "newcompute.telemetry.accumulate",
     "get_registry": "newcompute.plugins",
     "hookimpl": "newcompute.hookspecs",
     "is_linear_like": "newcompute.layers",
@@ -63,6 +68,7 @@ _EXPORTS: dict[str, str] = {
     "philox4x32": "newcompute.random",
     "probing": "newcompute.attention",
     "products_only": "newcompute.attention",
+    "read_statistics": "newcompute.telemetry.statistics",
     "report_of": "newcompute.composer",
     "resolve_paradigm": "newcompute.config",
     "verify_attention": "newcompute.composer",
@@ -97,6 +103,8 @@ if TYPE_CHECKING:
     from newcompute.random import RandomStream, layer_stream, philox4x32
     from newcompute.record import load
     from newcompute.rules import Rules, check_pattern, name_matches
+    from newcompute.telemetry.accumulate import StatisticSums, collect_statistics, collecting_statistics
+    from newcompute.telemetry.statistics import LayerStatistic, Statistic, read_statistics
 
 __all__ = [
     "HOOKSPEC_VERSION",
@@ -108,6 +116,7 @@ __all__ = [
     "MatmulShape",
     "DataSource",
     "Document",
+    "LayerStatistic",
     "MissingDependency",
     "NewcomputeError",
     "NewcomputeWarning",
@@ -125,12 +134,16 @@ __all__ = [
     "Rules",
     "RunError",
     "Scope",
+    "Statistic",
+    "StatisticSums",
     "StrictConfig",
     "__version__",
     "apply",
     "build_optimizer",
     "check_pattern",
     "classify_parameters",
+    "collect_statistics",
+    "collecting_statistics",
     "get_registry",
     "hookimpl",
     "is_linear_like",
@@ -144,6 +157,7 @@ __all__ = [
     "philox4x32",
     "probing",
     "products_only",
+    "read_statistics",
     "report_of",
     "resolve_paradigm",
     "verify_attention",

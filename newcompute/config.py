@@ -46,7 +46,9 @@ UserPath = Annotated[str, AfterValidator(os.path.expanduser)]
 """A path as a user types it: ``~`` means their home, in a file and in ``--set`` as in a shell."""
 
 
-ALL_COMMANDS = ("train", "eval", "transform")
+ALL_COMMANDS = ("train", "eval", "transform", "inspect", "sensitivity")
+MEASURING = ("inspect", "sensitivity")
+"""The commands that run a few batches through a model to measure it (``newcompute inspect``, ``sensitivity``)."""
 
 Tracker = Literal["tensorboard", "wandb", "trackio", "mlflow"]
 """The experiment trackers ``--report-to`` may name, each through accelerate's tracker of that name."""
@@ -83,7 +85,7 @@ class ModelSettings(Strict):
     name: str = Field(
         "tiny",
         description="A preset (see 'newcompute presets'), a hub id or a local folder.",
-        json_schema_extra=flag("--model", "-m", commands=("train", "transform")),
+        json_schema_extra=flag("--model", "-m", commands=("train", "transform", *MEASURING)),
     )
     init: Literal["auto", "pretrained", "scratch"] = Field(
         "auto",
@@ -115,7 +117,7 @@ class DataSettings(Strict):
         description="'builtin:pydoc' (the text of Python's pydoc_data.topics, offline), a local "
         ".txt/.jsonl/.parquet file, a .bin/.npy token file, a folder of them, a hub dataset id (needs "
         "'datasets'), or a scheme or suffix a plugin's data source reads (see 'newcompute data-sources').",
-        json_schema_extra=flag(commands=("train", "eval")),
+        json_schema_extra=flag(commands=("train", "eval", *MEASURING)),
     )
     config_name: str | None = Field(
         None,
@@ -125,6 +127,11 @@ class DataSettings(Strict):
     split: str = Field("train", description="The dataset split to read.")
     text_column: str = Field("text", description="The column or JSON key holding the text.")
     streaming: bool = Field(False, description="Stream a hub dataset instead of downloading it.")
+    cache: bool = Field(
+        True,
+        description="Keep the tokens of local files and the built-in corpus in the token cache "
+        "($NEWCOMPUTE_CACHE/tokens, default ~/.cache/newcompute/tokens), so a second run starts at once.",
+    )
     token_dtype: Literal["uint16", "uint32"] = Field(
         "uint16", description="Width of the token ids in raw .bin token files (nanoGPT writes uint16)."
     )
@@ -154,7 +161,7 @@ class TrainSettings(Strict):
         None,
         gt=1,
         description="Tokens per sequence; default 1024, or the model's context if shorter.",
-        json_schema_extra=flag(commands=("train", "eval")),
+        json_schema_extra=flag(commands=("train", "eval", *MEASURING)),
     )
     lr: float | None = Field(
         None, gt=0.0, description="Peak learning rate; default from the model-size table in docs/training.md."
@@ -168,11 +175,16 @@ class TrainSettings(Strict):
         "(warmup-stable-decay: constant, then decay over the last 20% of the steps).",
     )
     grad_clip: float | None = Field(1.0, gt=0.0)
-    seed: int = Field(0, ge=0, description="Seed of the weights, the data order and the noise.")
+    seed: int = Field(
+        0,
+        ge=0,
+        description="Seed of the weights, the data order and the noise.",
+        json_schema_extra=flag(commands=("train", *MEASURING)),
+    )
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = Field(
         "auto",
         description="'auto': bf16 autocast on a GPU that supports it, fp32 otherwise.",
-        json_schema_extra=flag("--precision"),
+        json_schema_extra=flag("--precision", commands=("train", *MEASURING)),
     )
     eval_every: int | None = Field(
         None, gt=0, description="Validate every N steps; default a tenth of the run, ≤ 50."
@@ -189,6 +201,12 @@ class TrainSettings(Strict):
     compile: bool = Field(False, description="torch.compile the model.")
     cuda_graphs: bool = Field(
         False, description="Replay each micro-step as a captured CUDA graph (one CUDA GPU, one process)."
+    )
+    telemetry_every: int | None = Field(
+        None,
+        gt=0,
+        description="Every N steps, log each layer's paradigm statistics to metrics.jsonl (kind 'telemetry') "
+        "and the trackers; off by default, and then nothing extra runs.",
     )
     lora: bool = Field(False, description="Train LoRA adapters (PEFT) on top of the paradigm layers.")
     lora_rank: int = Field(8, gt=0, description="LoRA rank.")

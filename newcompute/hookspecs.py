@@ -20,7 +20,8 @@ declare; ``"==1.0.*"`` means "1.0 exactly" and is refused by a 1.1 core.
   ``newcompute_register_commands``.
 * 1.1: ``newcompute_register_presets``. Hooks are declared in that order;
   later versions append theirs below.
-* 1.2 (additive): ``newcompute_register_data_sources``, ``newcompute_estimate_cost``.
+* 1.2 (additive): ``newcompute_statistics``, ``newcompute_register_data_sources``,
+  ``newcompute_optimizer_statistics``, ``newcompute_estimate_cost``.
 
 An exception a hook raises (other than :class:`newcompute.ConfigError` or
 :class:`newcompute.RunError`, which carry a message meant for users) is
@@ -160,7 +161,7 @@ def newcompute_statistics(
 ) -> dict[Statistic, torch.Tensor] | None:
     """Report what ``module`` has accumulated since it was built, or ``None``.
 
-    Added in 1.1; a plugin without it simply reports nothing. ``module`` is
+    Added in 1.2; a plugin without it simply reports nothing. ``module`` is
     a replacement this paradigm returned for layer ``name`` or the
     :class:`~newcompute.attention.AttentionMatmuls` it attached to attention
     module ``name``. Each value is a 0-d floating tensor on ``module``'s
@@ -168,8 +169,11 @@ def newcompute_statistics(
     (name, one-line description, unit). Accumulate during ``forward`` with
     in-place ops on buffers allocated at build time (no ``.item()``, no new
     tensors), so training needs no host sync and CUDA-graph capture keeps
-    working; the core calls this hook only when it logs telemetry and reads
-    the tensors then. ``firstresult``.
+    working. Measure only while :func:`newcompute.collecting_statistics` is
+    true, so a run without telemetry computes nothing extra;
+    :class:`newcompute.StatisticSums` holds the sums. The core calls this
+    hook only when it logs telemetry and reads the tensors then.
+    ``firstresult``.
     """
 
 
@@ -188,6 +192,22 @@ def newcompute_register_data_sources() -> list[DataSource]:
     :class:`newcompute.ConfigError` or :class:`newcompute.RunError`) is
     reported naming the plugin and the source. Not ``firstresult``: every
     plugin answers.
+    """
+
+
+@hookspec(firstresult=True)
+def newcompute_optimizer_statistics(
+    paradigm: Paradigm, config: BaseModel, optimizer: torch.optim.Optimizer
+) -> dict[str, dict[Statistic, torch.Tensor]] | None:
+    """Report, per parameter, what the optimizer has accumulated, or ``None`` (since 1.2).
+
+    Called for the paradigm with :attr:`Role.OPTIMIZER` on the optimizer its
+    ``newcompute_build_optimizer`` returned. Keys are parameter names as
+    in ``model.named_parameters()``; values follow the rules of
+    :func:`newcompute_statistics` (0-d floating tensors on the parameter's
+    device, accumulated in place while
+    :func:`newcompute.collecting_statistics` is true, read only when
+    telemetry is logged). ``firstresult``.
     """
 
 

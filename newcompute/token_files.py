@@ -16,12 +16,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from newcompute.datasource import DataSource
 from newcompute.errors import ConfigError
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from newcompute.config import DataSettings
 
 
@@ -35,6 +35,8 @@ def _flat(ids: np.ndarray, file: Path) -> np.ndarray:
 
 
 def _bin(target: str, settings: DataSettings) -> Iterator[np.ndarray]:
+    import numpy as np  # not at import: the core's plugin registers these sources when the CLI starts
+
     file, dtype = Path(target), np.dtype(settings.token_dtype).newbyteorder("<")
     size = file.stat().st_size
     if size % dtype.itemsize:
@@ -47,6 +49,8 @@ def _bin(target: str, settings: DataSettings) -> Iterator[np.ndarray]:
 
 
 def _npy(target: str, settings: DataSettings) -> Iterator[np.ndarray]:
+    import numpy as np
+
     file = Path(target)
     try:
         ids = np.load(file, mmap_mode="r", allow_pickle=False)

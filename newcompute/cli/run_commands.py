@@ -180,12 +180,20 @@ def compare(
         str | None, typer.Option(help="The run (its folder name) the Δ column is measured against.")
     ] = None,
     x: XOption = "tokens",
+    statistic: Annotated[
+        str | None, typer.Option(help="Also plot this telemetry statistic (runs trained with --telemetry-every).")
+    ] = None,
+    layer: Annotated[str, typer.Option(help="With --statistic: the layer, or a glob of layers, to plot.")] = "*",
+    statistic_plot: Annotated[
+        Path, typer.Option(help="With --statistic: where to write its PNG.")
+    ] = Path("compare-statistic.png"),
 ) -> None:
     """Compare runs: final (full-set) and best periodic validation loss, Δ vs a baseline, tokens/s, peak memory,
-    cost estimates and lm-eval scores; --format md/csv/json exports them. Writes a PNG of the loss curves."""
+    cost estimates and lm-eval scores; --format md/csv/json exports them. Writes a PNG of the loss curves (and
+    of a telemetry statistic with --statistic)."""
     from newcompute.study.plots import plot_curves
     from newcompute.study.results import run_results
-    from newcompute.train.compare import summarize
+    from newcompute.train.compare import plot_statistic, summarize
 
     check_format(fmt)
     runs = [r.expanduser() for r in runs]
@@ -199,6 +207,9 @@ def compare(
         console.print(written, highlight=False)
     else:
         typer.echo(written, err=True)  # stdout holds the export
+    if statistic is not None:
+        drawn = plot_statistic(runs, statistic, layer, statistic_plot.expanduser())
+        console.print(f"{statistic} of {layer}: {drawn}", highlight=False, markup=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -16,20 +16,9 @@ from typing import Any
 
 from newcompute.errors import ConfigError
 from newcompute.study.results import ESTIMATED, MEASURED, Results
-from newcompute.train.compare import RunSummary
+from newcompute.train.compare import RunSummary, pyplot
 
 X_LABELS = {"tokens": "tokens trained on", "steps": "optimizer step"}
-
-
-def _pyplot() -> Any:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise ConfigError("Plotting needs matplotlib: pip install 'newcompute[plots]'.") from None
-    return plt
 
 
 def _save(figure: Any, path: Path) -> Path:
@@ -43,7 +32,7 @@ def curves_figure(runs: list[RunSummary], x: str = "tokens") -> Any:
     """The figure of every run's training loss (line), periodic validation loss (markers) and final loss (star)."""
     if x not in X_LABELS:
         raise ConfigError(f"--x {x!r}: the curves are drawn against tokens or steps.")
-    plt = _pyplot()
+    plt = pyplot()
     figure, axes = plt.subplots(figsize=(8, 5))
     for index, run in enumerate(runs):
         color = f"C{index % 10}"
@@ -65,7 +54,7 @@ def curves_figure(runs: list[RunSummary], x: str = "tokens") -> Any:
 
 
 def plot_curves(runs: list[RunSummary], path: Path, x: str = "tokens") -> Path:
-    plt = _pyplot()
+    plt = pyplot()
     figure = curves_figure(runs, x)
     try:
         return _save(figure, path)
@@ -95,7 +84,7 @@ def axis_figure(results: Results, axis: str, seed_axis: str = "seed") -> Any:
     values = list(dict.fromkeys(row.get(axis) for row in results.rows if row.get(axis) is not None))
     numeric = all(_number(v) is not None for v in values)
     position = {v: (_number(v) if numeric else i) for i, v in enumerate(values)}
-    plt = _pyplot()
+    plt = pyplot()
     figure, ax = plt.subplots(figsize=(7, 4.5))
     for key, by_value in groups.items():
         xs = sorted(by_value, key=lambda v: position[v])
@@ -117,7 +106,7 @@ def _is_metric(column: str) -> bool:
 
 
 def plot_against_axis(results: Results, axis: str, path: Path) -> Path:
-    plt = _pyplot()
+    plt = pyplot()
     figure = axis_figure(results, axis)
     try:
         return _save(figure, path)

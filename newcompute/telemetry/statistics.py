@@ -18,7 +18,9 @@ from torch import nn
 
 from newcompute.attention import MATMULS_ATTR
 from newcompute.composer import report_of
+from newcompute.config import ParadigmUse
 from newcompute.errors import RunError
+from newcompute.paradigm import Role
 from newcompute.plugins import Registry, get_registry
 
 
@@ -93,24 +95,57 @@ def check_statistics(paradigm: str, layer: str, module: nn.Module, reported: obj
     return reported
 
 
-def read_statistics(model: nn.Module, registry: Registry | None = None) -> list[LayerStatistic]:
-    """Ask every owning plugin for its modules' statistics and read them (one host sync).
+def _optimizer_statistics(
+    optimizer: torch.optim.Optimizer, uses: list[ParadigmUse], registry: Registry
+) -> list[tuple[str, str, dict[Statistic, torch.Tensor]]]:
+    """What the optimizer paradigm (if any, and if it answers the hook) reports per parameter."""
+    chosen = [use for use in uses if Role.OPTIMIZER in use.paradigm.roles]
+    if not chosen:
+        return []
+    use = chosen[0]
+    reported = registry.call("newcompute_optimizer_statistics", use.paradigm, config=use.config, optimizer=optimizer)
+    if reported is None:
+        return []
+    if not isinstance(reported, dict):
+        raise RunError(
+            f"Paradigm '{use.name}' (newcompute_optimizer_statistics) returned {type(reported).__name__}; "
+            "return a dict of parameter name → {Statistic: 0-d tensor} or None."
+        )
+    return [(str(name), use.name, stats) for name, stats in reported.items()]
 
-    A non-finite value is refused: it means the plugin's accumulation is broken.
+
+def read_statistics(
+    model: nn.Module,
+    registry: Registry | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+    uses: list[ParadigmUse] | None = None,
+) -> list[LayerStatistic]:
+    """Ask every owning plugin for its modules' statistics and read them (one host sync per device).
+
+    With ``optimizer`` (and the run's paradigm ``uses``, which name the
+    optimizer paradigm), its per-parameter statistics are read too. A
+    non-finite value is refused: it means the plugin's accumulation is broken.
     """
     registry = registry or get_registry()
     report = report_of(model)
-    if report is None:
-        return []
-    uses = {use.name: use for use in report.uses}
     gathered: list[tuple[str, str, Statistic, torch.Tensor]] = []
-    for layer, paradigm, module in _owned_modules(model):
-        use = uses[paradigm]
-        reported = registry.call("newcompute_statistics", use.paradigm, config=use.config, name=layer, module=module)
-        if reported is None:
-            continue
-        for stat, value in check_statistics(paradigm, layer, module, reported).items():
-            gathered.append((layer, paradigm, stat, value))
+    if report is not None:
+        by_name = {use.name: use for use in report.uses}
+        for layer, paradigm, module in _owned_modules(model):
+            use = by_name[paradigm]
+            reported = registry.call(
+                "newcompute_statistics", use.paradigm, config=use.config, name=layer, module=module
+            )
+            if reported is None:
+                continue
+            for stat, value in check_statistics(paradigm, layer, module, reported).items():
+                gathered.append((layer, paradigm, stat, value))
+    if optimizer is not None:
+        all_uses = list(uses) if uses is not None else list(report.uses if report is not None else [])
+        for layer, paradigm, stats in _optimizer_statistics(optimizer, all_uses, registry):
+            owner = _parameter_owner(model, layer)
+            for stat, value in check_statistics(paradigm, layer, owner, stats).items():
+                gathered.append((layer, paradigm, stat, value))
     if not gathered:
         return []
     by_device: dict[torch.device, list[int]] = {}
@@ -129,3 +164,12 @@ def read_statistics(model: nn.Module, registry: Registry | None = None) -> list[
             )
         out.append(LayerStatistic(layer, paradigm, stat, value))
     return out
+
+
+def _parameter_owner(model: nn.Module, name: str) -> nn.Module:
+    """The module holding parameter ``name`` (for the device check); the model itself if the name is unknown."""
+    module_name, _, _ = name.rpartition(".")
+    try:
+        return model.get_submodule(module_name) if module_name else model
+    except AttributeError:
+        return model

@@ -32,6 +32,7 @@ from newcompute.testing.checks_model import (
 )
 from newcompute.testing.checks_registration import check_api_declared, check_entry_point, check_registers
 from newcompute.testing.checks_state import check_resume, check_save_load, check_state_dict_round_trip
+from newcompute.testing.checks_telemetry import check_statistics, check_statistics_leave_outputs
 from newcompute.testing.checks_training import check_composes, check_no_host_sync, check_trains
 from newcompute.testing.failure import ConformanceFailure
 from newcompute.testing.models import DEFAULT_FAMILIES, build_tiny, sample_batch
@@ -64,6 +65,8 @@ __all__ = [
     "check_resume",
     "check_save_load",
     "check_state_dict_round_trip",
+    "check_statistics",
+    "check_statistics_leave_outputs",
     "check_trains",
     "check_transform",
     "generated_bad_tables",

@@ -21,6 +21,7 @@ from newcompute.testing.checks_config import (
 from newcompute.testing.checks_model import check_attend, check_identity, check_meta_device, check_transform
 from newcompute.testing.checks_registration import check_entry_point, check_registers
 from newcompute.testing.checks_state import check_resume, check_save_load, check_state_dict_round_trip
+from newcompute.testing.checks_telemetry import check_statistics, check_statistics_leave_outputs
 from newcompute.testing.checks_training import check_composes, check_no_host_sync, check_trains
 from newcompute.testing.spec import ConformanceSpec
 
@@ -97,6 +98,21 @@ def paradigm_conformance(spec: ConformanceSpec, *, entry_point: bool = True) -> 
         @families
         def test_composes(self, family: str) -> None:
             check_composes(spec, family)
+
+        @families
+        def test_statistics(self, family: str) -> None:
+            check_statistics(spec, family)
+
+        @families
+        @pytest.mark.skipif(not spec.deterministic, reason="the paradigm declares itself non-deterministic")
+        def test_statistics_leave_outputs(self, family: str) -> None:
+            check_statistics_leave_outputs(spec, family)
+
+        @pytest.mark.gpu
+        @pytest.mark.skipif(not spec.gpu, reason="the paradigm does not declare GPU support")
+        @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+        def test_statistics_on_gpu(self) -> None:
+            check_statistics(spec, spec.families[0], device="cuda")
 
         @pytest.mark.gpu
         @pytest.mark.skipif(not spec.gpu, reason="the paradigm does not declare GPU support")

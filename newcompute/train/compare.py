@@ -13,6 +13,7 @@ interrupted run has none, and shows it as missing), and
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import statistics
 from collections.abc import Callable
@@ -122,3 +123,73 @@ def summarize(run_dir: Path, notify: Callable[[str], None] | None = None) -> Run
         costs=summary.get("cost_estimates", {}),
         lm_eval=read_lm_eval(run_dir),
     )
+
+
+def pyplot() -> Any:
+    """matplotlib's pyplot on the file-only backend, imported only when a plot is drawn."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise ConfigError("Plotting needs matplotlib: pip install 'newcompute[plots]'.") from None
+    return plt
+
+
+StatisticCurve = tuple[str, list[tuple[int, float]]]
+"""A label (run and layer) and the ``(step, value)`` points of one statistic."""
+
+
+def statistic_curves(run_dir: Path, statistic: str, layer: str) -> list[StatisticCurve]:
+    """``statistic`` of every layer matching ``layer`` (a name or a glob) in the run's telemetry records."""
+    curves: dict[str, list[tuple[int, float]]] = {}
+    for record in read_metrics(run_dir):
+        if record["kind"] != "telemetry" or not fnmatch.fnmatchcase(record["layer"], layer):
+            continue
+        value = record["statistics"].get(statistic)
+        if value is not None:
+            curves.setdefault(record["layer"], []).append((record["step"], float(value)))
+    return [(f"{run_dir.name}: {name}", points) for name, points in curves.items()]
+
+
+def _recorded(run_dirs: list[Path]) -> tuple[set[str], set[str]]:
+    names: set[str] = set()
+    layers: set[str] = set()
+    for run_dir in run_dirs:
+        for record in read_metrics(run_dir):
+            if record["kind"] == "telemetry":
+                names.update(record["statistics"])
+                layers.add(record["layer"])
+    return names, layers
+
+
+def plot_statistic(run_dirs: list[Path], statistic: str, layer: str, path: Path) -> Path:
+    """One line per run and matching layer: ``statistic`` against step, from ``--telemetry-every`` records."""
+    curves = [curve for run_dir in run_dirs for curve in statistic_curves(run_dir, statistic, layer)]
+    if not curves:
+        names, layers = _recorded(run_dirs)
+        if not names:
+            raise ConfigError(
+                "None of these runs recorded telemetry: train with --telemetry-every N to plot a statistic."
+            )
+        shown = sorted(layers)[:5]
+        raise ConfigError(
+            f"No telemetry of statistic '{statistic}' for layer '{layer}' in these runs. Recorded statistics: "
+            f"{', '.join(sorted(names))}; layers such as {', '.join(shown)} (a glob like '*.mlp.*' matches several)."
+        )
+    plt = pyplot()
+    figure, axes = plt.subplots(figsize=(8, 5))
+    for label, points in curves:
+        steps, values = zip(*points, strict=True)
+        axes.plot(steps, values, marker=".", linewidth=1.5, label=label)
+    axes.set_xlabel("optimizer step")
+    axes.set_ylabel(statistic)
+    axes.set_title(f"{statistic} of {layer}")
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize="small")
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path

@@ -61,7 +61,7 @@ class RunDisplay:
             return
         table = Table(title="Training run", show_header=False, title_justify="left")
         table.add_column(style="bold")
-        table.add_column()
+        table.add_column(overflow="fold")
         for key, value in rows:
             table.add_row(key, value)
         self.console.print(table)

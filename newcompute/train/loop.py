@@ -45,6 +45,7 @@ from newcompute.train.metrics import MetricsLog, peak_memory, truncate_metrics, 
 from newcompute.train.packing import as_batch
 from newcompute.train.setup import Session, build_session
 from newcompute.train.sharded_checkpoint import is_sharded, load_sharded
+from newcompute.train.telemetry import StepTelemetry
 from newcompute.train.teardown import release_reducer
 from newcompute.train.trackers import start_trackers
 
@@ -111,6 +112,7 @@ class Trainer:
         self.graphed = (
             GraphedMicroStep(session.model, self._eager_micro_step, display.print) if settings.cuda_graphs else None
         )
+        self.telemetry = StepTelemetry(settings.telemetry_every, session.model, session.optimizer, session.registry)
 
     def _trainer_state(self) -> dict[str, Any]:
         return {
@@ -224,7 +226,7 @@ class Trainer:
         self.session.accelerator.backward(loss)
         return loss
 
-    def train_step(self, stop_requested: bool = False) -> StepOutcome:
+    def train_step(self, stop_requested: bool = False, eager: bool = False) -> StepOutcome:
         session, plan, accelerator = self.session, self.session.plan, self.session.accelerator
         clip = session.run.train.grad_clip
         started = time.perf_counter()
@@ -234,7 +236,7 @@ class Trainer:
         for micro in range(plan.accumulation):
             batch = self._batch(micro)
             with accelerator.accumulate(session.model):
-                loss = self._eager_micro_step(batch) if self.graphed is None else self.graphed(batch)
+                loss = self._eager_micro_step(batch) if self.graphed is None or eager else self.graphed(batch)
                 total += loss.detach().float()
                 if accelerator.sync_gradients:
                     if clip is not None:
@@ -317,13 +319,17 @@ class Trainer:
             with StopRequest(self.display.print) as stop, self.display:
                 self.display.start(self.step, session.plan.steps)
                 while self.step < session.plan.steps:
-                    outcome = self.train_step(stop.requested)
+                    measured = self.telemetry.due(self.step + 1)
+                    with self.telemetry.measuring(measured):
+                        outcome = self.train_step(stop.requested, eager=measured)
                     self.step += 1
                     self.guard.check(self.step, outcome.loss)
                     self._settle(not self.guard.suspicious, outcome.loss, f"at step {self.step}")
                     if outcome.grad_norm is not None and not math.isfinite(outcome.grad_norm):
                         raise Diverged(f"the gradient norm became {outcome.grad_norm} at step {self.step}")
                     self._record_step(outcome)
+                    if measured:
+                        self.telemetry.write(self.step, self.metrics, session.accelerator)
                     if self.on_step is not None:
                         self.on_step(self.step, outcome.loss)
                     if self.step % session.plan.eval_every == 0 and self.step < session.plan.steps:

@@ -26,6 +26,7 @@ from transformers import PreTrainedTokenizerBase
 from newcompute.config import DataSettings
 from newcompute.datasource import Document
 from newcompute.errors import ConfigError
+from newcompute.train import token_cache
 from newcompute.train.sources import TextSource
 
 TOKENIZE_CHUNK_CHARS = 1 << 16
@@ -48,6 +49,8 @@ class PackedCorpus:
     documents: int
     exhausted: bool
     separator: str
+    tokenized: str = "tokenized now"
+    """Whether the tokens were read from the token cache or tokenized now, and why, for the run's summary."""
 
     @property
     def train_tokens(self) -> int:
@@ -185,7 +188,7 @@ def pack(
     limit: int | None = None,
 ) -> PackedCorpus:
     """Read, tokenize and pack ``source``; ``limit`` caps the tokens read (None reads it all)."""
-    stream, documents, exhausted = _token_stream(source, tokenizer, limit)
+    stream, documents, exhausted, tokenized = _cached_token_stream(source, tokenizer, settings, limit)
     count = stream.size // block_size
     if count < 2:
         raise ConfigError(
@@ -195,7 +198,25 @@ def pack(
     blocks = stream[: count * block_size].reshape(count, block_size)
     train, validation = split_blocks(blocks, settings, seed)
     separator = "end-of-text token" if tokenizer.eos_token_id is not None else "nothing (no end-of-text token)"
-    return PackedCorpus(train, validation, block_size, int(stream.size), documents, exhausted, separator)
+    return PackedCorpus(train, validation, block_size, int(stream.size), documents, exhausted, separator, tokenized)
+
+
+def _cached_token_stream(
+    source: TextSource, tokenizer: PreTrainedTokenizerBase, settings: DataSettings, limit: int | None
+) -> tuple[np.ndarray, int, bool, str]:
+    """:func:`_token_stream` through the token cache, and a phrase saying which of the two gave the tokens."""
+    key = token_cache.cache_key(source, tokenizer, settings, limit) if settings.cache else None
+    if key is not None and (hit := token_cache.load(key)) is not None:
+        return hit.tokens, hit.documents, hit.exhausted, f"tokens from the cache ({token_cache.cache_folder()})"
+    stream, documents, exhausted = _token_stream(source, tokenizer, limit)
+    if not settings.cache:
+        return stream, documents, exhausted, "tokenized now (cache off)"
+    if key is None:
+        return stream, documents, exhausted, "tokenized now (this source or tokenizer has no fingerprint to cache by)"
+    problem = token_cache.save(key, token_cache.CachedStream(stream, documents, exhausted))
+    where = token_cache.cache_folder()
+    note = f"tokenized now and cached in {where}" if problem is None else f"tokenized now; not cached ({problem})"
+    return stream, documents, exhausted, note
 
 
 @dataclass

@@ -274,6 +274,7 @@ def comparable(record: dict[str, Any]) -> dict[str, Any]:
     """The parts of a run record that a resumed run must share with its checkpoint."""
     kept = {k: v for k, v in record.items() if k != "record"}
     kept["train"] = {k: v for k, v in record.get("train", {}).items() if k not in SESSION_FIELDS and k != "output_dir"}
+    kept["data"] = {k: v for k, v in record.get("data", {}).items() if k != "cache"}
     return kept
 
 
@@ -484,7 +485,7 @@ def _used_rows(
         ("Mode", mode),
         ("Paradigms", ", ".join(report.paradigms) or "none (baseline)"),
         ("Parameters", f"{plan.params:,} ({trainable:,} trainable)"),
-        ("Data", f"{source}: {read}, {corpus.documents:,} documents joined by {corpus.separator}"),
+        ("Data", f"{source}: {read}, {corpus.documents:,} documents joined by {corpus.separator}; {corpus.tokenized}"),
         (
             "Blocks",
             f"{corpus.train.shape[0]:,} train + {corpus.validation.shape[0]:,} validation of {plan.block_size} tokens "

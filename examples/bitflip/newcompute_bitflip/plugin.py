@@ -8,6 +8,7 @@ import newcompute as nc
 from newcompute_bitflip.config import BitFlipConfig
 
 if TYPE_CHECKING:
+    import torch
     from torch import nn
 
 newcompute_api = ">=1.0,<2"
@@ -44,6 +45,25 @@ def newcompute_replace_layer(
     if not nc.is_linear_like(module):
         return None
     return BitFlipLinear(module, config, name)
+
+
+FLIPS = {
+    "input_flips_per_call": ("input_flipped", "calls", "Input elements changed by flips per forward call", "count"),
+    "weight_flips_per_call": ("weight_flipped", "calls", "Weight elements changed by flips per forward call", "count"),
+    "input_flip_rate": ("input_flipped", "inputs", "Fraction of input elements changed by flips", "fraction"),
+    "weight_flip_rate": ("weight_flipped", "weights", "Fraction of weight elements changed by flips", "fraction"),
+}
+
+
+@nc.hookimpl
+def newcompute_statistics(module: nn.Module) -> dict[nc.Statistic, torch.Tensor] | None:
+    """Flips per forward call (one call per step and micro-batch) and as a fraction of the elements."""
+    from newcompute_bitflip.layer import BitFlipLinear
+
+    if not isinstance(module, BitFlipLinear):
+        return None
+    sums = module.telemetry
+    return {nc.Statistic(name, text, unit): sums.ratio(num, den) for name, (num, den, text, unit) in FLIPS.items()}
 
 
 COST_NOTES = (

@@ -93,3 +93,27 @@ def test_unsupported_dtype_is_refused_with_the_valid_formats() -> None:
     layer = BitFlipLinear(nn.Linear(4, 2).double(), NOISY, "fc")
     with pytest.raises(nc.ConfigError, match="float64.*float32, bfloat16, float16"):
         layer(torch.randn(1, 4, dtype=torch.float64))
+
+
+def test_statistics_count_the_elements_the_flips_changed() -> None:
+    from newcompute_bitflip.plugin import newcompute_statistics
+
+    config = BitFlipConfig(x_p_exp=0.0, x_p_frac=0.5, w_p_exp=0.0, w_p_frac=0.0, x_zero_out_t=0.0)
+    layer = BitFlipLinear(nn.Linear(8, 4), config, "layer")
+    x = torch.randn(3, 8, generator=torch.Generator().manual_seed(0))
+    with nc.collect_statistics():
+        for call in range(2):
+            layer(x)
+    flipped = [flip_bits(x, torch.tensor(call), layer.inputs)[0] for call in range(2)]
+    expected = sum(int((f.view(torch.int32) != x.view(torch.int32)).sum()) for f in flipped)
+    stats = {stat.name: value.item() for stat, value in newcompute_statistics(module=layer).items()}
+    assert expected > 0
+    assert stats["input_flips_per_call"] == pytest.approx(expected / 2)
+    assert stats["input_flip_rate"] == pytest.approx(expected / (2 * x.numel()))
+    assert stats["weight_flips_per_call"] == 0 and stats["weight_flip_rate"] == 0  # weights never flip
+
+
+def test_statistics_measure_nothing_while_collection_is_off() -> None:
+    layer = BitFlipLinear(nn.Linear(8, 4), NOISY, "layer")
+    layer(torch.randn(3, 8))
+    assert torch.count_nonzero(layer.telemetry.sums) == 0

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from pydantic import BaseModel
     from torch import nn
 
-    from newcompute import AttentionMatmuls, CostEstimate, MatmulShape
+    from newcompute import AttentionMatmuls, CostEstimate, MatmulShape, Statistic
     from newcompute_mx.quantizers import OperandQuantizer
 
 newcompute_api = ">=1.0,<2"
@@ -61,14 +61,14 @@ def build_quantizer(
     from newcompute_mx.quantizers import FP8Quantizer, MXQuantizer
 
     if isinstance(config, MXConfig):
-        return MXQuantizer(formats, config.block_size, config.scale_mode)
+        return MXQuantizer(formats, config.block_size, config.scale_mode, device)
     if isinstance(config, FP8Config):
         scaling = "current" if attention else config.scaling
         history_len = config.amax_history_len if scaling == "delayed" else 1
         history = AmaxHistory(
             scaling, history_len, config.amax_compute, config.margin, config.reduce_amax, device=device
         )
-        return FP8Quantizer(formats, history)
+        return FP8Quantizer(formats, history, device)
     raise TypeError(f"{type(config).__name__} is not a configuration of the mx plugin")
 
 
@@ -106,6 +106,22 @@ def newcompute_attention_matmuls(
     first = next(attention.parameters(), None)
     device = first.device if first is not None else None
     return QuantizedAttentionMatmuls(build_quantizer(config, attention_formats(config), device, attention=True))
+
+
+@hookimpl
+def newcompute_statistics(module: nn.Module) -> dict[Statistic, torch.Tensor] | None:
+    from newcompute_mx import statistics
+    from newcompute_mx.attention import QuantizedAttentionMatmuls
+    from newcompute_mx.layer import QuantizedLinear
+    from newcompute_mx.quantizers import MXQuantizer, OperandQuantizer
+
+    quantizer = getattr(module, "quantizer", None)
+    if not isinstance(module, (QuantizedLinear, QuantizedAttentionMatmuls)):
+        return None
+    if not isinstance(quantizer, OperandQuantizer):
+        return None
+    roles = statistics.measured_roles(quantizer.telemetry, quantizer.quantized_roles())
+    return statistics.report(quantizer.telemetry, roles, isinstance(quantizer, MXQuantizer))
 
 
 @hookimpl

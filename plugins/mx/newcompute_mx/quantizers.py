@@ -16,10 +16,11 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from newcompute import ConfigError
+from newcompute import ConfigError, collecting_statistics, probing
+from newcompute_mx import statistics
 from newcompute_mx.formats import FORMAT_NAMES, FORMATS, NO_QUANTIZATION, ElementFormat
 from newcompute_mx.fp8_scaling import AmaxHistory, TensorKind
-from newcompute_mx.ops import mx_fake_quantize_pairs, scaled_cast_op
+from newcompute_mx.ops import PairJob, mx_fake_quantize_pairs, scaled_cast_op
 from newcompute_mx.reference import ScaleMode, inverse_scale
 
 ROLE_AXES: dict[TensorKind, tuple[str, str]] = {
@@ -63,10 +64,15 @@ def _role_formats(formats: dict[str, str]) -> dict[TensorKind, tuple[ElementForm
 class OperandQuantizer(nn.Module):
     """Base of the two quantizer kinds; ``formats`` maps each of the six roles to a format name."""
 
-    def __init__(self, formats: dict[str, str]) -> None:
+    def __init__(self, formats: dict[str, str], device: torch.device | None = None) -> None:
         super().__init__()
         self.formats = dict(formats)
         self.by_kind = _role_formats(formats)
+        self.telemetry = statistics.new_sums(device)
+
+    def quantized_roles(self) -> list[str]:
+        """The roles this quantizer quantizes (not ``"none"``), in the order :data:`statistics.ROLES` lists them."""
+        return [role for role in statistics.ROLES if self.formats.get(role, NO_QUANTIZATION) != NO_QUANTIZATION]
 
     def pair(self, kind: TensorKind, tensor: torch.Tensor, dtype: torch.dtype, last: bool, rows: bool) -> Pair:
         """The operand for the GEMM reducing over the last dimension and for the one reducing over rows.
@@ -90,8 +96,10 @@ def _plain(tensor: torch.Tensor, dtype: torch.dtype, needed: bool) -> Operand | 
 class MXQuantizer(OperandQuantizer):
     """OCP MX block scaling along each GEMM's reduction dimension."""
 
-    def __init__(self, formats: dict[str, str], block_size: int, scale_mode: ScaleMode) -> None:
-        super().__init__(formats)
+    def __init__(
+        self, formats: dict[str, str], block_size: int, scale_mode: ScaleMode, device: torch.device | None = None
+    ) -> None:
+        super().__init__(formats, device)
         self.block_size = block_size
         self.scale_mode: ScaleMode = scale_mode
 
@@ -103,6 +111,8 @@ class MXQuantizer(OperandQuantizer):
         for kind, tensor, last, rows in requests:
             last_fmt, rows_fmt = self.by_kind[kind]
             jobs.append((tensor, last_fmt if last else None, rows_fmt if rows else None))
+        if collecting_statistics() and not probing():
+            self._observe(requests, jobs)
         quantized = mx_fake_quantize_pairs(jobs, self.block_size, self.scale_mode, dtype)
         return [
             (
@@ -112,6 +122,12 @@ class MXQuantizer(OperandQuantizer):
             for (_, tensor, last, rows), (q_last, q_rows) in zip(requests, quantized)
         ]
 
+    def _observe(self, requests: Sequence[PairRequest], jobs: list[PairJob]) -> None:
+        for (kind, tensor, _, _), (_, last_fmt, rows_fmt) in zip(requests, jobs):
+            for role, axis, fmt in zip(ROLE_AXES[kind], (-1, -2), (last_fmt, rows_fmt)):
+                if fmt is not None:
+                    statistics.observe_mx(self.telemetry, role, tensor, axis, fmt, self.block_size, self.scale_mode)
+
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, block_size={self.block_size}, scale_mode={self.scale_mode}"
 
@@ -119,8 +135,8 @@ class MXQuantizer(OperandQuantizer):
 class FP8Quantizer(OperandQuantizer):
     """Per-tensor scaled FP8: one scale per tensor, so both GEMMs can share one cast per format."""
 
-    def __init__(self, formats: dict[str, str], history: AmaxHistory) -> None:
-        super().__init__(formats)
+    def __init__(self, formats: dict[str, str], history: AmaxHistory, device: torch.device | None = None) -> None:
+        super().__init__(formats, device)
         self.history = history
 
     def pair(self, kind: TensorKind, tensor: torch.Tensor, dtype: torch.dtype, last: bool, rows: bool) -> Pair:
@@ -129,6 +145,10 @@ class FP8Quantizer(OperandQuantizer):
         if not distinct:
             return _plain(tensor, dtype, last), _plain(tensor, dtype, rows)
         scales = self.history.scales(kind, tensor, distinct)
+        if collecting_statistics() and not probing():
+            for role, fmt, needed in zip(ROLE_AXES[kind], self.by_kind[kind], (last, rows)):
+                if needed and fmt is not None:
+                    statistics.observe_scaled(self.telemetry, role, kind.name.lower(), tensor, fmt, scales[fmt.name])
         cast = {
             fmt.name: Operand(scaled_cast_op(tensor, fmt.name, scales[fmt.name], dtype), inverse_scale(scales[fmt.name]))
             for fmt in distinct

@@ -16,9 +16,9 @@ from typing import Any
 
 import torch
 
-from newcompute import ConfigError
+from newcompute import ConfigError, StatisticSums, collecting_statistics
 
-from newcompute_normuon import engine
+from newcompute_normuon import engine, statistics
 from newcompute_normuon.adamw import adamw_group
 from newcompute_normuon.coefficients import schedule
 from newcompute_normuon.lanes import Lanes
@@ -133,6 +133,8 @@ class NorMuonAdamW(torch.optim.Optimizer):
         self.distributed = distributed
         self.overlap = overlap
         self.ops = StepOps(compile, symmetric=ns_kernel == "triton", elementwise=elementwise)
+        self.telemetry: dict[str, StatisticSums] = {}
+        """Per NorMuon parameter name, the statistics of the steps taken while telemetry collected."""
         super().__init__(params, dict(DEFAULTS))
 
     @property
@@ -192,8 +194,15 @@ class NorMuonAdamW(torch.optim.Optimizer):
                 adamw_group(params, group, self.state)
 
         if any(members):
+            observer = statistics.Observer(self.telemetry) if collecting_statistics() else None
+            if observer is not None:
+                for group, present in zip(self.param_groups, members):
+                    for i in present:
+                        observer.snapshot(_param_name(group, i), group["params"][i], group)
             plan = self._plan(members)
             engine.run(plan, self.param_groups, self.state, self.ops, self._lanes(plan), adamw_groups)
+            if observer is not None:
+                observer.record(self.state)
         else:
             adamw_groups()
         return loss

@@ -17,7 +17,7 @@ from newcompute_normuon.config import NorMuonConfig
 if TYPE_CHECKING:
     import torch
 
-    from newcompute import CostEstimate, MatmulShape, OptimizerSettings, ParamInfo
+    from newcompute import CostEstimate, MatmulShape, OptimizerSettings, ParamInfo, Statistic
 
 newcompute_api = ">=1.0,<2"
 
@@ -61,6 +61,16 @@ def newcompute_build_optimizer(
         overlap=config.overlap,
         distributed=config.distributed,
     )
+
+
+@newcompute.hookimpl
+def newcompute_optimizer_statistics(optimizer: torch.optim.Optimizer) -> dict[str, dict[Statistic, torch.Tensor]] | None:
+    from newcompute_normuon import statistics
+    from newcompute_normuon.optimizer import NorMuonAdamW
+
+    if not isinstance(optimizer, NorMuonAdamW):
+        return None
+    return {name: statistics.report(sums) for name, sums in optimizer.telemetry.items()}
 
 
 @newcompute.hookimpl

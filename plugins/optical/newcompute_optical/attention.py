@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from newcompute import AttentionMatmuls
+from newcompute import AttentionMatmuls, collecting_statistics
 from newcompute_optical.config import ProductSettings
 from newcompute_optical.ops import attention as fused_attention
 from newcompute_optical.product import OpticalProduct, compute_dtype
@@ -49,6 +49,8 @@ class OpticalAttentionMatmuls(AttentionMatmuls):
     def attend(
         self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, scale: float, causal: bool
     ) -> torch.Tensor | None:
+        if collecting_statistics():
+            return None  # measured product by product, so that both report their statistics
         dtype = compute_dtype(query, key)
         if not fused_attention.applies(self.settings, query, dtype):
             return None

@@ -14,9 +14,10 @@ from newcompute import Paradigm, Role, hookimpl
 from newcompute_optical.config import OpticalConfig
 
 if TYPE_CHECKING:
+    import torch
     from torch import nn
 
-    from newcompute import AttentionMatmuls, CostEstimate, MatmulShape
+    from newcompute import AttentionMatmuls, CostEstimate, MatmulShape, Statistic
 
 newcompute_api = ">=1.0,<2"
 
@@ -47,6 +48,19 @@ def newcompute_attention_matmuls(config: OpticalConfig, name: str) -> AttentionM
     from newcompute_optical.attention import OpticalAttentionMatmuls
 
     return OpticalAttentionMatmuls(config.attention, name)
+
+
+@hookimpl
+def newcompute_statistics(module: nn.Module) -> dict[Statistic, torch.Tensor] | None:
+    from newcompute_optical import statistics
+    from newcompute_optical.attention import OpticalAttentionMatmuls
+    from newcompute_optical.layer import OpticalLinear
+
+    if isinstance(module, OpticalLinear):
+        return None if module.settings.q_bypass else statistics.report(module.optical.telemetry)
+    if isinstance(module, OpticalAttentionMatmuls) and not module.settings.q_bypass:
+        return {**statistics.report(module.scores.telemetry, "qk_"), **statistics.report(module.context.telemetry, "pv_")}
+    return None
 
 
 @hookimpl

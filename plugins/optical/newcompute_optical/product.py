@@ -20,8 +20,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from newcompute import layer_stream, probing
-from newcompute_optical import distributed, reference
+from newcompute import collecting_statistics, layer_stream, probing
+from newcompute_optical import distributed, reference, statistics
 from newcompute_optical.config import ProductSettings
 from newcompute_optical.ops.product import OpticalProductFunction
 
@@ -92,6 +92,7 @@ class OpticalProduct(nn.Module):
         self.register_buffer(
             "stats", torch.full((3, 2), float("-inf"), dtype=torch.float32, device=device), persistent=False
         )
+        self.telemetry = statistics.new_sums(device)
         self._calibrated = False
 
     def ranges(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -120,7 +121,10 @@ class OpticalProduct(nn.Module):
             self._calibrated = True
         key0, key1 = self.noise_key()
         quantiles = settings.quantiles()
-        return OpticalProductFunction.apply(
+        observed = collecting_statistics()
+        if observed:
+            exact = statistics.observe_operands(self.telemetry, a, b, self.ranges(), settings, dtype)
+        out = OpticalProductFunction.apply(
             a,
             b,
             bias,
@@ -136,6 +140,9 @@ class OpticalProduct(nn.Module):
             self.training,
             dtype,
         )
+        if observed:
+            statistics.observe_readout(self.telemetry, exact, out, bias)
+        return out
 
     @torch.no_grad()
     def reset(self) -> None:

@@ -1,0 +1,94 @@
+"""``--telemetry-every N``: the paradigms' per-layer statistics of every N-th step, logged as they happen.
+
+Only the measured steps collect: statistics collection is switched on for
+that step's forward, backward and optimizer step, after clearing what the
+model's :class:`~newcompute.StatisticSums` held, so each record describes
+that step alone. Under ``--cuda-graphs`` a measured step runs eagerly (a
+captured graph replays what it recorded, and it recorded no statistics);
+the others replay as usual. With the option off, none of this runs.
+
+Each layer's statistics become one ``metrics.jsonl`` line,
+``{"kind": "telemetry", "step", "layer", "paradigm", "statistics": {name: value}}``,
+and tracker scalars ``telemetry/LAYER/NAME``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from torch import nn
+
+from newcompute.composer import report_of
+from newcompute.plugins import Registry
+from newcompute.telemetry.accumulate import StatisticSums, collect_statistics
+from newcompute.telemetry.statistics import LayerStatistic, read_statistics
+from newcompute.train.metrics import MetricsLog
+
+KIND = "telemetry"
+
+
+def composed_model(model: nn.Module) -> nn.Module | None:
+    """The module ``apply`` transformed, inside whatever wraps it (DDP, FSDP, PEFT, torch.compile)."""
+    return next((m for m in model.modules() if report_of(m) is not None), None)
+
+
+def records(step: int, stats: list[LayerStatistic]) -> list[dict[str, Any]]:
+    """One ``metrics.jsonl`` record per layer, its statistics in the order the plugin reported them."""
+    by_layer: dict[tuple[str, str], dict[str, float]] = {}
+    for s in stats:
+        by_layer.setdefault((s.layer, s.paradigm), {})[s.statistic.name] = s.value
+    return [
+        {"kind": KIND, "step": step, "layer": layer, "paradigm": paradigm, "statistics": values}
+        for (layer, paradigm), values in by_layer.items()
+    ]
+
+
+class StepTelemetry:
+    """Decides which steps are measured, measures them, and writes what was measured."""
+
+    def __init__(
+        self,
+        every: int | None,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        registry: Registry,
+    ) -> None:
+        self.every = every
+        self.model = composed_model(model)
+        self.optimizer = getattr(optimizer, "optimizer", optimizer)
+        self.registry = registry
+
+    def due(self, step: int) -> bool:
+        """Whether optimizer step ``step`` (1-based) is measured."""
+        return self.every is not None and self.model is not None and step % self.every == 0
+
+    @contextmanager
+    def measuring(self, active: bool) -> Iterator[None]:
+        """Collect statistics inside the block when ``active``, starting from cleared sums."""
+        if not active or self.model is None:
+            yield
+            return
+        for module in self.model.modules():
+            if isinstance(module, StatisticSums):
+                module.reset()
+        with collect_statistics():
+            yield
+
+    def write(self, step: int, metrics: MetricsLog, accelerator: Accelerator) -> int:
+        """Read the statistics (one host sync per device) and log them; returns the records written."""
+        if self.model is None or not accelerator.is_main_process:
+            return 0
+        report = report_of(self.model)
+        stats = read_statistics(
+            self.model, self.registry, optimizer=self.optimizer, uses=report.uses if report else None
+        )
+        written = records(step, stats)
+        for record in written:
+            metrics.write(record)
+        if stats:
+            accelerator.log({f"{KIND}/{s.layer}/{s.statistic.name}": s.value for s in stats}, step=step)
+        return len(written)

@@ -1,0 +1,134 @@
+"""What a quantized layer reports to newcompute's telemetry, per GEMM role.
+
+Measured only while ``newcompute.collecting_statistics()`` is true, in
+float32 beside whichever kernel quantizes, from the tensor a role quantizes
+and the scale that role gives it (the comparisons below are exact there):
+
+* **saturation rate**: the fraction of elements whose scaled magnitude is
+  beyond the format's largest value (``max_normal``), which the cast clamps
+  to it. MX picks each block's scale from its own maximum, so with
+  ``scale_mode="floor"`` only values between ``max_normal`` and the next
+  power of two saturate (OCP MX v1.0 §6.3); per-tensor FP8 with delayed
+  scaling saturates whenever a tensor outgrows its history.
+* **underflow rate**: the fraction of non-zero elements that round to zero
+  (scaled magnitude at most half the smallest subnormal).
+* **shared exponent min / max** (MX): the smallest and largest E8M0 block
+  exponent among blocks that hold a non-zero value.
+* **amax** (per-tensor FP8): the largest ``max|x|`` seen per tensor kind.
+
+Rates are over every element measured since the model was built. Only
+roles that were measured are reported: the backward roles (``dgrad_*``,
+``wgrad_*``) appear after training steps, not in ``newcompute inspect``
+(forward passes only).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from newcompute import Statistic, StatisticSums
+from newcompute_mx.formats import ElementFormat
+from newcompute_mx.reference import ScaleMode, pow2, shared_exponents
+
+ROLES = ("fwd_input", "fwd_weight", "dgrad_weight", "dgrad_grad_output", "wgrad_input", "wgrad_grad_output")
+KINDS = ("input", "weight", "grad_output")
+_NO_EXPONENT = 1 << 20
+
+
+def new_sums(device: torch.device | None) -> StatisticSums:
+    counted = [f"{role}_{what}" for role in ROLES for what in ("saturated", "underflow", "seen")]
+    return StatisticSums(
+        counted,
+        device,
+        minima=[f"{role}_exp_min" for role in ROLES],
+        maxima=[f"{role}_exp_max" for role in ROLES] + [f"{kind}_amax" for kind in KINDS],
+    )
+
+
+def _count(sums: StatisticSums, role: str, magnitude: torch.Tensor, scaled: torch.Tensor, fmt: ElementFormat) -> None:
+    """Saturated: beyond ``max_normal``. Underflow: a non-zero value at most half the smallest subnormal, which
+    rounds to zero (half itself ties to the even neighbour, zero). Both comparisons are exact in float32."""
+    sums.add(f"{role}_saturated", (scaled > fmt.max_normal).sum())
+    sums.add(f"{role}_underflow", ((magnitude > 0) & (scaled <= fmt.min_subnormal / 2)).sum())
+
+
+def _blocks(x: torch.Tensor, axis: int, block_size: int) -> torch.Tensor:
+    """``|x|`` in float32 with ``axis`` last, zero-padded to whole blocks: ``(..., n_blocks, block_size)``."""
+    moved = x.detach().float().abs().movedim(axis, -1)
+    if moved.shape[-1] % block_size:
+        moved = torch.nn.functional.pad(moved, (0, block_size - moved.shape[-1] % block_size))
+    return moved.reshape(*moved.shape[:-1], -1, block_size)
+
+
+@torch.no_grad()
+def observe_mx(
+    sums: StatisticSums, role: str, tensor: torch.Tensor, axis: int, fmt: ElementFormat, block_size: int, mode: ScaleMode
+) -> None:
+    """Record one MX quantization of ``tensor`` along ``axis`` (the quantizer's own scale rule).
+
+    Float32 throughout, which is exact here: dividing by the block's power of two only shifts exponents (a
+    value pushed below float32's range would round to zero in any element format too), and the scale
+    exponent comes from the reference's float64 rule on the block maxima alone.
+    """
+    magnitude = _blocks(tensor, axis, block_size)
+    amax = magnitude.amax(dim=-1)
+    usable = torch.isfinite(amax)
+    exponent = shared_exponents(torch.where(usable, amax, 0.0).double(), fmt, mode)
+    scaled = torch.where(usable.unsqueeze(-1), magnitude * pow2(-exponent).float().unsqueeze(-1), 0.0)
+    _count(sums, role, magnitude, scaled, fmt)
+    sums.add(f"{role}_seen", tensor.numel())
+    holding = usable & (amax > 0)
+    sums.minimum(f"{role}_exp_min", torch.where(holding, exponent, _NO_EXPONENT).amin())
+    sums.maximum(f"{role}_exp_max", torch.where(holding, exponent, -_NO_EXPONENT).amax())
+
+
+@torch.no_grad()
+def observe_scaled(
+    sums: StatisticSums, role: str, kind: str, tensor: torch.Tensor, fmt: ElementFormat, scale: torch.Tensor
+) -> None:
+    """Record one per-tensor FP8 cast of ``tensor`` with ``scale`` (the product rounded to float32, as cast)."""
+    magnitude = tensor.detach().float().abs()
+    scaled = magnitude * scale.float()
+    _count(sums, role, magnitude, scaled, fmt)
+    sums.add(f"{role}_seen", tensor.numel())
+    sums.maximum(f"{kind}_amax", magnitude.amax())
+
+
+def _described(name: str, description: str, unit: str) -> Statistic:
+    return Statistic(name, description, unit)
+
+
+def measured_roles(sums: StatisticSums, roles: list[str]) -> list[str]:
+    """The roles among ``roles`` that saw elements (one host read, at logging time only)."""
+    if not roles:
+        return []
+    seen = torch.stack([sums[f"{role}_seen"] for role in roles]).tolist()
+    return [role for role, count in zip(roles, seen) if count > 0]
+
+
+def report(sums: StatisticSums, roles: list[str], block_scaled: bool) -> dict[Statistic, torch.Tensor]:
+    """The statistics of ``roles`` (those measured), and the FP8 amaxes; an unmeasured exponent reads 0."""
+    out: dict[Statistic, torch.Tensor] = {}
+    for role in roles:
+        label = role.replace("_", " ")
+        seen = sums[f"{role}_seen"]
+        out[_described(f"{role}_saturation", f"Fraction of {label} elements clamped to the format's max", "fraction")] = (
+            sums.ratio(f"{role}_saturated", f"{role}_seen")
+        )
+        out[_described(f"{role}_underflow", f"Fraction of {label} elements that became zero", "fraction")] = (
+            sums.ratio(f"{role}_underflow", f"{role}_seen")
+        )
+        if block_scaled:
+            for bound, word in (("min", "Smallest"), ("max", "Largest")):
+                value = sums[f"{role}_exp_{bound}"]
+                measured = (seen > 0) & (value.abs() < _NO_EXPONENT)
+                out[_described(f"{role}_exponent_{bound}", f"{word} shared block exponent of {label}", "log2")] = (
+                    torch.where(measured, value, 0.0)
+                )
+    if not block_scaled:
+        for kind in KINDS:
+            value = sums[f"{kind}_amax"]
+            out[_described(f"{kind}_amax", f"Largest max|x| of the {kind.replace('_', ' ')} seen", "value")] = (
+                torch.where(torch.isfinite(value), value, 0.0)
+            )
+    return out

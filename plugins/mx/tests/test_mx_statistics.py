@@ -1,0 +1,104 @@
+"""MX and FP8 statistics against hand-built tensors: a known saturated and underflowing fraction, known exponents."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import newcompute as nc
+from newcompute_mx import plugin
+from newcompute_mx.fp8_scaling import AmaxHistory, TensorKind
+from newcompute_mx.layer import QuantizedLinear
+from newcompute_mx.quantizers import FP8Quantizer, MXQuantizer
+from newcompute_mx.statistics import ROLES
+
+E4M3_EVERYWHERE = {role: "e4m3" for role in ROLES}
+
+
+def _by_name(report: dict[nc.Statistic, torch.Tensor]) -> dict[str, float]:
+    return {stat.name: value.item() for stat, value in report.items()}
+
+
+def _block() -> torch.Tensor:
+    """One 32-element block: amax 480 gives E4M3 (emax 8) the exponent 8 − 8 = 0, i.e. scale 1."""
+    values = torch.full((32,), 3.0)
+    values[:4] = torch.tensor([480.0, -460.0, 450.0, 449.0])  # beyond 448, E4M3's largest value: clamped
+    values[4:12] = 1e-4  # below half of E4M3's smallest subnormal 2⁻⁹: rounds to zero
+    values[12] = 0.0  # zero is not an underflow
+    return values.reshape(1, 32)
+
+
+def test_mx_saturation_underflow_and_exponents_of_a_hand_built_block() -> None:
+    quantizer = MXQuantizer(E4M3_EVERYWHERE, 32, "floor")
+    x = _block()
+    with nc.collect_statistics():
+        quantizer.pairs([(TensorKind.INPUT, x, True, False)], torch.float32)
+    stats = _by_name(plugin.newcompute_statistics(module=QuantizedLinear(torch.nn.Linear(32, 1), quantizer)))
+    assert stats["fwd_input_saturation"] == pytest.approx(4 / 32)
+    assert stats["fwd_input_underflow"] == pytest.approx(8 / 32)
+    assert stats["fwd_input_exponent_min"] == 0 and stats["fwd_input_exponent_max"] == 0
+    assert "wgrad_input_saturation" not in stats  # never measured: no weight gradient was asked for
+
+
+def test_mx_exponents_span_blocks_of_different_magnitude() -> None:
+    quantizer = MXQuantizer(E4M3_EVERYWHERE, 32, "floor")
+    x = torch.cat([torch.full((32,), 2.0**10), torch.full((32,), 2.0**-3)]).reshape(1, 64)
+    with nc.collect_statistics():
+        quantizer.pairs([(TensorKind.INPUT, x, True, False)], torch.float32)
+    sums = quantizer.telemetry
+    # floor(log2 amax) − emax: 10 − 8 = 2 and −3 − 8 = −11.
+    assert sums["fwd_input_exp_max"].item() == 2 and sums["fwd_input_exp_min"].item() == -11
+
+
+def test_fp8_delayed_scaling_saturates_what_outgrew_the_history() -> None:
+    history = AmaxHistory("delayed", 4, "max", 0, False).eval()
+    history.amax_history[TensorKind.INPUT, 0] = 100.0  # scale 448 / 100: values beyond 100 saturate
+    quantizer = FP8Quantizer(E4M3_EVERYWHERE, history)
+    x = torch.tensor([[200.0, -150.0, 101.0, 99.0, 1.0, -3.0, 0.0, 50.0]])
+    with nc.collect_statistics():
+        quantizer.pair(TensorKind.INPUT, x, torch.float32, True, False)
+    stats = _by_name(plugin.newcompute_statistics(module=QuantizedLinear(torch.nn.Linear(8, 1), quantizer)))
+    assert stats["fwd_input_saturation"] == pytest.approx(3 / 8)
+    assert stats["fwd_input_underflow"] == 0
+    assert stats["input_amax"] == 200.0
+
+
+def test_a_training_step_measures_the_backward_roles_and_off_measures_nothing() -> None:
+    from newcompute.testing import build_tiny, sample_batch
+
+    model = build_tiny()
+    nc.apply(model, ["mxfp8"])
+    tokens = sample_batch()
+    model(tokens, labels=tokens).loss.backward()
+    assert nc.read_statistics(model) == []  # nothing measured while collection was off
+    with nc.collect_statistics():
+        model(tokens, labels=tokens).loss.backward()
+    stats = nc.read_statistics(model)
+    names = {s.statistic.name for s in stats}
+    assert {"dgrad_grad_output_underflow", "wgrad_input_exponent_max", "fwd_weight_saturation"} <= names
+    fractions = [s.value for s in stats if s.statistic.unit == "fraction"]
+    assert fractions and all(0.0 <= v <= 1.0 for v in fractions)
+    exponents = [s.value for s in stats if s.statistic.name == "fwd_weight_exponent_max"]
+    assert exponents and all(-20 < v < 0 for v in exponents)  # small random weights: blocks scaled down
+
+
+@pytest.mark.parametrize("fmt", ["e4m3", "e5m2", "e3m2", "e2m3", "e2m1", "int8"])
+@pytest.mark.parametrize("mode", ["floor", "ceil"])
+def test_rates_agree_with_the_reference_quantizer(fmt: str, mode: str) -> None:
+    from newcompute_mx.formats import FORMATS
+    from newcompute_mx.reference import SCALE_BIAS, mx_quantize
+
+    generator = torch.Generator().manual_seed(3)
+    x = torch.randn(6, 96, generator=generator) * torch.exp2(torch.randint(-20, 20, (6, 96), generator=generator).float())
+    x[0, :5] = 0.0
+    quantizer = MXQuantizer({role: fmt for role in ROLES}, 32, mode)
+    with nc.collect_statistics():
+        quantizer.pairs([(TensorKind.INPUT, x, True, False)], torch.float32)
+    reference = mx_quantize(x, FORMATS[fmt], 32, -1, mode)
+    scales = torch.exp2(reference.scale_codes.double() - SCALE_BIAS).repeat_interleave(32, dim=-1)
+    saturated = (x.double().abs() / scales > FORMATS[fmt].max_normal).sum().item()
+    underflow = ((x != 0) & (reference.elements == 0)).sum().item()
+    sums = quantizer.telemetry
+    assert sums["fwd_input_saturated"].item() == saturated
+    assert sums["fwd_input_underflow"].item() == underflow
+    assert underflow > 0  # the test data reaches the subnormal range of every format

@@ -1,0 +1,52 @@
+"""The collection switch and StatisticSums: in-place sums that survive casts and stay out of state dicts."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+import newcompute as nc
+
+
+def test_collection_is_off_by_default_and_nests() -> None:
+    assert not nc.collecting_statistics()
+    with nc.collect_statistics():
+        assert nc.collecting_statistics()
+        with nc.collect_statistics(enabled=False):
+            assert not nc.collecting_statistics()
+        assert nc.collecting_statistics()
+    assert not nc.collecting_statistics()
+
+
+def test_sums_minima_maxima_and_ratio() -> None:
+    sums = nc.StatisticSums(["hits", "seen"], minima=["low"], maxima=["high"])
+    storage = sums.sums.data_ptr()
+    for values in (torch.tensor([1.0, -3.0, 5.0]), torch.tensor([0.5, 7.0])):
+        sums.add("hits", (values > 0).sum())
+        sums.add("seen", values.numel())
+        sums.minimum("low", values.min())
+        sums.maximum("high", values.max())
+    assert sums.sums.data_ptr() == storage  # updated in place: a captured graph replays the same memory
+    assert sums.ratio("hits", "seen").item() == 4 / 5
+    assert sums["low"].item() == -3.0 and sums["high"].item() == 7.0
+    sums.reset()
+    assert sums["hits"].item() == 0 and sums["low"].item() == math.inf and sums.ratio("hits", "seen").item() == 0
+
+
+def test_sums_keep_float64_through_a_cast_and_are_not_saved() -> None:
+    holder = nn.Module()
+    holder.lin = nn.Linear(2, 2)
+    holder.telemetry = nc.StatisticSums(["seen"])
+    holder.telemetry.add("seen", 2.0**30 + 1)
+    holder.to(torch.bfloat16)
+    assert holder.telemetry.sums.dtype == torch.float64 and holder.telemetry["seen"].item() == 2.0**30 + 1
+    assert not any(key.startswith("telemetry") for key in holder.state_dict())
+
+
+def test_sums_built_on_meta_start_fresh_when_materialised() -> None:
+    with torch.device("meta"):
+        sums = nc.StatisticSums(["seen"], minima=["low"])
+    sums.to_empty(device="cpu")
+    assert sums["seen"].item() == 0 and sums["low"].item() == math.inf
