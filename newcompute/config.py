@@ -27,6 +27,7 @@ from pydantic import (
     model_validator,
 )
 
+from newcompute import newcomputebench
 from newcompute.culprit import Culprit, describe
 from newcompute.errors import ConfigError, NewcomputeError, PluginError, RunError
 from newcompute.paradigm import Paradigm, StrictConfig
@@ -409,11 +410,20 @@ def load_run_config(
     """Read a run file (optional), replace paradigm tables from their own files, apply ``--set``, validate.
 
     ``paradigm_files`` lets a paradigm's table come from a file of its own,
-    such as NewComputeBench's ``transform_cfg.toml``, unchanged.
+    such as NewComputeBench's ``transform_cfg.toml``, unchanged and with
+    NewComputeBench's behaviour (:mod:`newcompute.newcomputebench`).
     """
     data = read_toml(path) if path else {}
+    if path:
+        newcomputebench.refuse_as_run_file(path, data)
     for name, file in (paradigm_files or {}).items():
-        data.setdefault("paradigm", {})[name] = read_toml(file)
+        table = read_toml(file)
+        if newcomputebench.is_transform_cfg(table):
+            table = newcomputebench.newcomputebench_table(table)
+            train = data.setdefault("train", {})
+            for key, value in newcomputebench.lora_settings(table).items():
+                train.setdefault(key, value)
+        data.setdefault("paradigm", {})[name] = table
     apply_overrides(data, overrides or [])
     try:
         return RunConfig.model_validate(data)

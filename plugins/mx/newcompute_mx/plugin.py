@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from pydantic import BaseModel
     from torch import nn
 
-    from newcompute import AttentionMatmuls, Statistic
+    from newcompute import AttentionMatmuls, CostEstimate, MatmulShape, Statistic
     from newcompute_mx.quantizers import OperandQuantizer
 
 newcompute_api = ">=1.0,<2"
@@ -130,3 +130,20 @@ def newcompute_statistics(module: nn.Module) -> dict[Statistic, torch.Tensor] | 
         return None
     roles = statistics.measured_roles(quantizer.telemetry, quantizer.quantized_roles())
     return statistics.report(quantizer.telemetry, roles, isinstance(quantizer, MXQuantizer))
+
+
+@hookimpl
+def newcompute_estimate_cost(
+    paradigm: Paradigm,
+    config: BaseModel,
+    layers: list[MatmulShape],
+    model_macs_per_token: int,
+    tokens: int,
+    tokens_per_step: int,
+) -> CostEstimate | None:
+    """Operand bytes, tensor-core throughput and energy vs bf16, from the OCP spec and NVIDIA datasheets."""
+    from newcompute_mx.cost import estimate
+
+    if not isinstance(config, QuantizedLayers):
+        return None
+    return estimate(config, layers)
