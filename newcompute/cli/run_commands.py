@@ -201,15 +201,14 @@ def compare(
     if missing:
         raise ConfigError(f"Not a folder: {', '.join(missing)}. Pass run folders written by 'newcompute train'.")
     emit(run_results(runs, baseline, note), fmt, output, "Runs compared")
-    summaries = [summarize(r) for r in runs]
-    written = f"Loss curves: {plot_curves(summaries, plot.expanduser(), x)}"
-    if fmt == "table" or output is not None:
-        console.print(written, highlight=False)
-    else:
-        typer.echo(written, err=True)  # stdout holds the export
+    written = [f"Loss curves: {plot_curves([summarize(r) for r in runs], plot.expanduser(), x)}"]
     if statistic is not None:
-        drawn = plot_statistic(runs, statistic, layer, statistic_plot.expanduser())
-        console.print(f"{statistic} of {layer}: {drawn}", highlight=False, markup=False)
+        written.append(f"{statistic} of {layer}: {plot_statistic(runs, statistic, layer, statistic_plot.expanduser())}")
+    for line in written:
+        if fmt == "table" or output is not None:
+            console.print(line, highlight=False, markup=False)
+        else:
+            typer.echo(line, err=True)  # stdout holds the export
 
 
 def register(app: typer.Typer) -> None:
