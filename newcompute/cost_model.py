@@ -15,7 +15,7 @@ from pydantic import Field
 from newcompute.paradigm import StrictConfig
 
 QUANTITIES = ("matmul_energy_vs_bf16", "bytes_moved_vs_bf16", "matmul_throughput_vs_bf16")
-LABEL = "estimated from published figures, not measured"
+LABEL = "an estimate from cited figures and the paradigms' settings, not a measurement"
 
 
 @dataclass(frozen=True)
