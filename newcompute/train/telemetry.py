@@ -9,7 +9,9 @@ the others replay as usual. With the option off, none of this runs.
 
 Each layer's statistics become one ``metrics.jsonl`` line,
 ``{"kind": "telemetry", "step", "layer", "paradigm", "statistics": {name: value}}``,
-and tracker scalars ``telemetry/LAYER/NAME``.
+and tracker scalars ``telemetry/LAYER/NAME``; a vector statistic (a
+histogram, a series) is a list in the record, and goes to trackers as
+described in :mod:`newcompute.train.telemetry_trackers`.
 """
 
 from __future__ import annotations
@@ -27,8 +29,7 @@ from newcompute.plugins import Registry
 from newcompute.telemetry.accumulate import StatisticSums, collect_statistics
 from newcompute.telemetry.statistics import LayerStatistic, read_statistics
 from newcompute.train.metrics import MetricsLog
-
-KIND = "telemetry"
+from newcompute.train.telemetry_trackers import KIND, log_histograms, scalars
 
 
 def composed_model(model: nn.Module) -> nn.Module | None:
@@ -38,7 +39,7 @@ def composed_model(model: nn.Module) -> nn.Module | None:
 
 def records(step: int, stats: list[LayerStatistic]) -> list[dict[str, Any]]:
     """One ``metrics.jsonl`` record per layer, its statistics in the order the plugin reported them."""
-    by_layer: dict[tuple[str, str], dict[str, float]] = {}
+    by_layer: dict[tuple[str, str], dict[str, float | list[float]]] = {}
     for s in stats:
         by_layer.setdefault((s.layer, s.paradigm), {})[s.statistic.name] = s.value
     return [
@@ -90,5 +91,6 @@ class StepTelemetry:
         for record in written:
             metrics.write(record)
         if stats:
-            accelerator.log({f"{KIND}/{s.layer}/{s.statistic.name}": s.value for s in stats}, step=step)
+            accelerator.log(scalars(stats), step=step)
+            log_histograms(accelerator, stats, step)
         return len(written)
