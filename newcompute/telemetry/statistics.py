@@ -110,7 +110,9 @@ def check_statistics(paradigm: str, layer: str, module: nn.Module, reported: obj
             )
         shape = (len(stat.bins),) if stat.is_vector else ()
         if not isinstance(value, torch.Tensor) or tuple(value.shape) != shape or not value.is_floating_point():
-            wanted = f"a 1-D floating tensor of {len(stat.bins)} entries (its bins)" if shape else "a 0-d floating tensor"
+            wanted = "a 0-d floating tensor"
+            if shape:
+                wanted = f"a 1-D floating tensor of {len(stat.bins)} entries (its bins)"
             raise RunError(f"{where}: statistic '{stat.name}' must be {wanted}, not {value!r}.")
         if device is not None and value.device != device:
             raise RunError(f"{where}: statistic '{stat.name}' is on {value.device}, not the module's device {device}.")
