@@ -22,10 +22,13 @@ _EXPORTS: dict[str, str] = {
     "AttentionMatmuls": "newcompute.attention",
     "ComposeReport": "newcompute.composer",
     "ConfigError": "newcompute.errors",
+    "CostEstimate": "newcompute.cost_model",
+    "CostOverrides": "newcompute.cost_model",
     "LayerStatistic": "newcompute.telemetry.statistics",
     "DataSource": "newcompute.datasource",
     "Document": "newcompute.datasource",
     "HOOKSPEC_VERSION": "newcompute.hookspecs",
+    "MatmulShape": "newcompute.cost_model",
     "MissingDependency": "newcompute.errors",
     "NewcomputeError": "newcompute.errors",
     "NewcomputeWarning": "newcompute.errors",
@@ -61,6 +64,7 @@ _EXPORTS: dict[str, str] = {
     "load_registry": "newcompute.plugins",
     "missing_dependency": "newcompute.errors",
     "name_matches": "newcompute.rules",
+    "newcomputebench_table": "newcompute.newcomputebench",
     "philox4x32": "newcompute.random",
     "probing": "newcompute.attention",
     "products_only": "newcompute.attention",
@@ -77,6 +81,7 @@ if TYPE_CHECKING:
     from newcompute.attention import AttentionMatmuls, probing, products_only
     from newcompute.composer import ComposeReport, Scope, apply, report_of, verify_attention
     from newcompute.config import ParadigmUse, resolve_paradigm
+    from newcompute.cost_model import CostEstimate, CostOverrides, MatmulShape
     from newcompute.datasource import DataSource, Document
     from newcompute.errors import (
         ConfigError,
@@ -89,6 +94,7 @@ if TYPE_CHECKING:
     )
     from newcompute.hookspecs import HOOKSPEC_VERSION, hookimpl
     from newcompute.layers import ReplacedLinear, is_linear_like
+    from newcompute.newcomputebench import newcomputebench_table
     from newcompute.optim import build_optimizer
     from newcompute.paradigm import Paradigm, Role, StrictConfig
     from newcompute.params import OptimizerSettings, ParamInfo, ParamKind, classify_parameters
@@ -105,6 +111,9 @@ __all__ = [
     "AttentionMatmuls",
     "ComposeReport",
     "ConfigError",
+    "CostEstimate",
+    "CostOverrides",
+    "MatmulShape",
     "DataSource",
     "Document",
     "LayerStatistic",
@@ -144,6 +153,7 @@ __all__ = [
     "load_registry",
     "missing_dependency",
     "name_matches",
+    "newcomputebench_table",
     "philox4x32",
     "probing",
     "products_only",

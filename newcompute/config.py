@@ -16,8 +16,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
+from newcompute import newcomputebench
 from newcompute.culprit import Culprit, describe
 from newcompute.errors import ConfigError, NewcomputeError, PluginError, RunError
 from newcompute.paradigm import Paradigm, StrictConfig
@@ -198,8 +208,10 @@ class TrainSettings(Strict):
         json_schema_extra=flag(commands=ALL_COMMANDS),
     )
     compile: bool = Field(False, description="torch.compile the model.")
-    cuda_graphs: bool = Field(
-        False, description="Replay each micro-step as a captured CUDA graph (one CUDA GPU, one process)."
+    cuda_graphs: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="Replay each micro-step as a captured CUDA graph. 'auto': on one CUDA GPU when every "
+        "paradigm declares it can be captured; the run summary says what was chosen and why.",
     )
     telemetry_every: int | None = Field(
         None,
@@ -250,6 +262,13 @@ class TrainSettings(Strict):
         "not a warning.",
         json_schema_extra=flag(commands=("train", "transform")),
     )
+
+
+    @field_validator("cuda_graphs", mode="before")
+    @classmethod
+    def _graphs_from_a_boolean(cls, value: Any) -> Any:
+        """Run records written before 'auto' existed hold ``true`` or ``false``: they mean 'on' and 'off'."""
+        return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value
 
 
 class RunConfig(Strict):
@@ -403,11 +422,20 @@ def load_run_config(
     """Read a run file (optional), replace paradigm tables from their own files, apply ``--set``, validate.
 
     ``paradigm_files`` lets a paradigm's table come from a file of its own,
-    such as NewComputeBench's ``transform_cfg.toml``, unchanged.
+    such as NewComputeBench's ``transform_cfg.toml``, unchanged and with
+    NewComputeBench's behaviour (:mod:`newcompute.newcomputebench`).
     """
     data = read_toml(path) if path else {}
+    if path:
+        newcomputebench.refuse_as_run_file(path, data)
     for name, file in (paradigm_files or {}).items():
-        data.setdefault("paradigm", {})[name] = read_toml(file)
+        table = read_toml(file)
+        if newcomputebench.is_transform_cfg(table):
+            table = newcomputebench.newcomputebench_table(table)
+            train = data.setdefault("train", {})
+            for key, value in newcomputebench.lora_settings(table).items():
+                train.setdefault(key, value)
+        data.setdefault("paradigm", {})[name] = table
     apply_overrides(data, overrides or [])
     try:
         return RunConfig.model_validate(data)

@@ -14,6 +14,7 @@ import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -103,18 +104,26 @@ def run_lm_eval(
     tasks: list[str],
     batch_size: int,
     limit: int | None = None,
+    include_paths: list[Path] | None = None,
+    registry_tasks: bool = True,
 ) -> dict[str, Any]:
-    """Run lm-eval-harness ``tasks`` on the in-memory model through its HF wrapper (optional dependency)."""
+    """Run lm-eval-harness ``tasks`` on the in-memory model through its HF wrapper (optional dependency).
+
+    ``include_paths`` are folders of local task YAML; without ``registry_tasks`` lm-eval's own task registry
+    is not indexed at all (it holds thousands of files), since only local tasks are asked for.
+    """
     try:
         import lm_eval
         from lm_eval.models.huggingface import HFLM
+        from lm_eval.tasks import TaskManager
     except ImportError:
         raise ConfigError(
             "--tasks runs EleutherAI's lm-evaluation-harness, which is not installed: "
             "pip install 'newcompute[eval]' (or pip install lm-eval)."
         ) from None
     wrapped = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
-    results = lm_eval.simple_evaluate(model=wrapped, tasks=tasks, limit=limit)
+    manager = TaskManager(include_path=[str(p) for p in include_paths or []] or None, include_defaults=registry_tasks)
+    results = lm_eval.simple_evaluate(model=wrapped, tasks=tasks, limit=limit, task_manager=manager)
     if results is None:
         raise ConfigError(f"lm-eval returned no results for tasks {tasks}.")
     return dict(results.get("results", {}))

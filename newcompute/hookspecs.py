@@ -21,7 +21,7 @@ declare; ``"==1.0.*"`` means "1.0 exactly" and is refused by a 1.1 core.
 * 1.1: ``newcompute_register_presets``. Hooks are declared in that order;
   later versions append theirs below.
 * 1.2 (additive): ``newcompute_statistics``, ``newcompute_register_data_sources``,
-  ``newcompute_optimizer_statistics``.
+  ``newcompute_optimizer_statistics``, ``newcompute_estimate_cost``.
 
 An exception a hook raises (other than :class:`newcompute.ConfigError` or
 :class:`newcompute.RunError`, which carry a message meant for users) is
@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from torch import nn
 
     from newcompute.attention import AttentionMatmuls
+    from newcompute.costs import CostEstimate, MatmulShape
     from newcompute.datasource import DataSource
     from newcompute.paradigm import Paradigm
     from newcompute.params import OptimizerSettings, ParamInfo
@@ -208,4 +209,34 @@ def newcompute_optimizer_statistics(
     device, accumulated in place while
     :func:`newcompute.collecting_statistics` is true, read only when
     telemetry is logged). ``firstresult``.
+    """
+
+
+@hookspec(firstresult=True)
+def newcompute_estimate_cost(
+    paradigm: Paradigm,
+    config: BaseModel,
+    layers: list[MatmulShape],
+    model_macs_per_token: int,
+    tokens: int,
+    tokens_per_step: int,
+) -> CostEstimate | None:
+    """Estimate what the hardware this paradigm simulates would cost, relative to bf16 (since 1.2).
+
+    Called once when a run finishes, for each paradigm that computes
+    something. ``layers`` are the products this paradigm computes (its
+    replaced linear layers and intercepted attention modules, each a
+    :class:`~newcompute.costs.MatmulShape` with its multiply-accumulates per
+    token) or, for an optimizer paradigm, the hidden matrices it updates;
+    ``model_macs_per_token`` is the forward multiply-accumulates per token
+    of all the model's products; ``tokens`` were trained on, in optimizer
+    steps of ``tokens_per_step``. Return a
+    :class:`~newcompute.costs.CostEstimate`: energy, operand bytes and
+    throughput of those products as ratios to bf16 (``scope="layers"``), or
+    factors on the whole run (``scope="run"``, e.g. an optimizer's extra
+    products). Every figure it uses must cite its source (paper, table or
+    figure) in ``sources``; leave a quantity ``None`` that has none, and say
+    why in ``notes``. Give the config a ``cost:
+    newcompute.costs.CostOverrides`` field to let users replace the
+    figures. Return ``None`` for no estimate. ``firstresult``.
     """

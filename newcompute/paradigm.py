@@ -45,6 +45,15 @@ class Paradigm:
     should be able to name a paradigm and get its published recipe.
     ``plugin`` and ``version`` are filled in by the plugin manager from the
     distribution that registered it, so plugin authors leave them empty.
+
+    ``capturable`` declares that the modules this paradigm installs can be
+    captured in a CUDA graph and replayed: their forward and backward
+    neither synchronise with the host nor copy from CPU memory, and every
+    value that changes from call to call (a noise counter, running ranges)
+    lives in a buffer updated in place, not in a Python attribute, which a
+    replay would repeat unchanged. ``--cuda-graphs auto`` (the default)
+    captures the training step only when every layer and attention
+    paradigm of the run declares it.
     """
 
     name: str
@@ -54,6 +63,7 @@ class Paradigm:
     plugin: str = ""
     version: str = ""
     docs: str = field(default="", compare=False)
+    capturable: bool = False
 
     def default_config(self) -> BaseModel:
         return self.config()

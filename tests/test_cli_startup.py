@@ -7,7 +7,7 @@ import sys
 import pytest
 from tests_support import run_bounded
 
-HEAVY = ("torch", "transformers", "accelerate", "numpy")
+HEAVY = ("torch", "transformers", "accelerate")
 
 IMPORTED_BY = """
 import sys

@@ -8,7 +8,7 @@ from pathlib import Path
 import newcompute
 
 PACKAGE = Path(newcompute.__file__).parent
-RANKS = {"core": 0, "train": 1, "testing": 1, "scaffold": 1, "cli": 2}
+RANKS = {"core": 0, "train": 1, "testing": 1, "scaffold": 1, "study": 2, "cli": 3}
 """A module may import its own layer and lower ranks only; the layers of one rank do not import each other."""
 
 

@@ -37,6 +37,9 @@ def test_train_then_eval_reports_the_same_loss(tmp_path: Path) -> None:
     output = _flat(trained.output)
     for shown in ("pydoc_data.topics", "byte-level tokenizer", "4 (as set)", "micro-batch 2 × accumulation 2"):
         assert shown in output
+    if not torch.cuda.is_available():
+        assert "CUDA graphs off: CUDA graph capture needs a CUDA GPU; this run is on cpu" in output
+    assert f"Threads {len(os.sched_getaffinity(0))} (the cores this process may use" in output
     summary = json.loads((run_dir / "summary.json").read_text())
     assert f"Final validation loss {summary['final_val_loss']:.4f}" in output
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
@@ -64,7 +67,8 @@ def test_train_then_eval_reports_the_same_loss(tmp_path: Path) -> None:
         (["--fsdp"], "--fsdp runs under accelerate launch: add --num-processes N"),
         (["--num-processes", "0"], "Invalid value for '--num-processes'"),
         (["--report-to", "nothing"], "report_to"),
-        (["--cuda-graphs"], "--cuda-graphs (train.cuda_graphs) needs a CUDA GPU; this run is on cpu"),
+        (["--cuda-graphs", "on"], "--cuda-graphs on (train.cuda_graphs) needs a CUDA GPU; this run is on cpu"),
+        (["--cuda-graphs", "yes"], "'train.cuda_graphs': Input should be 'auto', 'on' or 'off'"),
         (["--lr", "inf"], "'train.lr': Input should be a finite number (got inf)"),
         (["--precision", "fp16"], "'fp16' (--precision fp16) needs a GPU: on the CPU accelerate does not autocast"),
         (["--set", "train.betas=[2, -1]"], "'train.betas.0': Input should be less than 1 (got 2)"),

@@ -29,8 +29,9 @@ def test_bf16_run_on_gpu_reloads_to_its_loss(tmp_path: Path) -> None:
 
 
 def test_compiled_run_matches_eager_closely(tmp_path: Path) -> None:
-    eager = train(tiny_run(tmp_path / "eager", steps=3), make_registry(), console=quiet())
-    compiled = train(tiny_run(tmp_path / "compiled", steps=3, compile=True), make_registry(), console=quiet())
+    eager = train(tiny_run(tmp_path / "eager", steps=3, cuda_graphs="off"), make_registry(), console=quiet())
+    compiled_run = tiny_run(tmp_path / "compiled", steps=3, compile=True, cuda_graphs="off")
+    compiled = train(compiled_run, make_registry(), console=quiet())
     for step in (1, 2, 3):
         assert compiled.losses[step] == pytest.approx(eager.losses[step], rel=2e-2)
 
@@ -41,12 +42,22 @@ def test_cuda_graph_run_repeats_the_eager_losses(tmp_path: Path, paradigms: dict
     from newcompute.plugins import get_registry
 
     registry = get_registry() if paradigms else make_registry()
-    eager = train(tiny_run(tmp_path / "eager", paradigms, steps=6), registry, console=quiet())
+    eager = train(tiny_run(tmp_path / "eager", paradigms, steps=6, cuda_graphs="off"), registry, console=quiet())
     console = quiet()
-    graphed = train(tiny_run(tmp_path / "graphed", paradigms, steps=6, cuda_graphs=True), registry, console=console)
+    graphed = train(tiny_run(tmp_path / "graphed", paradigms, steps=6, cuda_graphs="on"), registry, console=console)
     shown = console.file.getvalue()
     assert "CUDA graphs" in shown and "capturing the training step failed" not in shown, shown
     for step in range(1, 7):
         assert graphed.losses[step] == pytest.approx(eager.losses[step], rel=1e-3), step
     assert graphed.final is not None and eager.final is not None
     assert graphed.final.loss == pytest.approx(eager.final.loss, rel=1e-3)
+
+
+def test_auto_captures_first_party_paradigms_and_says_why(tmp_path: Path) -> None:
+    from newcompute.plugins import get_registry
+
+    console = quiet()
+    train(tiny_run(tmp_path, {"optical": {}}, steps=4), get_registry(), console=console)
+    shown = " ".join(console.file.getvalue().split())
+    assert "on: one CUDA GPU and every paradigm in the step (optical) can be captured" in shown, shown
+    assert "capturing the training step failed" not in shown

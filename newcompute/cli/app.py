@@ -28,7 +28,7 @@ def build_app() -> typer.Typer:
     """The app: the core's commands, then each plugin's (a plugin that fails to add its own is reported)."""
     import typer
 
-    from newcompute.cli import commands, inspect_commands, run_commands, scaffold_commands
+    from newcompute.cli import commands, inspect_commands, run_commands, scaffold_commands, study_commands
     from newcompute.cli.common import shown_warnings
     from newcompute.plugins import get_registry
 
@@ -42,6 +42,7 @@ def build_app() -> typer.Typer:
     commands.register(app)
     run_commands.register(app)
     scaffold_commands.register(app)
+    study_commands.register(app)
     inspect_commands.register(app)
     with shown_warnings():
         get_registry().add_commands(app)

@@ -26,6 +26,7 @@ from newcompute.cli.common import (
 )
 from newcompute.cli.flags import override, with_config_flags
 from newcompute.cli.render import console
+from newcompute.cli.study_commands import FormatOption, OutputOption, XOption, check_format, emit, note
 from newcompute.errors import ConfigError
 
 
@@ -93,7 +94,14 @@ def eval_(
     ] = None,
     max_blocks: Annotated[int | None, typer.Option(help="Score only the first N validation blocks.")] = None,
     tasks: Annotated[
-        str | None, typer.Option(help="Comma-separated lm-eval-harness tasks to run too (needs lm-eval).")
+        str | None,
+        typer.Option(
+            help="Comma-separated lm-eval-harness tasks to run too (needs lm-eval): registry names or local task "
+            "YAML files. Scores of a run folder are saved in it (lm_eval.json)."
+        ),
+    ] = None,
+    include_path: Annotated[
+        list[Path] | None, typer.Option("--include-path", help="With --tasks: a folder of local task YAML files.")
     ] = None,
     limit: Annotated[int | None, typer.Option(help="With --tasks: at most N examples per task.")] = None,
     trust_remote_code: TrustRemoteCodeOption = False,
@@ -106,10 +114,16 @@ def eval_(
     reported at its end.
     """
     from newcompute.evaluate import run_lm_eval
+    from newcompute.lm_tasks import check_reachable, select_tasks
+    from newcompute.models import hub_reachable
     from newcompute.threads import use_threads
-    from newcompute.train.evaluation import evaluate_model, load_model_for_eval, load_run_for_eval
+    from newcompute.train.evaluation import evaluate_model, load_model_for_eval, load_run_for_eval, save_lm_eval
     from newcompute.train.runs import is_run_dir
 
+    selection = None
+    if tasks:
+        selection = select_tasks([t.strip() for t in tasks.split(",") if t.strip()], include_path)
+        check_reachable(selection, not selection.registry or hub_reachable())
     folder = Path(model).expanduser()
     if is_run_dir(folder):
         if paradigm or paradigm_config or any(flag.startswith("model.init=") for flag in flags):
@@ -130,10 +144,19 @@ def eval_(
         f"({result.blocks} blocks, {result.tokens:,} predicted tokens)",
         highlight=False,
     )
-    if tasks:
-        names = [t.strip() for t in tasks.split(",") if t.strip()]
-        scores = run_lm_eval(target.model, target.tokenizer, names, batch_size or 8, limit)
+    if selection is not None:
+        scores = run_lm_eval(
+            target.model,
+            target.tokenizer,
+            selection.names,
+            batch_size or 8,
+            limit,
+            selection.include_paths,
+            registry_tasks=bool(selection.registry),
+        )
         console.print(_task_table(scores))
+        if is_run_dir(folder):
+            console.print(f"Scores saved in {save_lm_eval(folder, scores)}", highlight=False)
 
 
 def _task_table(scores: dict[str, dict[str, Any]]) -> Table:
@@ -151,6 +174,12 @@ def _task_table(scores: dict[str, dict[str, Any]]) -> Table:
 def compare(
     runs: Annotated[list[Path], typer.Argument(help="Run folders written by 'newcompute train'.")],
     plot: Annotated[Path, typer.Option(help="Where to write the PNG of the loss curves.")] = Path("compare.png"),
+    fmt: FormatOption = "table",
+    output: OutputOption = None,
+    baseline: Annotated[
+        str | None, typer.Option(help="The run (its folder name) the Δ column is measured against.")
+    ] = None,
+    x: XOption = "tokens",
     statistic: Annotated[
         str | None, typer.Option(help="Also plot this telemetry statistic (runs trained with --telemetry-every).")
     ] = None,
@@ -159,16 +188,25 @@ def compare(
         Path, typer.Option(help="With --statistic: where to write its PNG.")
     ] = Path("compare-statistic.png"),
 ) -> None:
-    """Compare runs: final/best validation loss, tokens/s, peak memory, and a PNG of their loss curves."""
-    from newcompute.train.compare import comparison_table, plot_curves, plot_statistic, summarize
+    """Compare runs: final (full-set) and best periodic validation loss, Δ vs a baseline, tokens/s, peak memory,
+    cost estimates and lm-eval scores; --format md/csv/json exports them. Writes a PNG of the loss curves (and
+    of a telemetry statistic with --statistic)."""
+    from newcompute.study.plots import plot_curves
+    from newcompute.study.results import run_results
+    from newcompute.train.compare import plot_statistic, summarize
 
+    check_format(fmt)
     runs = [r.expanduser() for r in runs]
     missing = [str(r) for r in runs if not r.is_dir()]
     if missing:
         raise ConfigError(f"Not a folder: {', '.join(missing)}. Pass run folders written by 'newcompute train'.")
-    summaries = [summarize(r, lambda note: console.print(note, highlight=False, markup=False)) for r in runs]
-    console.print(comparison_table(summaries))
-    console.print(f"Loss curves: {plot_curves(summaries, plot.expanduser())}", highlight=False)
+    emit(run_results(runs, baseline, note), fmt, output, "Runs compared")
+    summaries = [summarize(r) for r in runs]
+    written = f"Loss curves: {plot_curves(summaries, plot.expanduser(), x)}"
+    if fmt == "table" or output is not None:
+        console.print(written, highlight=False)
+    else:
+        typer.echo(written, err=True)  # stdout holds the export
     if statistic is not None:
         drawn = plot_statistic(runs, statistic, layer, statistic_plot.expanduser())
         console.print(f"{statistic} of {layer}: {drawn}", highlight=False, markup=False)

@@ -1,24 +1,43 @@
-"""Side-by-side numbers and loss curves of several training runs.
+"""The comparable numbers of one training run, read from its folder.
 
 Each run folder's ``summary.json`` (written when a run finishes) gives the
-final and best validation loss, throughput and peak memory; a run that was
-interrupted has none, so its numbers come from ``metrics.jsonl`` and the
-columns it cannot know are shown as missing rather than guessed.
+final validation loss, throughput, peak memory and, where the paradigms
+provide them, cost estimates; ``metrics.jsonl`` gives the curves. Two kinds
+of validation are kept apart because they are not the same measurement:
+the periodic evaluations score the first ``eval_batches`` micro-batches of
+the validation blocks, the final one scores all of them. So
+``final_val_loss`` is only ever the final full-set evaluation (an
+interrupted run has none, and shows it as missing), and
+``best_periodic_val_loss`` is the best of the partial ones.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import json
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rich.table import Table
-
 from newcompute.errors import ConfigError
 from newcompute.train.metrics import METRICS_FILE, read_metrics, read_summary
+
+LM_EVAL_FILE = "lm_eval.json"
+"""Scores of ``newcompute eval --tasks`` saved in the run folder: ``{task: {metric: value}}``."""
+
+
+@dataclass(frozen=True)
+class Curve:
+    """One measured series: (optimizer step, tokens trained on, loss) per point."""
+
+    points: list[tuple[int, int, float]] = field(default_factory=list)
+
+    def xy(self, x: str) -> tuple[list[int], list[float]]:
+        """The series against ``x`` = ``"tokens"`` or ``"steps"``."""
+        column = 1 if x == "tokens" else 0
+        return [p[column] for p in self.points], [p[2] for p in self.points]
 
 
 @dataclass(frozen=True)
@@ -26,13 +45,47 @@ class RunSummary:
     name: str
     paradigms: list[str]
     steps: int
+    tokens: int | None
     final_val_loss: float | None
-    best_val_loss: float | None
+    """The final evaluation on the full validation set; None until the run finished."""
+    final_val_ppl: float | None
+    best_periodic_val_loss: float | None
+    """The best periodic (partial: ``eval_batches`` micro-batches) validation loss."""
     tokens_per_s: float | None
     peak_memory_bytes: int | None
     finished: bool
-    train_curve: list[tuple[int, float]] = field(default_factory=list)
-    val_curve: list[tuple[int, float]] = field(default_factory=list)
+    train_curve: Curve = field(default_factory=Curve)
+    val_curve: Curve = field(default_factory=Curve)
+    """Periodic (partial) evaluations only."""
+    costs: dict[str, Any] = field(default_factory=dict)
+    """``summary.json``'s ``cost_estimates``: estimated, not measured."""
+    lm_eval: dict[str, dict[str, float]] = field(default_factory=dict)
+
+
+def _tokens_per_step(records: list[dict[str, Any]], summary: dict[str, Any]) -> int | None:
+    for record in records:
+        if record["kind"] == "train" and record["step"] > 0 and isinstance(record.get("tokens"), int):
+            return record["tokens"] // record["step"]
+    if summary.get("steps") and isinstance(summary.get("tokens"), int):
+        return summary["tokens"] // summary["steps"]
+    return None
+
+
+def read_lm_eval(run_dir: Path) -> dict[str, dict[str, float]]:
+    path = run_dir / LM_EVAL_FILE
+    if not path.is_file():
+        return {}
+    try:
+        scores = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise ConfigError(f"{path} is not JSON ({exc}): the file was edited or damaged.") from None
+    if not isinstance(scores, dict):
+        raise ConfigError(f"{path} is not a table of lm-eval scores (a JSON object of tasks).")
+    return {
+        str(task): {str(k).removesuffix(",none"): float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
+        for task, metrics in scores.items()
+        if isinstance(metrics, dict)
+    }
 
 
 def summarize(run_dir: Path, notify: Callable[[str], None] | None = None) -> RunSummary:
@@ -43,46 +96,36 @@ def summarize(run_dir: Path, notify: Callable[[str], None] | None = None) -> Run
         raise ConfigError(
             f"{run_dir} is not a training run: it has no {METRICS_FILE}. Pass run folders of 'newcompute train'."
         )
-    train = [(r["step"], r["loss"]) for r in records if r["kind"] == "train"]
-    evals = [(r["step"], r["val_loss"]) for r in records if r["kind"] == "eval"]
+    per_step = _tokens_per_step(records, summary)
+
+    def tokens(step: int) -> int:
+        return step * per_step if per_step is not None else 0
+
+    train = [(r["step"], r.get("tokens", tokens(r["step"])), r["loss"]) for r in records if r["kind"] == "train"]
+    evals = [r for r in records if r["kind"] == "eval"]
+    periodic = [(r["step"], tokens(r["step"]), r["val_loss"]) for r in evals if not r.get("final")]
+    final = next((r for r in reversed(evals) if r.get("final")), None)
     speeds = [r["tokens_per_s"] for r in records if r["kind"] == "train"][1:]
+    steps = summary.get("steps", train[-1][0] if train else 0)
     return RunSummary(
         name=run_dir.name,
         paradigms=summary.get("paradigms", []),
-        steps=summary.get("steps", train[-1][0] if train else 0),
-        final_val_loss=summary.get("final_val_loss", evals[-1][1] if evals else None),
-        best_val_loss=summary.get("best_val_loss", min((v for _, v in evals), default=None)),
+        steps=steps,
+        tokens=summary.get("tokens", tokens(steps) if per_step is not None else None),
+        final_val_loss=summary.get("final_val_loss", final["val_loss"] if final else None),
+        final_val_ppl=summary.get("final_val_ppl", final.get("val_ppl") if final else None),
+        best_periodic_val_loss=min((loss for *_, loss in periodic), default=None),
         tokens_per_s=summary.get("tokens_per_s", statistics.harmonic_mean(speeds) if speeds else None),
         peak_memory_bytes=summary.get("peak_memory_bytes"),
         finished=bool(summary),
-        train_curve=train,
-        val_curve=evals,
+        train_curve=Curve(train),
+        val_curve=Curve(periodic),
+        costs=summary.get("cost_estimates", {}),
+        lm_eval=read_lm_eval(run_dir),
     )
 
 
-def _number(value: float | None, spec: str) -> str:
-    return "—" if value is None else format(value, spec)
-
-
-def comparison_table(runs: list[RunSummary]) -> Table:
-    table = Table(title="Runs compared")
-    for column in ("run", "paradigms", "steps", "final val loss", "best val loss", "tokens/s", "peak memory"):
-        table.add_column(column, justify="left" if column in ("run", "paradigms") else "right")
-    for run in runs:
-        memory = None if run.peak_memory_bytes is None else run.peak_memory_bytes / 2**30
-        table.add_row(
-            run.name + ("" if run.finished else " (unfinished)"),
-            ", ".join(run.paradigms) or "—",
-            str(run.steps),
-            _number(run.final_val_loss, ".4f"),
-            _number(run.best_val_loss, ".4f"),
-            _number(run.tokens_per_s, ",.0f"),
-            "—" if memory is None else f"{memory:.2f} GiB",
-        )
-    return table
-
-
-def _pyplot() -> Any:
+def pyplot() -> Any:
     """matplotlib's pyplot on the file-only backend, imported only when a plot is drawn."""
     try:
         import matplotlib
@@ -92,29 +135,6 @@ def _pyplot() -> Any:
     except ImportError:
         raise ConfigError("Plotting needs matplotlib: pip install 'newcompute[plots]'.") from None
     return plt
-
-
-def plot_curves(runs: list[RunSummary], path: Path) -> Path:
-    """Training loss (lines) and validation loss (markers) of every run against step, as a PNG."""
-    plt = _pyplot()
-    figure, axes = plt.subplots(figsize=(8, 5))
-    for index, run in enumerate(runs):
-        color = f"C{index % 10}"
-        if run.train_curve:
-            steps, losses = zip(*run.train_curve, strict=True)
-            axes.plot(steps, losses, color=color, alpha=0.6, linewidth=1, label=f"{run.name} train")
-        if run.val_curve:
-            steps, losses = zip(*run.val_curve, strict=True)
-            axes.plot(steps, losses, color=color, marker="o", linewidth=2, label=f"{run.name} validation")
-    axes.set_xlabel("optimizer step")
-    axes.set_ylabel("loss (nats per token)")
-    axes.grid(alpha=0.3)
-    axes.legend(fontsize="small")
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return path
 
 
 StatisticCurve = tuple[str, list[tuple[int, float]]]
@@ -158,7 +178,7 @@ def plot_statistic(run_dirs: list[Path], statistic: str, layer: str, path: Path)
             f"No telemetry of statistic '{statistic}' for layer '{layer}' in these runs. Recorded statistics: "
             f"{', '.join(sorted(names))}; layers such as {', '.join(shown)} (a glob like '*.mlp.*' matches several)."
         )
-    plt = _pyplot()
+    plt = pyplot()
     figure, axes = plt.subplots(figsize=(8, 5))
     for label, points in curves:
         steps, values = zip(*points, strict=True)

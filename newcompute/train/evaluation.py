@@ -9,20 +9,25 @@ trained on a large corpus does not re-read all of it.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from accelerate import Accelerator
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
+from newcompute import run_files
 from newcompute.composer import apply, verify_attention
 from newcompute.config import RunConfig, load_run_config, resolve_paradigms
 from newcompute.evaluate import EvalResult, evaluate_loss
 from newcompute.models import load_model
 from newcompute.plugins import Registry, get_registry
 from newcompute.record import RECORD_FILE
+from newcompute.run_lock import RunLock
 from newcompute.train.budget import resolve_block_size
+from newcompute.train.compare import LM_EVAL_FILE, read_lm_eval
 from newcompute.train.packing import PackedCorpus, pack, validation_period
 from newcompute.train.runs import load_run
 from newcompute.train.setup import max_positions, mixed_precision, precision_text
@@ -108,3 +113,16 @@ def evaluate_model(target: EvalTarget, batch_size: int | None = None, max_blocks
         target.accelerator,
         seed=target.run.train.seed,
     )
+
+
+def save_lm_eval(run_dir: Path, scores: dict[str, dict[str, Any]]) -> Path:
+    """Add lm-eval ``scores`` to the run folder's ``lm_eval.json`` (a task scored again is replaced), under the
+    folder's lock; ``compare`` and ``results`` show them."""
+    with RunLock(run_dir):
+        numeric = {
+            task: {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+            for task, metrics in scores.items()
+        }
+        merged = read_lm_eval(run_dir) | numeric
+        return run_files.write_text(run_dir, LM_EVAL_FILE, json.dumps(merged, indent=1, sort_keys=True) + "\n")
+

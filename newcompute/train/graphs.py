@@ -16,15 +16,23 @@ What replaying assumes, and how it holds:
   zeroed in place afterwards, never set to ``None`` (the loop does so);
 * the forward pass neither synchronises with the host nor copies from
   pageable CPU memory. A paradigm that does makes the capture fail; the run
-  then says so and carries on eagerly, with nothing lost.
+  then says so and carries on eagerly, with nothing lost;
+* nothing the step computes depends on host-side state that changes from
+  call to call, which a replay would repeat unchanged. No capture can
+  detect that, so a paradigm declares it (``Paradigm.capturable``), and
+  ``auto``, the default, captures only when every paradigm in the step does.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+from newcompute.errors import ConfigError
+from newcompute.paradigm import Paradigm, Role
 
 WARMUP_MICRO_STEPS = 3
 """Micro-steps run eagerly (on a side stream, as CUDA graph capture requires) before capturing, also
@@ -32,6 +40,66 @@ after a resume: they initialise cuBLAS workspaces, autotune Triton kernels and l
 
 MicroStep = Callable[[torch.Tensor], torch.Tensor]
 """Forward and backward of one micro-batch of token ids; returns the (unscaled) loss."""
+
+IN_THE_STEP = frozenset({Role.LAYER, Role.ATTENTION})
+"""The roles whose modules run inside the captured micro-step (an optimizer's step stays eager)."""
+
+
+@dataclass(frozen=True)
+class GraphChoice:
+    """Whether the micro-steps are captured and replayed, and why: the run summary's ``CUDA graphs`` line."""
+
+    enabled: bool
+    reason: str
+
+
+def _obstacle(device: str, processes: int, precision: str) -> str:
+    """What about the run rules graphs out, whatever its paradigms ('' if nothing)."""
+    if device != "cuda":
+        return f"needs a CUDA GPU; this run is on {device}"
+    if processes > 1:
+        return f"runs on one process; this run has {processes}"
+    if precision == "fp16":
+        return "does not support fp16: its loss scaler checks for overflow on the host"
+    return ""
+
+
+def choose_cuda_graphs(
+    setting: str, device: str, processes: int, precision: str, paradigms: Sequence[Paradigm]
+) -> GraphChoice:
+    """Decide ``--cuda-graphs`` (``setting``: auto, on or off) for a run on ``device`` (a device type).
+
+    ``precision`` is accelerate's mixed precision (no, bf16, fp16). ``on``
+    refuses a run that cannot be captured at all (exit 2); with a paradigm
+    that does not declare itself capturable it still captures, as asked,
+    and says so. ``auto`` captures when ``on`` would be accepted and every
+    layer and attention paradigm declares :attr:`Paradigm.capturable`;
+    otherwise it says why not, and the run goes on eagerly.
+    """
+    if setting == "off":
+        return GraphChoice(False, "off (--cuda-graphs off)")
+    obstacle = _obstacle(device, processes, precision)
+    if obstacle and setting == "on":
+        raise ConfigError(
+            f"--cuda-graphs on (train.cuda_graphs) {obstacle}. Use --cuda-graphs auto to capture only where "
+            "it can, or off."
+        )
+    if obstacle:
+        return GraphChoice(False, f"off: CUDA graph capture {obstacle}")
+    stepping = [p for p in paradigms if p.roles & IN_THE_STEP]
+    undeclared = [p.name for p in stepping if not p.capturable]
+    names = f"paradigm {undeclared[0]} does" if len(undeclared) == 1 else f"paradigms {', '.join(undeclared)} do"
+    unsure = f"{names} not declare that it can be captured (Paradigm.capturable)" if undeclared else ""
+    if setting == "on":
+        caution = f"; {unsure}: if its output depends on host-side state, replays repeat it" if undeclared else ""
+        return GraphChoice(True, f"on (--cuda-graphs on): each micro-step captured once, then replayed{caution}")
+    if undeclared:
+        return GraphChoice(False, f"off: {unsure}; --cuda-graphs on captures anyway")
+    which = ", ".join(p.name for p in stepping)
+    which = f"every paradigm in the step ({which}) can be captured" if stepping else "no paradigm in the step"
+    return GraphChoice(
+        True, f"on: one CUDA GPU and {which}; each micro-step captured once, then replayed (--cuda-graphs off: eager)"
+    )
 
 
 class GraphedMicroStep:

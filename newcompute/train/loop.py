@@ -31,6 +31,7 @@ from newcompute import __version__, run_files
 from newcompute.attention import unpacked_sequences
 from newcompute.composer import apply
 from newcompute.config import RunConfig
+from newcompute.costs import estimate_costs
 from newcompute.errors import RunError
 from newcompute.evaluate import EvalResult, evaluate_loss
 from newcompute.plugins import Registry
@@ -108,9 +109,8 @@ class Trainer:
         self.losses: dict[int, float] = {}
         self.speed = (0, 0.0)
         self.metrics = MetricsLog(session.run_dir, enabled=False)
-        self.graphed = (
-            GraphedMicroStep(session.model, self._eager_micro_step, display.print) if settings.cuda_graphs else None
-        )
+        graphed = session.cuda_graphs.enabled
+        self.graphed = GraphedMicroStep(session.model, self._eager_micro_step, display.print) if graphed else None
         self.telemetry = StepTelemetry(
             settings.telemetry_every,
             session.model,
@@ -386,7 +386,7 @@ class Trainer:
         self._settle(True, final.loss, "on the validation blocks")
         self._save_model()
         if session.accelerator.is_main_process:
-            self._write_summary(final)
+            self._write_summary(final, self._cost_estimates())
         session.accelerator.wait_for_everyone()
         self.display.print(
             f"Done: {self.step} steps. Final validation loss {final.loss:.4f}, perplexity {final.perplexity:.2f}. "
@@ -427,13 +427,29 @@ class Trainer:
         with quiet_transformers():
             save_transformed(model, session.tokenizer, session.run, session.run_dir)
 
-    def _write_summary(self, final: EvalResult) -> None:
+    def _cost_estimates(self) -> dict[str, Any] | None:
+        """The paradigms' cost estimates for the tokens trained on, shown labelled as estimates."""
+        session = self.session
+        model = session.accelerator.unwrap_model(session.model, keep_torch_compile=False)
+        plan = session.plan
+        costs = estimate_costs(
+            model, session.report, session.registry, self.step * plan.tokens_per_step, plan.tokens_per_step,
+            plan.block_size,
+        )
+        if costs is None:
+            return None
+        for line in costs.lines():
+            self.display.print(f"{line} ({costs.to_dict()['label']})")
+        return costs.to_dict()
+
+    def _write_summary(self, final: EvalResult, costs: dict[str, Any] | None) -> None:
         session = self.session
         tokens, seconds = self.speed
         memory, memory_kind = peak_memory()
+        estimates = {} if costs is None else {"cost_estimates": costs}
         write_summary(
             session.run_dir,
-            {
+            estimates | {
                 "model": session.run.model.name,
                 "paradigms": session.report.paradigms,
                 "mode": session.plan.mode,

@@ -41,6 +41,7 @@ from newcompute.run_lock import RunLock
 from newcompute.threads import use_threads
 from newcompute.train import checkpoint
 from newcompute.train.budget import Mode, Plan, accumulation_steps, make_plan
+from newcompute.train.graphs import GraphChoice, choose_cuda_graphs
 from newcompute.train.packing import BlockOrder, PackedCorpus, pack, validation_period
 from newcompute.train.runs import default_run_dir
 from newcompute.train.schedule import build_scheduler, describe
@@ -88,6 +89,7 @@ class Session:
     lock: RunLock | None
     notes: list[str]
     trust_remote_code: bool
+    cuda_graphs: GraphChoice
 
 
 def max_positions(model: nn.Module) -> int | None:
@@ -212,7 +214,10 @@ def check_settings(
     after the launch, and the launcher adds its own traceback and exit code 1.
     """
     uses = resolve_paradigms(registry, run, paradigms)
-    check_precision(run.train.mixed_precision, torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    check_precision(run.train.mixed_precision, device)
+    precision = mixed_precision(run.train.mixed_precision)
+    choose_cuda_graphs(run.train.cuda_graphs, device.type, processes, precision, [use.paradigm for use in uses])
     run_dir = _run_dir(run, uses)
     with RunLock(run_dir):
         _check_run_dir(run_dir, resume, overwrite)
@@ -307,24 +312,6 @@ def _differences(old: Any, new: Any, prefix: str = "") -> list[tuple[str, Any, A
     return [] if old == new else [(prefix, old, new)]
 
 
-def _check_cuda_graphs(accelerator: Accelerator) -> None:
-    if accelerator.device.type != "cuda":
-        raise ConfigError(
-            f"--cuda-graphs (train.cuda_graphs) needs a CUDA GPU; this run is on {accelerator.device.type}. "
-            "Drop --cuda-graphs."
-        )
-    if accelerator.num_processes > 1:
-        raise ConfigError(
-            f"--cuda-graphs (train.cuda_graphs) runs on one process; this run has {accelerator.num_processes}. "
-            "Drop --cuda-graphs or --num-processes."
-        )
-    if accelerator.mixed_precision == "fp16":
-        raise ConfigError(
-            "--cuda-graphs (train.cuda_graphs) does not support fp16: its loss scaler checks for overflow on the "
-            "host. Use --precision bf16."
-        )
-
-
 def build_session(
     run: RunConfig,
     registry: Registry | None = None,
@@ -395,6 +382,8 @@ def _session(
         model = add_lora(model, run.train)
 
     precision = mixed_precision(run.train.mixed_precision)
+    paradigms = [use.paradigm for use in uses]
+    graphs = choose_cuda_graphs(run.train.cuda_graphs, state.device.type, state.num_processes, precision, paradigms)
     accelerator = Accelerator(
         gradient_accumulation_steps=plan.accumulation,
         mixed_precision=precision,
@@ -404,11 +393,9 @@ def _session(
         step_scheduler_with_optimizer=False,
         kwargs_handlers=[
             DistributedDataParallelKwargs(gradient_as_bucket_view=True),
-            AutocastKwargs(cache_enabled=False if run.train.cuda_graphs else None),
+            AutocastKwargs(cache_enabled=False if graphs.enabled else None),
         ],
     )
-    if run.train.cuda_graphs:
-        _check_cuda_graphs(accelerator)
     if plan.mode == "lora" and accelerator.distributed_type == DistributedType.FSDP:
         raise ConfigError(
             "--lora is not supported with FSDP yet: adapters are small, so run LoRA with DDP (drop --fsdp)."
@@ -433,7 +420,7 @@ def _session(
         _ready_run_dir(run_dir, folder)
     accelerator.wait_for_everyone()
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    used += _used_rows(loaded, resolved, plan, corpus, source.description, report, accelerator, trainable)
+    used += _used_rows(loaded, resolved, plan, corpus, source.description, report, accelerator, trainable, graphs)
     used.append(("Threads", threads))
     used.append(("Run folder", f"{run_dir}" + (f" (resuming from {resume_from.name})" if resume_from else "")))
     return Session(
@@ -455,6 +442,7 @@ def _session(
         lock=lock,
         notes=notes,
         trust_remote_code=trust_remote_code,
+        cuda_graphs=graphs,
     )
 
 
@@ -474,6 +462,7 @@ def _used_rows(
     report: ComposeReport,
     accelerator: Accelerator,
     trainable: int,
+    graphs: GraphChoice,
 ) -> list[tuple[str, str]]:
     read = "all of it" if corpus.exhausted else f"first {corpus.tokens_read:,} tokens"
     passes = plan.tokens / max(1, corpus.train_tokens)
@@ -512,5 +501,5 @@ def _used_rows(
             ),
         ),
         ("Compile", "torch.compile" if run.train.compile else "off (--compile to enable)"),
-        ("CUDA graphs", "on: each micro-step captured once, then replayed" if run.train.cuda_graphs else "off"),
+        ("CUDA graphs", graphs.reason),
     ]

@@ -16,7 +16,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from newcompute import StrictConfig
+from newcompute import CostOverrides, StrictConfig
 
 MAX_HALVES = 32
 """Flip masks are the AND of up to this many random words: probabilities down to 2⁻³²."""
@@ -49,6 +49,9 @@ class BitFlipConfig(StrictConfig):
         "auto",
         description="'auto': the Triton kernel for CUDA tensors, PyTorch elsewhere (identical bits); "
         "'torch': always PyTorch.",
+    )
+    cost: CostOverrides = Field(
+        default_factory=CostOverrides, description="Your own figures for the cost estimate (energy is not sourced)."
     )
 
     @field_validator("x_p_exp", "x_p_frac", "w_p_exp", "w_p_frac")

@@ -32,6 +32,7 @@ def newcompute_register_paradigms() -> list[nc.Paradigm]:
             config=BitFlipConfig,
             roles=frozenset({nc.Role.LAYER}),
             docs=DOCS,
+            capturable=True,  # the call counter is a buffer; the kernel reads it from device memory
         )
     ]
 
@@ -64,3 +65,16 @@ def newcompute_statistics(module: nn.Module) -> dict[nc.Statistic, torch.Tensor]
         return None
     sums = module.telemetry
     return {nc.Statistic(name, text, unit): sums.ratio(num, den) for name, (num, den, text, unit) in FLIPS.items()}
+
+
+COST_NOTES = (
+    "Bits flip in operands of the baseline's own format, so the operand bytes are those of bf16. Energy and "
+    "throughput are not estimated: what the unreliable hardware that flips the bits (e.g. run at a lower "
+    "voltage) would save has no published figure used here; set paradigm.bitflip.cost to use your own."
+)
+
+
+@nc.hookimpl
+def newcompute_estimate_cost(config: BitFlipConfig) -> nc.CostEstimate:
+    """Bytes as in bf16; energy and throughput left out for want of a sourced figure."""
+    return nc.CostEstimate(bytes_moved_vs_bf16=1.0, scope="layers", notes=COST_NOTES)

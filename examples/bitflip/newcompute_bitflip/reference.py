@@ -50,10 +50,13 @@ def random_mask(
     """Per element, ``field`` AND n random words: each bit of ``field`` set with probability 2⁻ⁿ, n = ``halves``.
 
     Returned as ``int64`` holding ``uint32``. Words are drawn four at a
-    time (one Philox block), and only for elements whose mask is still
-    non-zero: once every bit is cleared, further words cannot set it
+    time (one Philox block), and eagerly only for elements whose mask is
+    still non-zero: once every bit is cleared, further words cannot set it
     again, so skipping them changes nothing and saves most of the work at
-    small probabilities.
+    small probabilities. Under ``torch.compile`` or CUDA-graph capture the
+    words are drawn for every element instead, with the same result:
+    selecting the live elements has a shape that depends on the data (a
+    graph break, and on CUDA a wait for the GPU that capture refuses).
     """
     if numel >= MAX_ELEMENTS:
         raise ValueError(f"bitflip handles tensors of fewer than 2^32 elements, got {numel}")
@@ -61,14 +64,23 @@ def random_mask(
     mask = torch.full((numel,), field, dtype=torch.int64, device=device)
     alive = torch.arange(numel, dtype=torch.int64, device=device)
     counter_rest = (call.to(torch.int64), torch.tensor(group, device=device))
+    compact = not _traced(device)
     for block in range((halves + 3) // 4):
         lanes = philox4x32((alive, counter_rest[0], torch.tensor(block, device=device), counter_rest[1]), key)
-        bits = mask[alive]
+        bits = mask[alive] if compact else mask
         for lane in lanes[: min(4, halves - 4 * block)]:
             bits &= lane
-        mask[alive] = bits
-        alive = alive[bits != 0]
+        if compact:
+            mask[alive] = bits
+            alive = alive[bits != 0]
     return mask
+
+
+def _traced(device: torch.device) -> bool:
+    """Whether this call is being compiled or captured into a CUDA graph, rather than run eagerly."""
+    if torch.compiler.is_compiling():
+        return True
+    return device.type == "cuda" and torch.cuda.is_current_stream_capturing()
 
 
 def _as_bits(x: torch.Tensor) -> torch.Tensor:

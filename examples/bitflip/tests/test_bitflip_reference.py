@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from newcompute_bitflip import reference
 from newcompute_bitflip.formats import LAYOUTS
 from newcompute_bitflip.ops import flip
 from newcompute_bitflip.reference import FlipSpec, flip_bits, random_mask
@@ -44,6 +45,18 @@ def test_mask_is_the_and_of_the_documented_philox_words() -> None:
         for word in words:
             expected &= word
         assert int(mask[i]) == expected
+
+
+@pytest.mark.parametrize("n", [5, 6, 9, 16])
+def test_drawing_for_every_element_gives_the_masks_of_drawing_for_the_live_ones(
+    n: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Compiled or captured, words are drawn for every element; eagerly only while its mask is non-zero."""
+    call = torch.tensor(3)
+    compacted = random_mask(4096, n, 0, call, KEY)
+    monkeypatch.setattr(reference, "_traced", lambda device: True)
+    assert torch.equal(random_mask(4096, n, 0, call, KEY), compacted)
+    assert (compacted == 0).any()  # some elements dropped out after the first block of words
 
 
 @pytest.mark.parametrize("dtype", list(LAYOUTS), ids=str)

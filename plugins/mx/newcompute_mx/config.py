@@ -15,7 +15,7 @@ from typing import Literal
 
 from pydantic import Field, create_model, field_validator, model_validator
 
-from newcompute import StrictConfig, check_pattern, name_matches
+from newcompute import CostOverrides, StrictConfig, check_pattern, name_matches
 
 FormatName = Literal["e4m3", "e5m2", "e3m2", "e2m3", "e2m1", "int8", "none"]
 FP8_FORMATS = ("e4m3", "e5m2", "none")
@@ -63,6 +63,9 @@ class QuantizedLayers(StrictConfig):
     attention_format: FormatName = Field("e4m3", description="Format of Q, K, P and V in attention's GEMMs.")
     attention_grad_format: FormatName = Field("e5m2", description="Format of the gradients in attention's GEMMs.")
     layers: list[LayerOverride] = Field(default_factory=list, description="Per-layer role overrides, first match wins.")
+    cost: CostOverrides = Field(
+        default_factory=CostOverrides, description="Your own figures in place of the cited cost estimates."
+    )
 
     def role_formats(self, layer: str) -> dict[str, str]:
         """The six role formats for the layer called ``layer``."""

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from pydantic import BaseModel
     from torch import nn
 
-    from newcompute import AttentionMatmuls, Statistic
+    from newcompute import AttentionMatmuls, CostEstimate, MatmulShape, Statistic
     from newcompute_mx.quantizers import OperandQuantizer
 
 newcompute_api = ">=1.0,<2"
@@ -38,7 +38,14 @@ ROLES_LAYER_AND_ATTENTION = frozenset({Role.LAYER, Role.ATTENTION})
 
 
 PARADIGMS: list[Paradigm] = [
-    Paradigm(name=name, summary=config.__doc__ or "", config=config, roles=ROLES_LAYER_AND_ATTENTION, docs=DOCS)
+    Paradigm(
+        name=name,
+        summary=config.__doc__ or "",
+        config=config,
+        roles=ROLES_LAYER_AND_ATTENTION,
+        docs=DOCS,
+        capturable=True,  # block scales are computed on the device, per call
+    )
     for name, config in MX_CONFIGS.items()
 ] + [
     Paradigm(
@@ -47,6 +54,7 @@ PARADIGMS: list[Paradigm] = [
         config=FP8Config,
         roles=ROLES_LAYER_AND_ATTENTION,
         docs=DOCS,
+        capturable=True,  # the amax history is a buffer updated on the device
     )
 ]
 
@@ -124,3 +132,20 @@ def newcompute_statistics(module: nn.Module) -> dict[Statistic, torch.Tensor] | 
     delayed = isinstance(quantizer, FP8Quantizer) and quantizer.history.scaling == "delayed"
     history = quantizer.history.amax_history if delayed else None
     return statistics.report(quantizer.telemetry, roles, isinstance(quantizer, MXQuantizer), history)
+
+
+@hookimpl
+def newcompute_estimate_cost(
+    paradigm: Paradigm,
+    config: BaseModel,
+    layers: list[MatmulShape],
+    model_macs_per_token: int,
+    tokens: int,
+    tokens_per_step: int,
+) -> CostEstimate | None:
+    """Operand bytes, tensor-core throughput and energy vs bf16, from the OCP spec and NVIDIA datasheets."""
+    from newcompute_mx.cost import estimate
+
+    if not isinstance(config, QuantizedLayers):
+        return None
+    return estimate(config, layers)

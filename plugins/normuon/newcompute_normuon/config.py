@@ -19,7 +19,7 @@ from pydantic import (
     model_serializer,
 )
 
-from newcompute import StrictConfig, check_pattern
+from newcompute import CostOverrides, StrictConfig, check_pattern
 from newcompute_normuon.coefficients import CoefficientName
 
 
@@ -77,6 +77,9 @@ class NorMuonConfig(StrictConfig):
         description="Decoupled weight decay for NorMuon matrices (applied as lr·wd); 'run' uses the run's weight decay.",
     )
     ns_steps: int = Field(5, ge=1, le=20, description="Newton–Schulz iterations.")
+    cost: CostOverrides = Field(
+        default_factory=CostOverrides, description="Your own figures in place of the Newton–Schulz cost estimate."
+    )
     coefficients: CoefficientName = Field(
         "quintic", description="'quintic' (Keller Jordan's fixed) or 'polar_express' (per-iteration)."
     )

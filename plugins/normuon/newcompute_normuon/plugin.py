@@ -17,7 +17,7 @@ from newcompute_normuon.config import NorMuonConfig
 if TYPE_CHECKING:
     import torch
 
-    from newcompute import OptimizerSettings, ParamInfo, Statistic
+    from newcompute import CostEstimate, MatmulShape, OptimizerSettings, ParamInfo, Statistic
 
 newcompute_api = ">=1.0,<2"
 
@@ -71,3 +71,13 @@ def newcompute_optimizer_statistics(optimizer: torch.optim.Optimizer) -> dict[st
     if not isinstance(optimizer, NorMuonAdamW):
         return None
     return {name: statistics.report(sums) for name, sums in optimizer.telemetry.items()}
+
+
+@newcompute.hookimpl
+def newcompute_estimate_cost(
+    config: NorMuonConfig, layers: list[MatmulShape], model_macs_per_token: int, tokens_per_step: int
+) -> CostEstimate | None:
+    """The Newton–Schulz products per step as a factor on the run's matmul energy and throughput."""
+    from newcompute_normuon.cost import estimate
+
+    return estimate(config, layers, model_macs_per_token, tokens_per_step)

@@ -3,10 +3,11 @@
 NewComputeBench configures its optical fine-tuning runs with a TOML file
 holding ``use_lora``, an ``[attention]`` and an ``[fc]`` table (and, for its
 LoRA runs, a ``[lora]`` table). The same keys validate here unchanged, so a
-study can move between the two projects with one file. Keys that only
-matter to NewComputeBench's own trainer (``use_lora`` and ``[lora]``) are
-accepted and recorded; in newcompute LoRA is selected with the trainer's
-``--lora`` / ``--lora-rank`` options.
+study can move between the two projects with one file. ``use_lora`` and
+``[lora]`` belong to the trainer: read through ``--paradigm-config
+optical=FILE`` they select LoRA with those values (``newcompute.newcomputebench``);
+in a ``[paradigm.optical]`` table they are only recorded, and ``--lora`` /
+``--lora-rank`` decide.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 
 from pydantic import Field, ValidationError, field_validator
 
-from newcompute import ConfigError, StrictConfig
+from newcompute import ConfigError, CostOverrides, StrictConfig, newcomputebench_table
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -89,19 +90,24 @@ class ProductSettings(StrictConfig):
 class LoraSettings(StrictConfig):
     """NewComputeBench's ``[lora]`` table; newcompute's trainer reads its own ``--lora-rank`` instead."""
 
-    r: int = Field(32, gt=0, description="LoRA rank in NewComputeBench's runs (recorded only).")
-    lora_alpha: float = Field(32, gt=0, description="LoRA scaling numerator in NewComputeBench's runs (recorded only).")
+    r: int = Field(32, gt=0, description="LoRA rank; from a --paradigm-config file with use_lora, the run's rank.")
+    lora_alpha: float = Field(32, gt=0, description="LoRA scaling numerator; from such a file, the run's alpha.")
 
 
 class OpticalConfig(StrictConfig):
     """The ``optical`` paradigm: ``[fc]`` for linear layers, ``[attention]`` for Q·Kᵀ and P·V."""
 
     use_lora: bool = Field(
-        False, description="Accepted for NewComputeBench files; choose LoRA with the trainer's --lora."
+        False,
+        description="NewComputeBench's LoRA switch: from a --paradigm-config file it selects LoRA; in a run file's "
+        "table choose LoRA with the trainer's --lora.",
     )
     lora: LoraSettings = Field(default_factory=LoraSettings)
     attention: ProductSettings = Field(default_factory=ProductSettings)
     fc: ProductSettings = Field(default_factory=ProductSettings)
+    cost: CostOverrides = Field(
+        default_factory=CostOverrides, description="Your own figures for the cost estimate (energy is not sourced)."
+    )
 
 
 def _describe(exc: ValidationError) -> str:
@@ -116,7 +122,8 @@ def _describe(exc: ValidationError) -> str:
 
 
 def load_newcomputebench_config(path: str | Path) -> OpticalConfig:
-    """Read a NewComputeBench optical ``transform_cfg.toml`` as this paradigm's config."""
+    """Read a NewComputeBench optical ``transform_cfg.toml`` as this paradigm's config, with NewComputeBench's
+    linear-layer quantiles (0.001, 0.999) unless the file sets them (``newcompute.newcomputebench_table``)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"Optical config {path} does not exist (expected NewComputeBench's transform_cfg.toml).")
@@ -125,7 +132,7 @@ def load_newcomputebench_config(path: str | Path) -> OpticalConfig:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"Optical config {path} is not valid TOML: {exc}") from None
     try:
-        return OpticalConfig.model_validate(table)
+        return OpticalConfig.model_validate(newcomputebench_table(table))
     except ValidationError as exc:
         valid = ", ".join(OpticalConfig.model_fields)
         raise ConfigError(

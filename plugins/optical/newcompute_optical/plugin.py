@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-    from newcompute import AttentionMatmuls, Statistic
+    from newcompute import AttentionMatmuls, CostEstimate, MatmulShape, Statistic
 
 newcompute_api = ">=1.0,<2"
 
@@ -28,6 +28,7 @@ PARADIGM = Paradigm(
     config=OpticalConfig,
     roles=frozenset({Role.LAYER, Role.ATTENTION}),
     docs="docs/optical.md",
+    capturable=True,  # ranges, statistics and the noise counter are buffers updated on the device
 )
 
 
@@ -61,3 +62,11 @@ def newcompute_statistics(module: nn.Module) -> dict[Statistic, torch.Tensor] | 
     if isinstance(module, OpticalAttentionMatmuls) and not module.settings.q_bypass:
         return {**statistics.report(module.scores.telemetry, "qk_"), **statistics.report(module.context.telemetry, "pv_")}
     return None
+
+
+@hookimpl
+def newcompute_estimate_cost(config: OpticalConfig, layers: list[MatmulShape]) -> CostEstimate:
+    """Operand bytes vs bf16; energy and throughput are left out (no per-layer figure is sourced)."""
+    from newcompute_optical.cost import estimate
+
+    return estimate(config, layers)
