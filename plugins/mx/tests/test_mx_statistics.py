@@ -126,6 +126,7 @@ def test_rates_agree_with_the_reference_quantizer(fmt: str, mode: str) -> None:
     generator = torch.Generator().manual_seed(3)
     x = torch.randn(6, 96, generator=generator) * torch.exp2(torch.randint(-20, 20, (6, 96), generator=generator).float())
     x[0, :5] = 0.0
+    x[1, 32:64] = 0.0  # a block of zeros: no exponent in the histogram
     quantizer = MXQuantizer({role: fmt for role in ROLES}, 32, mode)
     with nc.collect_statistics():
         quantizer.pairs([(TensorKind.INPUT, x, True, False)], torch.float32)
@@ -137,3 +138,26 @@ def test_rates_agree_with_the_reference_quantizer(fmt: str, mode: str) -> None:
     assert sums["fwd_input_saturated"].item() == saturated
     assert sums["fwd_input_underflow"].item() == underflow
     assert underflow > 0  # the test data reaches the subnormal range of every format
+    # the histogram against the reference's E8M0 codes of the blocks that hold a non-zero value
+    holding = x.reshape(6, 3, 32).abs().amax(dim=-1) > 0
+    exponents = reference.scale_codes.long()[holding] - SCALE_BIAS
+    expected = torch.bincount(exponents + 127, minlength=255).double()
+    assert torch.equal(sums.histogram("fwd_input_exp_hist"), expected)
+    assert expected.sum().item() == 6 * 3 - 1  # one block of zeros is left out
+
+
+def _histogram_of(x: torch.Tensor) -> torch.Tensor:
+    quantizer = MXQuantizer(E4M3_EVERYWHERE, 32, "floor").to(x.device)
+    with nc.collect_statistics():
+        quantizer.pairs([(TensorKind.INPUT, x, True, False)], x.dtype)
+    return quantizer.telemetry.histogram("fwd_input_exp_hist").cpu()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_the_exponent_histogram_on_cuda_equals_the_cpu_one() -> None:
+    generator = torch.Generator().manual_seed(5)
+    spread = torch.randint(-30, 30, (64, 256), generator=generator).float()
+    x = torch.randn(64, 256, generator=generator) * torch.exp2(spread)
+    x = x.to(torch.bfloat16)
+    assert torch.equal(_histogram_of(x.cuda()), _histogram_of(x))
