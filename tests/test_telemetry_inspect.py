@@ -138,3 +138,5 @@ def test_mx_exponent_histograms_are_lists_in_json_and_bin_columns_in_csv() -> No
     first = next(line for line in lines if line["layer"] == linear[0]["layer"] and line["product"] == "linear")
     expected = linear[0]["statistics"]["fwd_weight_exponent_histogram"]
     assert [float(first[f"fwd_weight_exponent_histogram[{e}]"]) for e in range(-127, 128)] == expected
+    code, out = _invoke([*args, "--statistic", "fwd_weight_exponent_histogram"])
+    assert code == 2 and "a histogram or series, not a table column" in " ".join(out.split())
