@@ -219,6 +219,18 @@ class TrainSettings(Strict):
         description="Every N steps, log each layer's paradigm statistics to metrics.jsonl (kind 'telemetry') "
         "and the trackers; off by default, and then nothing extra runs.",
     )
+    telemetry_error: bool = Field(
+        False,
+        description="With --telemetry-every, also measure each product's error against the exact one (relative "
+        "error, SNR, cosine) on the measured steps; off by default.",
+    )
+
+    @model_validator(mode="after")
+    def _error_needs_measured_steps(self) -> TrainSettings:
+        """The error probe runs on the steps ``telemetry_every`` measures; alone it would measure nothing."""
+        if self.telemetry_error and self.telemetry_every is None:
+            raise ValueError("telemetry_error needs telemetry_every (e.g. --telemetry-every 10 --telemetry-error)")
+        return self
     lora: bool = Field(False, description="Train LoRA adapters (PEFT) on top of the paradigm layers.")
     lora_rank: int = Field(8, gt=0, description="LoRA rank.")
     lora_alpha: float = Field(16.0, gt=0.0)

@@ -166,7 +166,8 @@ def newcompute_statistics(
     :class:`~newcompute.attention.AttentionMatmuls` it attached to attention
     module ``name``. Each value is a 0-d floating tensor on ``module``'s
     device, keyed by a :class:`~newcompute.telemetry.statistics.Statistic`
-    (name, one-line description, unit). Accumulate during ``forward`` with
+    (name, one-line description, unit); a statistic declaring ``bins`` (a
+    histogram or a short series) is a 1-D tensor with one entry per bin. Accumulate during ``forward`` with
     in-place ops on buffers allocated at build time (no ``.item()``, no new
     tensors), so training needs no host sync and CUDA-graph capture keeps
     working. Measure only while :func:`newcompute.collecting_statistics` is

@@ -50,3 +50,17 @@ def test_sums_built_on_meta_start_fresh_when_materialised() -> None:
         sums = nc.StatisticSums(["seen"], minima=["low"])
     sums.to_empty(device="cpu")
     assert sums["seen"].item() == 0 and sums["low"].item() == math.inf
+
+
+def test_histograms_count_in_place_with_weights_and_reset() -> None:
+    sums = nc.StatisticSums(["seen"], histograms={"exponent": 4})
+    storage = sums.counts.data_ptr()
+    assert sums.untouched()
+    sums.count("exponent", torch.tensor([0, 2, 2, 3]))
+    sums.count("exponent", torch.tensor([[1, 2], [3, 3]]), torch.tensor([[True, False], [True, True]]))
+    assert sums.counts.data_ptr() == storage
+    assert sums.histogram("exponent").tolist() == [1.0, 1.0, 2.0, 3.0]
+    assert sums.histogram("exponent").dtype == torch.float64 and not sums.untouched()
+    sums.reset()
+    assert sums.histogram("exponent").tolist() == [0.0] * 4 and sums.untouched()
+    assert "counts" not in sums.state_dict()

@@ -99,3 +99,24 @@ def test_collection_that_changes_the_output_is_caught(monkeypatch: pytest.Monkey
     monkeypatch.setattr(ClipLinear, "perturb", True)
     with pytest.raises(ConformanceFailure, match="output changes while statistics are collected"):
         check_statistics_leave_outputs(_spec(ClipPlugin()))
+
+
+HISTOGRAM = nc.Statistic("clip_histogram", "Outputs per clipped sign", "count", (-1.0, 1.0))
+
+
+def test_a_histogram_statistic_passes_and_its_shape_and_bins_are_checked() -> None:
+    plugin = ClipPlugin()
+    plugin.statistic = HISTOGRAM
+    plugin.value = staticmethod(lambda module: torch.stack([module.telemetry["clipped"], module.telemetry["seen"]]))
+    check_statistics(_spec(plugin))
+    plugin.value = staticmethod(lambda module: module.telemetry["clipped"])
+    with pytest.raises(ConformanceFailure, match="must be a 1-D floating tensor of 2 entries"):
+        check_statistics(_spec(plugin))
+    plugin.statistic = nc.Statistic("clip_histogram", "Outputs per clipped sign", "count", (1.0, -1.0))
+    plugin.value = staticmethod(lambda module: torch.stack([module.telemetry["clipped"], module.telemetry["seen"]]))
+    with pytest.raises(ConformanceFailure, match="strictly increasing"):
+        check_statistics(_spec(plugin))
+    plugin.statistic = HISTOGRAM
+    plugin.value = staticmethod(lambda module: torch.stack([-module.telemetry["seen"], module.telemetry["seen"]]))
+    with pytest.raises(ConformanceFailure, match="negative count"):
+        check_statistics(_spec(plugin))

@@ -115,3 +115,28 @@ def test_inspect_and_sensitivity_take_the_model_and_data_flags() -> None:
         names = {name for f in config_flags(command) for name in f.names}
         assert {"--model", "--init", "--dataset", "--block-size", "--seed", "--precision"} <= names
         assert "--steps" not in names and "--telemetry-every" not in names
+
+
+def test_mx_exponent_histograms_are_lists_in_json_and_bin_columns_in_csv() -> None:
+    args = [*BASE, "-p", "mxfp8"]
+    code, out = _invoke([*args, "--format", "json"])
+    assert code == 0, out
+    document = json.loads(out)
+    described = document["statistics"]["fwd_weight_exponent_histogram"]
+    assert described["unit"] == "count" and described["bins"] == list(range(-127, 128))
+    linear = [r for r in document["rows"] if r["product"] == "linear"]
+    assert linear
+    for row in linear:
+        stats = row["statistics"]
+        counts = stats["fwd_weight_exponent_histogram"]
+        used = [e for e, c in zip(described["bins"], counts) if c > 0]
+        # the histogram and the separately kept min / max agree on the exponents the blocks used
+        assert (used[0], used[-1]) == (stats["fwd_weight_exponent_min"], stats["fwd_weight_exponent_max"])
+    code, out = _invoke([*args, "--format", "csv"])
+    assert code == 0, out
+    lines = list(csv.DictReader(io.StringIO(out)))
+    first = next(line for line in lines if line["layer"] == linear[0]["layer"] and line["product"] == "linear")
+    expected = linear[0]["statistics"]["fwd_weight_exponent_histogram"]
+    assert [float(first[f"fwd_weight_exponent_histogram[{e}]"]) for e in range(-127, 128)] == expected
+    code, out = _invoke([*args, "--statistic", "fwd_weight_exponent_histogram"])
+    assert code == 2 and "a histogram or series, not a table column" in " ".join(out.split())

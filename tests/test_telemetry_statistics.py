@@ -33,8 +33,12 @@ class ClippedLinear(nc.ReplacedLinear):
         return out.clamp(-self.limit, self.limit)
 
 
+COUNTED = Statistic("counts", "Clipped and seen outputs", "count", (0.0, 1.0))
+
+
 class ClipPlugin:
     broken = False
+    vector = False
 
     @nc.hookimpl
     def newcompute_register_paradigms(self) -> list[nc.Paradigm]:
@@ -48,6 +52,8 @@ class ClipPlugin:
     def newcompute_statistics(self, paradigm, config, name, module):  # type: ignore[no-untyped-def]
         if self.broken:
             return {Statistic("saturated", "", "fraction"): module.counts[0]}
+        if self.vector:
+            return {SATURATED: module.counts[0] / 2, COUNTED: module.counts}
         return {SATURATED: module.counts[0] / module.counts[1].clamp(min=1)}
 
 
@@ -106,3 +112,23 @@ def test_a_plugin_without_the_hook_reports_nothing(registry: nc.Registry) -> Non
     model = tiny()
     nc.apply(model, ["scale"], registry=registry)
     assert read_statistics(model, registry) == []
+
+
+def test_a_vector_statistic_reads_back_as_a_list_in_bin_order(clip_registry: nc.Registry) -> None:
+    model = tiny()
+    nc.apply(model, ["clip"], registry=clip_registry)
+    tokens = torch.randint(0, 64, (2, 10), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        model(tokens)
+    ClipPlugin.vector = True
+    try:
+        stats = read_statistics(model, clip_registry)
+    finally:
+        ClipPlugin.vector = False
+    layer = next(m for m in model.modules() if isinstance(m, ClippedLinear))
+    vectors = [s for s in stats if s.statistic == COUNTED]
+    assert vectors and all(isinstance(s.value, list) and len(s.value) == 2 for s in vectors)
+    assert layer.counts.tolist() in [s.value for s in vectors]
+    scalars = {s.layer: s.value for s in stats if s.statistic == SATURATED}
+    assert all(scalars[s.layer] == s.value[0] / 2 for s in vectors)  # the flattened read keeps each in place
+    assert vectors[0].to_dict()["bins"] == [0.0, 1.0]

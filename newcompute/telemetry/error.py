@@ -87,7 +87,8 @@ def _wrap_product(
 ) -> Callable[..., torch.Tensor]:
     def measured(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         out = simulated(a, b)
-        probe._accumulate(key, out, torch.matmul(a.to(out.dtype), b.to(out.dtype)))
+        with torch.no_grad():
+            probe._accumulate(key, out, torch.matmul(a.to(out.dtype), b.to(out.dtype)))
         return out
 
     return measured
@@ -96,7 +97,9 @@ def _wrap_product(
 def _wrap_qk(probe: ErrorProbe, name: str, simulated: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
     def measured(query: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
         out = simulated(query, key)
-        probe._accumulate((name, "qk"), out, torch.matmul(query.to(out.dtype), key.to(out.dtype).transpose(-1, -2)))
+        with torch.no_grad():
+            exact = torch.matmul(query.to(out.dtype), key.to(out.dtype).transpose(-1, -2))
+            probe._accumulate((name, "qk"), out, exact)
         return out
 
     return measured
@@ -107,7 +110,8 @@ def probe_errors(model: nn.Module) -> Iterator[ErrorProbe]:
     """Measure every replaced linear layer and attention product while the block runs.
 
     Inside the block, run forward passes as usual (under ``torch.no_grad``
-    for speed); on leaving it the model is as it was. Fused attention
+    for speed, or training steps: the exact products are computed without
+    autograd, so backward is unchanged); on leaving it the model is as it was. Fused attention
     (``AttentionMatmuls.attend``) is declined during the probe so that the
     two products are measured one by one.
     """
@@ -118,7 +122,8 @@ def probe_errors(model: nn.Module) -> Iterator[ErrorProbe]:
         if isinstance(module, ReplacedLinear):
 
             def hook(mod: nn.Module, args: tuple[Any, ...], out: torch.Tensor, _name: str = name) -> None:
-                probe._accumulate((_name, "linear"), out, _exact_linear(mod, args[0]))  # type: ignore[arg-type]
+                with torch.no_grad():
+                    probe._accumulate((_name, "linear"), out, _exact_linear(mod, args[0]))  # type: ignore[arg-type]
 
             handles.append(module.register_forward_hook(hook))
         matmuls = module._modules.get(MATMULS_ATTR) if isinstance(module, nn.Module) else None

@@ -49,13 +49,19 @@ class ProductRow:
     relative_error: float | None = None
     snr_db: float | None = None
     cosine: float | None = None
-    statistics: dict[str, float] = field(default_factory=dict)
+    statistics: dict[str, float | list[float]] = field(default_factory=dict)
 
     def value(self, column: str) -> float | None:
-        """A column's value: an error metric or a statistic, ``None`` when this row has none."""
+        """A scalar column's value: an error metric or a statistic, ``None`` when this row has none."""
         if column in ERROR_COLUMNS:
             return getattr(self, column)
-        return self.statistics.get(column)
+        value = self.statistics.get(column)
+        return None if isinstance(value, list) else value
+
+    def entry(self, name: str, index: int) -> float | None:
+        """Entry ``index`` of vector statistic ``name``, ``None`` when this row has none."""
+        value = self.statistics.get(name)
+        return value[index] if isinstance(value, list) else None
 
 
 @dataclass
@@ -69,7 +75,19 @@ class InspectReport:
     tokens: int
 
     def statistic_names(self) -> list[str]:
-        return list(self.described)
+        """The scalar statistics (table, heatmap and ``--statistic`` columns)."""
+        return [name for name, stat in self.described.items() if not stat.is_vector]
+
+    def vector_names(self) -> list[str]:
+        """The vector statistics (histograms, histories): in JSON as lists, in CSV one column per bin."""
+        return [name for name, stat in self.described.items() if stat.is_vector]
+
+    def _bin_columns(self) -> list[tuple[str, str, int]]:
+        return [
+            (f"{name}[{bin_label(b)}]", name, i)
+            for name in self.vector_names()
+            for i, b in enumerate(self.described[name].bins)
+        ]
 
     def to_dict(self, context: dict[str, Any] | None = None) -> dict[str, Any]:
         """The JSON document (schema ``newcompute.inspect/1``; an infinite SNR, an exact product, is ``null``)."""
@@ -80,7 +98,12 @@ class InspectReport:
             "batches": self.batches,
             "tokens": self.tokens,
             "statistics": {
-                name: {"description": stat.description, "unit": stat.unit} for name, stat in self.described.items()
+                name: {
+                    "description": stat.description,
+                    "unit": stat.unit,
+                    **({"bins": list(stat.bins)} if stat.is_vector else {}),
+                }
+                for name, stat in self.described.items()
             },
             "rows": [
                 {
@@ -95,14 +118,29 @@ class InspectReport:
         }
 
     def csv_header(self) -> list[str]:
-        return ["layer", "product", "paradigm", *ERROR_COLUMNS, *self.statistic_names()]
+        """Scalars first, then one ``NAME[BIN]`` column per bin of each vector statistic."""
+        bins = [column for column, _, _ in self._bin_columns()]
+        return ["layer", "product", "paradigm", *ERROR_COLUMNS, *self.statistic_names(), *bins]
 
     def csv_rows(self) -> list[list[str]]:
         """One line per row; an empty cell is a value the row does not have, ``inf`` an exact product."""
+        scalars = [*ERROR_COLUMNS, *self.statistic_names()]
+        bins = self._bin_columns()
         return [
-            [row.layer, row.product, row.paradigm, *(_cell(row.value(c)) for c in self.csv_header()[3:])]
+            [
+                row.layer,
+                row.product,
+                row.paradigm,
+                *(_cell(row.value(c)) for c in scalars),
+                *(_cell(row.entry(name, i)) for _, name, i in bins),
+            ]
             for row in self.rows
         ]
+
+
+def bin_label(value: float) -> str:
+    """A bin as a column or tag suffix: ``-3`` for a whole number, else its shortest repr."""
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
 
 
 def _finite_or_none(value: float | None) -> float | None:
@@ -132,7 +170,9 @@ def _rows(errors: list[Any], stats: list[LayerStatistic]) -> tuple[list[ProductR
         row = rows.setdefault((stat.layer, product), ProductRow(stat.layer, product))
         row.paradigm = stat.paradigm
         row.statistics[name] = stat.value
-        described.setdefault(name, Statistic(name, stat.statistic.description, stat.statistic.unit))
+        described.setdefault(
+            name, Statistic(name, stat.statistic.description, stat.statistic.unit, stat.statistic.bins)
+        )
     return list(rows.values()), described
 
 

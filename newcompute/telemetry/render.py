@@ -27,6 +27,12 @@ def chosen_columns(report: InspectReport, chosen: list[str] | None) -> list[str]
     names = report.statistic_names()
     if not chosen:
         return names[:TABLE_STATISTICS]
+    vectors = [name for name in chosen if name in report.vector_names()]
+    if vectors:
+        raise ConfigError(
+            f"--statistic {', '.join(vectors)}: a histogram or series, not a table column; it is in "
+            "--format json (a list per row) and --format csv (one NAME[BIN] column per bin)."
+        )
     unknown = [name for name in chosen if name not in names and name not in ERROR_COLUMNS]
     if unknown:
         listed = ", ".join([*ERROR_COLUMNS, *names]) or "none"

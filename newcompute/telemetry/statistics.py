@@ -30,21 +30,36 @@ class Statistic:
 
     ``unit`` is a short word such as ``"fraction"``, ``"dB"``, ``"count"``
     or ``"ratio"``; tables and plots print it next to the value.
+
+    ``bins`` makes it a vector statistic: its value is a 1-D tensor with one
+    entry per bin, ``bins[i]`` labelling entry ``i`` (the value a histogram
+    bin counts, or the position in a history). With ``unit="count"`` it is a
+    histogram (trackers that draw histograms get one); otherwise a series.
+    Empty (the default): a scalar, a 0-d tensor.
     """
 
     name: str
     description: str
     unit: str
+    bins: tuple[float, ...] = ()
+
+    @property
+    def is_vector(self) -> bool:
+        return bool(self.bins)
+
+    @property
+    def is_histogram(self) -> bool:
+        return bool(self.bins) and self.unit == "count"
 
 
 @dataclass(frozen=True)
 class LayerStatistic:
-    """One value read from one layer (or attention product) of a transformed model."""
+    """One value read from one layer (or attention product) of a transformed model (a list for a vector)."""
 
     layer: str
     paradigm: str
     statistic: Statistic
-    value: float
+    value: float | list[float]
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -53,6 +68,7 @@ class LayerStatistic:
             "statistic": self.statistic.name,
             "description": self.statistic.description,
             "unit": self.statistic.unit,
+            **({"bins": list(self.statistic.bins)} if self.statistic.is_vector else {}),
             "value": self.value,
         }
 
@@ -76,7 +92,11 @@ def _module_device(module: nn.Module) -> torch.device | None:
 
 
 def check_statistics(paradigm: str, layer: str, module: nn.Module, reported: object) -> dict[Statistic, torch.Tensor]:
-    """Refuse, naming the paradigm and layer, anything but named, described 0-d device tensors."""
+    """Refuse, naming the paradigm and layer, anything but named, described device tensors of the declared shape.
+
+    A scalar statistic is a 0-d floating tensor; a vector one (``bins``) a
+    1-D floating tensor with one entry per bin.
+    """
     where = f"Paradigm '{paradigm}' (newcompute_statistics for '{layer}')"
     if not isinstance(reported, dict):
         raise RunError(
@@ -88,8 +108,12 @@ def check_statistics(paradigm: str, layer: str, module: nn.Module, reported: obj
             raise RunError(
                 f"{where} reported {stat!r}; each key must be a Statistic with a name, description and unit."
             )
-        if not isinstance(value, torch.Tensor) or value.ndim != 0 or not value.is_floating_point():
-            raise RunError(f"{where}: statistic '{stat.name}' must be a 0-d floating tensor, not {value!r}.")
+        shape = (len(stat.bins),) if stat.is_vector else ()
+        if not isinstance(value, torch.Tensor) or tuple(value.shape) != shape or not value.is_floating_point():
+            wanted = "a 0-d floating tensor"
+            if shape:
+                wanted = f"a 1-D floating tensor of {len(stat.bins)} entries (its bins)"
+            raise RunError(f"{where}: statistic '{stat.name}' must be {wanted}, not {value!r}.")
         if device is not None and value.device != device:
             raise RunError(f"{where}: statistic '{stat.name}' is on {value.device}, not the module's device {device}.")
     return reported
@@ -151,14 +175,18 @@ def read_statistics(
     by_device: dict[torch.device, list[int]] = {}
     for index, (*_, value) in enumerate(gathered):
         by_device.setdefault(value.device, []).append(index)
-    values = [0.0] * len(gathered)
+    values: list[float | list[float]] = [0.0] * len(gathered)
     for indices in by_device.values():
-        read = torch.stack([gathered[i][3].detach().double() for i in indices]).tolist()
-        for i, value in zip(indices, read):
-            values[i] = value
+        read = torch.cat([gathered[i][3].detach().double().reshape(-1) for i in indices]).tolist()
+        at = 0
+        for i in indices:
+            stat = gathered[i][2]
+            size = max(len(stat.bins), 1)
+            values[i] = read[at : at + size] if stat.is_vector else read[at]
+            at += size
     out = []
     for (layer, paradigm, stat, _), value in zip(gathered, values):
-        if not math.isfinite(value):
+        if not all(math.isfinite(v) for v in (value if isinstance(value, list) else [value])):
             raise RunError(
                 f"Paradigm '{paradigm}' reported statistic '{stat.name}' = {value} for '{layer}'; it must be finite."
             )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 import torch
@@ -52,6 +53,23 @@ def _check_each(spec: ConformanceSpec, stats: list[LayerStatistic]) -> None:
             "\n" not in description.strip(),
             f"{spec.paradigm}: the description of {name!r} spans several lines; give one line (tables print it).",
         )
+        if s.statistic.is_vector:
+            _check_vector(spec, s)
+
+
+def _check_vector(spec: ConformanceSpec, s: LayerStatistic) -> None:
+    """Bins finite and increasing (they become histogram bucket limits and CSV column names); counts ≥ 0."""
+    name, bins = s.statistic.name, s.statistic.bins
+    require(
+        all(math.isfinite(b) for b in bins) and all(a < b for a, b in zip(bins, bins[1:])),
+        f"{spec.paradigm}: the bins of {name!r} of {s.layer!r} must be finite and strictly increasing, got "
+        f"{bins[:8]}{'…' if len(bins) > 8 else ''}.",
+    )
+    if s.statistic.is_histogram:
+        require(
+            all(count >= 0 for count in s.value),
+            f"{spec.paradigm}: histogram {name!r} of {s.layer!r} has a negative count; bins count occurrences.",
+        )
 
 
 def check_statistics(spec: ConformanceSpec, family: str = "tiny", device: str | torch.device = "cpu") -> None:
@@ -61,8 +79,9 @@ def check_statistics(spec: ConformanceSpec, family: str = "tiny", device: str | 
     :class:`~newcompute.StatisticSums` as built (nothing extra runs); a step
     with it on, and the hooks' reports read through the core, must pass the
     core's checks (a ``Statistic`` with name, description and unit; a 0-d
-    floating tensor on the module's device; a finite value), and names must
-    be snake_case with one-line descriptions.
+    floating tensor on the module's device, 1-D with one entry per bin for a
+    vector statistic; a finite value), and names must be snake_case with
+    one-line descriptions, bins finite and increasing, histogram counts ≥ 0.
     """
     registry = spec.registry()
     model = build_tiny(family, device=device).train()

@@ -148,7 +148,7 @@ def statistic_curves(run_dir: Path, statistic: str, layer: str) -> list[Statisti
         if record["kind"] != "telemetry" or not fnmatch.fnmatchcase(record["layer"], layer):
             continue
         value = record["statistics"].get(statistic)
-        if value is not None:
+        if isinstance(value, (int, float)):
             curves.setdefault(record["layer"], []).append((record["step"], float(value)))
     return [(f"{run_dir.name}: {name}", points) for name, points in curves.items()]
 
@@ -159,7 +159,7 @@ def _recorded(run_dirs: list[Path]) -> tuple[set[str], set[str]]:
     for run_dir in run_dirs:
         for record in read_metrics(run_dir):
             if record["kind"] == "telemetry":
-                names.update(record["statistics"])
+                names.update(k for k, v in record["statistics"].items() if isinstance(v, (int, float)))
                 layers.add(record["layer"])
     return names, layers
 

@@ -111,7 +111,13 @@ class Trainer:
         self.metrics = MetricsLog(session.run_dir, enabled=False)
         graphed = session.cuda_graphs.enabled
         self.graphed = GraphedMicroStep(session.model, self._eager_micro_step, display.print) if graphed else None
-        self.telemetry = StepTelemetry(settings.telemetry_every, session.model, session.optimizer, session.registry)
+        self.telemetry = StepTelemetry(
+            settings.telemetry_every,
+            session.model,
+            session.optimizer,
+            session.registry,
+            error=settings.telemetry_error,
+        )
 
     def _trainer_state(self) -> dict[str, Any]:
         return {

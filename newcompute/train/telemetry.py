@@ -9,13 +9,23 @@ the others replay as usual. With the option off, none of this runs.
 
 Each layer's statistics become one ``metrics.jsonl`` line,
 ``{"kind": "telemetry", "step", "layer", "paradigm", "statistics": {name: value}}``,
-and tracker scalars ``telemetry/LAYER/NAME``.
+and tracker scalars ``telemetry/LAYER/NAME``; a vector statistic (a
+histogram, a series) is a list in the record, and goes to trackers as
+described in :mod:`newcompute.train.telemetry_trackers`.
+
+With ``--telemetry-error`` the measured step also runs the core's error
+probe (:func:`newcompute.telemetry.error.probe_errors`): every replaced
+product's output is compared with the exact product on the same inputs,
+and the record gains ``relative_error``, ``snr_db`` and ``cosine``
+(``qk_…`` and ``pv_…`` for the attention products), over every forward of
+that step. ``snr_db`` is left out for an exact product (its SNR is infinite).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 import torch
@@ -25,10 +35,10 @@ from torch import nn
 from newcompute.composer import report_of
 from newcompute.plugins import Registry
 from newcompute.telemetry.accumulate import StatisticSums, collect_statistics
-from newcompute.telemetry.statistics import LayerStatistic, read_statistics
+from newcompute.telemetry.error import ErrorProbe, ProductError, probe_errors
+from newcompute.telemetry.statistics import LayerStatistic, Statistic, read_statistics
 from newcompute.train.metrics import MetricsLog
-
-KIND = "telemetry"
+from newcompute.train.telemetry_trackers import KIND, log_histograms, scalars
 
 
 def composed_model(model: nn.Module) -> nn.Module | None:
@@ -36,9 +46,41 @@ def composed_model(model: nn.Module) -> nn.Module | None:
     return next((m for m in model.modules() if report_of(m) is not None), None)
 
 
+ERROR_STATISTICS = (
+    ("relative_error", "‖simulated − exact‖ / ‖exact‖ over the step's outputs", "ratio"),
+    ("snr_db", "10·log10(‖exact‖² / ‖simulated − exact‖²)", "dB"),
+    ("cosine", "Cosine similarity of the simulated and exact outputs", "ratio"),
+)
+
+
+def _owners(model: nn.Module) -> dict[str, str]:
+    """Layer or attention-module name → the paradigm that owns it."""
+    report = report_of(model)
+    if report is None:
+        return {}
+    owners = dict(report.replaced)
+    for paradigm, names in report.attention.items():
+        owners.update(dict.fromkeys(names, paradigm))
+    return owners
+
+
+def error_statistics(model: nn.Module, errors: list[ProductError]) -> list[LayerStatistic]:
+    """The probe's per-product errors as statistics of their layer (``qk_``/``pv_`` for attention products)."""
+    owners = _owners(model)
+    out = []
+    for error in errors:
+        prefix = "" if error.kind == "linear" else f"{error.kind}_"
+        for name, description, unit in ERROR_STATISTICS:
+            value = getattr(error, name)
+            if math.isfinite(value):
+                stat = Statistic(f"{prefix}{name}", description, unit)
+                out.append(LayerStatistic(error.name, owners.get(error.name, ""), stat, value))
+    return out
+
+
 def records(step: int, stats: list[LayerStatistic]) -> list[dict[str, Any]]:
     """One ``metrics.jsonl`` record per layer, its statistics in the order the plugin reported them."""
-    by_layer: dict[tuple[str, str], dict[str, float]] = {}
+    by_layer: dict[tuple[str, str], dict[str, float | list[float]]] = {}
     for s in stats:
         by_layer.setdefault((s.layer, s.paradigm), {})[s.statistic.name] = s.value
     return [
@@ -56,11 +98,14 @@ class StepTelemetry:
         model: nn.Module,
         optimizer: torch.optim.Optimizer,
         registry: Registry,
+        error: bool = False,
     ) -> None:
         self.every = every
         self.model = composed_model(model)
         self.optimizer = getattr(optimizer, "optimizer", optimizer)
         self.registry = registry
+        self.error = error
+        self._probe: ErrorProbe | None = None
 
     def due(self, step: int) -> bool:
         """Whether optimizer step ``step`` (1-based) is measured."""
@@ -68,14 +113,17 @@ class StepTelemetry:
 
     @contextmanager
     def measuring(self, active: bool) -> Iterator[None]:
-        """Collect statistics inside the block when ``active``, starting from cleared sums."""
+        """Collect statistics inside the block when ``active``, starting from cleared sums (and probe errors)."""
         if not active or self.model is None:
             yield
             return
         for module in self.model.modules():
             if isinstance(module, StatisticSums):
                 module.reset()
-        with collect_statistics():
+        with ExitStack() as stack:
+            stack.enter_context(collect_statistics())
+            if self.error:
+                self._probe = stack.enter_context(probe_errors(self.model))
             yield
 
     def write(self, step: int, metrics: MetricsLog, accelerator: Accelerator) -> int:
@@ -86,9 +134,13 @@ class StepTelemetry:
         stats = read_statistics(
             self.model, self.registry, optimizer=self.optimizer, uses=report.uses if report else None
         )
+        if self._probe is not None:
+            stats = error_statistics(self.model, self._probe.results()) + stats
+            self._probe = None
         written = records(step, stats)
         for record in written:
             metrics.write(record)
         if stats:
-            accelerator.log({f"{KIND}/{s.layer}/{s.statistic.name}": s.value for s in stats}, step=step)
+            accelerator.log(scalars(stats), step=step)
+            log_histograms(accelerator, stats, step)
         return len(written)

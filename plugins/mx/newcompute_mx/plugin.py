@@ -121,7 +121,7 @@ def newcompute_statistics(module: nn.Module) -> dict[Statistic, torch.Tensor] | 
     from newcompute_mx import statistics
     from newcompute_mx.attention import QuantizedAttentionMatmuls
     from newcompute_mx.layer import QuantizedLinear
-    from newcompute_mx.quantizers import MXQuantizer, OperandQuantizer
+    from newcompute_mx.quantizers import FP8Quantizer, MXQuantizer, OperandQuantizer
 
     quantizer = getattr(module, "quantizer", None)
     if not isinstance(module, (QuantizedLinear, QuantizedAttentionMatmuls)):
@@ -129,7 +129,9 @@ def newcompute_statistics(module: nn.Module) -> dict[Statistic, torch.Tensor] | 
     if not isinstance(quantizer, OperandQuantizer):
         return None
     roles = statistics.measured_roles(quantizer.telemetry, quantizer.quantized_roles())
-    return statistics.report(quantizer.telemetry, roles, isinstance(quantizer, MXQuantizer))
+    delayed = isinstance(quantizer, FP8Quantizer) and quantizer.history.scaling == "delayed"
+    history = quantizer.history.amax_history if delayed else None
+    return statistics.report(quantizer.telemetry, roles, isinstance(quantizer, MXQuantizer), history)
 
 
 @hookimpl

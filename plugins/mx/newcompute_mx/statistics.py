@@ -14,7 +14,15 @@ and the scale that role gives it (the comparisons below are exact there):
   (scaled magnitude at most half the smallest subnormal).
 * **shared exponent min / max** (MX): the smallest and largest E8M0 block
   exponent among blocks that hold a non-zero value.
+* **shared exponent histogram** (MX): per role, how many blocks holding a
+  non-zero value used each E8M0 exponent, one bin per exponent from −127 to
+  127 (the whole E8M0 range; code 0xFF, NaN, is no exponent). Counted on the
+  device with ``scatter_add_``, no host sync.
 * **amax** (per-tensor FP8): the largest ``max|x|`` seen per tensor kind.
+* **amax history** (per-tensor FP8, delayed scaling): the newest
+  :data:`AMAX_HISTORY_SHOWN` entries of the window the scale is chosen from,
+  newest first (bin ``i`` is ``i`` training calls ago; 0 where not filled yet).
+  It is the scaling state itself, so it is read, never recomputed.
 
 Rates are over every element measured since the model was built. Only
 roles that were measured are reported: the backward roles (``dgrad_*``,
@@ -27,12 +35,16 @@ from __future__ import annotations
 import torch
 
 from newcompute import Statistic, StatisticSums
-from newcompute_mx.formats import ElementFormat
+from newcompute_mx.formats import SCALE_MAX_EXPONENT, SCALE_MIN_EXPONENT, ElementFormat
 from newcompute_mx.reference import ScaleMode, pow2, shared_exponents
 
 ROLES = ("fwd_input", "fwd_weight", "dgrad_weight", "dgrad_grad_output", "wgrad_input", "wgrad_grad_output")
 KINDS = ("input", "weight", "grad_output")
 _NO_EXPONENT = 1 << 20
+EXPONENT_BINS = tuple(float(e) for e in range(SCALE_MIN_EXPONENT, SCALE_MAX_EXPONENT + 1))
+"""The histogram's bins: every E8M0 exponent (OCP MX v1.0 §5.4: bias 127, 0xFF is NaN)."""
+AMAX_HISTORY_SHOWN = 16
+"""How many of the newest amax-history entries a report carries (the window may hold up to 65536)."""
 
 
 def new_sums(device: torch.device | None) -> StatisticSums:
@@ -42,6 +54,7 @@ def new_sums(device: torch.device | None) -> StatisticSums:
         device,
         minima=[f"{role}_exp_min" for role in ROLES],
         maxima=[f"{role}_exp_max" for role in ROLES] + [f"{kind}_amax" for kind in KINDS],
+        histograms={f"{role}_exp_hist": len(EXPONENT_BINS) for role in ROLES},
     )
 
 
@@ -80,6 +93,7 @@ def observe_mx(
     holding = usable & (amax > 0)
     sums.minimum(f"{role}_exp_min", torch.where(holding, exponent, _NO_EXPONENT).amin())
     sums.maximum(f"{role}_exp_max", torch.where(holding, exponent, -_NO_EXPONENT).amax())
+    sums.count(f"{role}_exp_hist", (exponent - SCALE_MIN_EXPONENT).clamp(0, len(EXPONENT_BINS) - 1), holding)
 
 
 @torch.no_grad()
@@ -106,8 +120,28 @@ def measured_roles(sums: StatisticSums, roles: list[str]) -> list[str]:
     return [role for role, count in zip(roles, seen) if count > 0]
 
 
-def report(sums: StatisticSums, roles: list[str], block_scaled: bool) -> dict[Statistic, torch.Tensor]:
-    """The statistics of ``roles`` (those measured), and the FP8 amaxes; an unmeasured exponent reads 0."""
+def _amax_history(roles: list[str], history: torch.Tensor) -> dict[Statistic, torch.Tensor]:
+    """The newest entries of each measured kind's amax window (``history``: kinds × window, newest first)."""
+    shown = min(AMAX_HISTORY_SHOWN, history.shape[1])
+    measured = [kind for kind in KINDS if any(role.endswith(f"_{kind}") for role in roles)]
+    return {
+        Statistic(
+            f"{kind}_amax_history",
+            f"max|x| of the {kind.replace('_', ' ')} in the last {shown} training calls, newest first",
+            "value",
+            tuple(float(i) for i in range(shown)),
+        ): history[KINDS.index(kind), :shown].double()
+        for kind in measured
+    }
+
+
+def report(
+    sums: StatisticSums, roles: list[str], block_scaled: bool, amax_history: torch.Tensor | None = None
+) -> dict[Statistic, torch.Tensor]:
+    """The statistics of ``roles`` (those measured), and the FP8 amaxes; an unmeasured exponent reads 0.
+
+    ``amax_history`` (delayed FP8 scaling only) is the scaling window, kinds × length, newest first.
+    """
     out: dict[Statistic, torch.Tensor] = {}
     for role in roles:
         label = role.replace("_", " ")
@@ -125,10 +159,16 @@ def report(sums: StatisticSums, roles: list[str], block_scaled: bool) -> dict[St
                 out[_described(f"{role}_exponent_{bound}", f"{word} shared block exponent of {label}", "log2")] = (
                     torch.where(measured, value, 0.0)
                 )
+            histogram = Statistic(
+                f"{role}_exponent_histogram", f"Blocks of {label} per shared E8M0 exponent", "count", EXPONENT_BINS
+            )
+            out[histogram] = sums.histogram(f"{role}_exp_hist")
     if not block_scaled:
         for kind in KINDS:
             value = sums[f"{kind}_amax"]
             out[_described(f"{kind}_amax", f"Largest max|x| of the {kind.replace('_', ' ')} seen", "value")] = (
                 torch.where(torch.isfinite(value), value, 0.0)
             )
+        if amax_history is not None:
+            out.update(_amax_history(roles, amax_history))
     return out

@@ -15,8 +15,8 @@ from newcompute_mx.statistics import ROLES
 E4M3_EVERYWHERE = {role: "e4m3" for role in ROLES}
 
 
-def _by_name(report: dict[nc.Statistic, torch.Tensor]) -> dict[str, float]:
-    return {stat.name: value.item() for stat, value in report.items()}
+def _by_name(report: dict[nc.Statistic, torch.Tensor]) -> dict[str, float | list[float]]:
+    return {stat.name: value.tolist() if stat.is_vector else value.item() for stat, value in report.items()}
 
 
 def _block() -> torch.Tensor:
@@ -48,6 +48,41 @@ def test_mx_exponents_span_blocks_of_different_magnitude() -> None:
     sums = quantizer.telemetry
     # floor(log2 amax) − emax: 10 − 8 = 2 and −3 − 8 = −11.
     assert sums["fwd_input_exp_max"].item() == 2 and sums["fwd_input_exp_min"].item() == -11
+
+
+def test_mx_exponent_histogram_counts_each_block_by_its_exponent() -> None:
+    quantizer = MXQuantizer(E4M3_EVERYWHERE, 32, "floor")
+    blocks = [2.0**10, 2.0**10, 2.0**-3, 0.0]  # exponents 2, 2, −11; the all-zero block holds no value
+    x = torch.cat([torch.full((32,), v) for v in blocks]).reshape(1, 128)
+    with nc.collect_statistics():
+        quantizer.pairs([(TensorKind.INPUT, x, True, False)], torch.float32)
+        quantizer.pairs([(TensorKind.INPUT, x[:, :32] * 2, True, False)], torch.float32)  # one more, exponent 3
+    report = plugin.newcompute_statistics(module=QuantizedLinear(torch.nn.Linear(128, 1), quantizer))
+    stat = next(s for s in report if s.name == "fwd_input_exponent_histogram")
+    assert stat.is_histogram and stat.bins[0] == -127 and stat.bins[-1] == 127 and len(stat.bins) == 255
+    counts = dict(zip(stat.bins, report[stat].tolist()))
+    assert {e: c for e, c in counts.items() if c} == {-11.0: 1.0, 2.0: 2.0, 3.0: 1.0}
+    assert report[stat].dtype == torch.float64
+
+
+def test_fp8_delayed_scaling_reports_its_amax_history_newest_first() -> None:
+    history = AmaxHistory("delayed", 20, "max", 0, False).train()
+    quantizer = FP8Quantizer(E4M3_EVERYWHERE, history)
+    for amax in (5.0, 7.0, 3.0):
+        quantizer.pair(TensorKind.INPUT, torch.tensor([[amax, -1.0]]), torch.float32, True, False)
+    with nc.collect_statistics():
+        quantizer.pair(TensorKind.INPUT, torch.tensor([[-2.0, 1.0]]), torch.float32, True, False)
+    stats = _by_name(plugin.newcompute_statistics(module=QuantizedLinear(torch.nn.Linear(2, 1), quantizer)))
+    assert stats["input_amax_history"] == [2.0, 3.0, 7.0, 5.0] + [0.0] * 12  # 16 of the 20 entries shown
+    assert "weight_amax_history" not in stats  # the weight was never quantized here
+
+
+def test_fp8_current_scaling_has_no_amax_history() -> None:
+    quantizer = FP8Quantizer(E4M3_EVERYWHERE, AmaxHistory("current", 1, "max", 0, False))
+    with nc.collect_statistics():
+        quantizer.pair(TensorKind.INPUT, torch.tensor([[4.0]]), torch.float32, True, False)
+    stats = _by_name(plugin.newcompute_statistics(module=QuantizedLinear(torch.nn.Linear(1, 1), quantizer)))
+    assert "input_amax" in stats and "input_amax_history" not in stats
 
 
 def test_fp8_delayed_scaling_saturates_what_outgrew_the_history() -> None:
@@ -91,6 +126,7 @@ def test_rates_agree_with_the_reference_quantizer(fmt: str, mode: str) -> None:
     generator = torch.Generator().manual_seed(3)
     x = torch.randn(6, 96, generator=generator) * torch.exp2(torch.randint(-20, 20, (6, 96), generator=generator).float())
     x[0, :5] = 0.0
+    x[1, 32:64] = 0.0  # a block of zeros: no exponent in the histogram
     quantizer = MXQuantizer({role: fmt for role in ROLES}, 32, mode)
     with nc.collect_statistics():
         quantizer.pairs([(TensorKind.INPUT, x, True, False)], torch.float32)
@@ -102,3 +138,26 @@ def test_rates_agree_with_the_reference_quantizer(fmt: str, mode: str) -> None:
     assert sums["fwd_input_saturated"].item() == saturated
     assert sums["fwd_input_underflow"].item() == underflow
     assert underflow > 0  # the test data reaches the subnormal range of every format
+    # the histogram against the reference's E8M0 codes of the blocks that hold a non-zero value
+    holding = x.reshape(6, 3, 32).abs().amax(dim=-1) > 0
+    exponents = reference.scale_codes.long()[holding] - SCALE_BIAS
+    expected = torch.bincount(exponents + 127, minlength=255).double()
+    assert torch.equal(sums.histogram("fwd_input_exp_hist"), expected)
+    assert expected.sum().item() == 6 * 3 - 1  # one block of zeros is left out
+
+
+def _histogram_of(x: torch.Tensor) -> torch.Tensor:
+    quantizer = MXQuantizer(E4M3_EVERYWHERE, 32, "floor").to(x.device)
+    with nc.collect_statistics():
+        quantizer.pairs([(TensorKind.INPUT, x, True, False)], x.dtype)
+    return quantizer.telemetry.histogram("fwd_input_exp_hist").cpu()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_the_exponent_histogram_on_cuda_equals_the_cpu_one() -> None:
+    generator = torch.Generator().manual_seed(5)
+    spread = torch.randint(-30, 30, (64, 256), generator=generator).float()
+    x = torch.randn(64, 256, generator=generator) * torch.exp2(spread)
+    x = x.to(torch.bfloat16)
+    assert torch.equal(_histogram_of(x.cuda()), _histogram_of(x))
