@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from newcompute.cli import render
 from newcompute.cli.app import build_app
 from newcompute.errors import ConfigError
 from newcompute.study.plots import curves_figure
@@ -140,7 +141,7 @@ def test_curves_are_drawn_against_tokens_by_default(two_runs: tuple[Path, Path])
 def test_cli_prints_the_table_and_writes_a_png(
     two_runs: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("COLUMNS", "250")  # the table's eleven columns, unwrapped
+    monkeypatch.setattr(render.console, "width", 250)  # the table's eleven columns, unwrapped
     plot = tmp_path / "plots" / "curves.png"
     result = CliRunner().invoke(build_app(), ["compare", *map(str, two_runs), "--plot", str(plot)])
     assert result.exit_code == 0, result.output
