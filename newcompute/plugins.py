@@ -21,8 +21,9 @@ import os
 import re
 import sys
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
@@ -254,38 +255,39 @@ class Registry:
         self._collect_presets(plugin, record)
         self._collect_data_sources(plugin, record)
 
-    def _collect_paradigms(self, plugin: object, record: PluginRecord) -> None:
-        caller = self._caller_for(plugin, "newcompute_register_paradigms")
-        batches = _guarded(record, "newcompute_register_paradigms raised", caller)
+    def _registered(
+        self, plugin: object, record: PluginRecord, hook: str, check: Callable[[Any], str]
+    ) -> Iterator[Any]:
+        """What ``plugin``'s registration ``hook`` returned, item by item, less the items ``check`` refuses.
+
+        A refused item marks the plugin ``partial`` with the reason and the
+        others still register, so one bad declaration never hides a plugin.
+        """
+        batches = _guarded(record, f"{hook} raised", self._caller_for(plugin, hook))
         for item in [item for batch in batches or [] for item in (batch or [])]:
-            problem = _check_paradigm(item, self.paradigms)
+            problem = check(item)
             if problem:
                 record.fail("partial", problem)
                 continue
+            yield item
+
+    def _collect_paradigms(self, plugin: object, record: PluginRecord) -> None:
+        check = partial(_check_paradigm, taken=self.paradigms)
+        for item in self._registered(plugin, record, "newcompute_register_paradigms", check):
             paradigm = dataclasses.replace(item, plugin=record.distribution, version=record.version)
             self.paradigms[paradigm.name] = paradigm
             self._owners[paradigm.name] = plugin
             record.paradigms.append(paradigm.name)
 
     def _collect_presets(self, plugin: object, record: PluginRecord) -> None:
-        caller = self._caller_for(plugin, "newcompute_register_presets")
-        batches = _guarded(record, "newcompute_register_presets raised", caller)
-        for item in [item for batch in batches or [] for item in (batch or [])]:
-            problem = _check_preset(item, self._presets)
-            if problem:
-                record.fail("partial", problem)
-                continue
+        check = partial(_check_preset, taken=self._presets)
+        for item in self._registered(plugin, record, "newcompute_register_presets", check):
             self._presets[item.name] = (item, record.distribution)
             record.presets.append(item.name)
 
     def _collect_data_sources(self, plugin: object, record: PluginRecord) -> None:
-        caller = self._caller_for(plugin, "newcompute_register_data_sources")
-        batches = _guarded(record, "newcompute_register_data_sources raised", caller)
-        for item in [item for batch in batches or [] for item in (batch or [])]:
-            problem = _check_data_source(item, self._sources, self._claims)
-            if problem:
-                record.fail("partial", problem)
-                continue
+        check = partial(_check_data_source, taken=self._sources, claimed=self._claims)
+        for item in self._registered(plugin, record, "newcompute_register_data_sources", check):
             self._sources[item.name] = (item, record)
             self._claims.update(dict.fromkeys(item.claims, item.name))
             record.data_sources.append(item.name)

@@ -108,20 +108,29 @@ RunInProcess = Callable[[Point, Action], Outcome]
 """Trains one point here and says how it ended (``finished`` or ``interrupted``); raises RunError on failure."""
 
 
+def _next_action(
+    folder: SweepFolder, point: Point, notify: Notify, prefix: str = ""
+) -> tuple[Action, PointResult | None]:
+    """What to do with ``point``, and its result already when there is nothing to run (finished, or held)."""
+    action = action_for(folder, point.name)
+    if action == "skip":
+        return action, PointResult(point.name, "skipped", "finished before")
+    held = _busy(folder, point.name)
+    if held:
+        notify(f"{prefix}{point.name}: left to the process that holds it. {held}")
+        return action, PointResult(point.name, "busy", held)
+    return action, None
+
+
 def run_in_process(
     folder: SweepFolder, points: Sequence[Point], train_point: RunInProcess, notify: Notify
 ) -> list[PointResult]:
     """The points one after another in this process; Ctrl-C stops the running one (checkpointed) and the sweep."""
     results: list[PointResult] = []
     for number, point in enumerate(points, 1):
-        action = action_for(folder, point.name)
-        if action == "skip":
-            results.append(PointResult(point.name, "skipped", "finished before"))
-            continue
-        held = _busy(folder, point.name)
-        if held:
-            notify(f"[{number}/{len(points)}] {point.name}: left to the process that holds it. {held}")
-            results.append(PointResult(point.name, "busy", held))
+        action, settled = _next_action(folder, point, notify, f"[{number}/{len(points)}] ")
+        if settled is not None:
+            results.append(settled)
             continue
         notify(f"[{number}/{len(points)}] {point.name}: {_verb(action)}")
         try:
@@ -192,14 +201,9 @@ def run_in_subprocesses(
         while waiting or running:
             while waiting and len(running) < jobs and not stopped[0]:
                 point = waiting.pop(0)
-                action = action_for(folder, point.name)
-                if action == "skip":
-                    results.append(PointResult(point.name, "skipped", "finished before"))
-                    continue
-                held = _busy(folder, point.name)
-                if held:
-                    notify(f"{point.name}: left to the process that holds it. {held}")
-                    results.append(PointResult(point.name, "busy", held))
+                action, settled = _next_action(folder, point, notify)
+                if settled is not None:
+                    results.append(settled)
                     continue
                 gpu = free.pop(0) if gpus else None
                 log = folder.log(point.name)
