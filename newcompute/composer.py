@@ -100,6 +100,14 @@ class ComposeReport:
     def paradigms(self) -> list[str]:
         return [use.name for use in self.uses]
 
+    @property
+    def owners(self) -> dict[str, str]:
+        """Each replaced layer and intercepted attention module → the paradigm that owns it."""
+        owned = dict(self.replaced)
+        for paradigm, names in self.attention.items():
+            owned.update(dict.fromkeys(names, paradigm))
+        return owned
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "model_type": self.model_type,

@@ -176,17 +176,6 @@ def _rows(errors: list[Any], stats: list[LayerStatistic]) -> tuple[list[ProductR
     return list(rows.values()), described
 
 
-def _owners(model: nn.Module) -> dict[str, str]:
-    """Layer or attention-module name → the paradigm that owns it, from the compose report."""
-    report = report_of(model)
-    if report is None:
-        return {}
-    owners = dict(report.replaced)
-    for paradigm, names in report.attention.items():
-        owners.update(dict.fromkeys(names, paradigm))
-    return owners
-
-
 def inspect_model(
     model: nn.Module,
     blocks: np.ndarray,
@@ -215,7 +204,8 @@ def inspect_model(
         errors = probe.results()
         stats = read_statistics(model, registry)
     rows, described = _rows(errors, stats)
-    owners = _owners(model)
+    report = report_of(model)
+    owners = report.owners if report is not None else {}
     for row in rows:
         row.paradigm = row.paradigm or owners.get(row.layer, "")
     batches = math.ceil(blocks.shape[0] / micro_batch_size)

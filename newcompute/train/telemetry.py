@@ -53,20 +53,10 @@ ERROR_STATISTICS = (
 )
 
 
-def _owners(model: nn.Module) -> dict[str, str]:
-    """Layer or attention-module name → the paradigm that owns it."""
-    report = report_of(model)
-    if report is None:
-        return {}
-    owners = dict(report.replaced)
-    for paradigm, names in report.attention.items():
-        owners.update(dict.fromkeys(names, paradigm))
-    return owners
-
-
 def error_statistics(model: nn.Module, errors: list[ProductError]) -> list[LayerStatistic]:
     """The probe's per-product errors as statistics of their layer (``qk_``/``pv_`` for attention products)."""
-    owners = _owners(model)
+    report = report_of(model)
+    owners = report.owners if report is not None else {}
     out = []
     for error in errors:
         prefix = "" if error.kind == "linear" else f"{error.kind}_"
