@@ -135,7 +135,11 @@ class DataSettings(Strict):
     )
     split: str = Field("train", description="The dataset split to read.")
     text_column: str = Field("text", description="The column or JSON key holding the text.")
-    streaming: bool = Field(False, description="Stream a hub dataset instead of downloading it.")
+    streaming: bool = Field(
+        False,
+        description="Tokenize and pack the data as the run consumes it, never all of it (a hub dataset is streamed, "
+        "not downloaded); the first validation_max_blocks blocks are held out for validation.",
+    )
     cache: bool = Field(
         True,
         description="Keep the tokens of local files and the built-in corpus in the token cache "

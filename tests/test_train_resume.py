@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 from safetensors.torch import load_file
 from test_train_paradigms import make_registry, quiet, tiny_run
 
+from newcompute.config import RunConfig
 from newcompute.errors import ConfigError
 from newcompute.train import train
-from newcompute.train.checkpoint import complete_checkpoints
+from newcompute.train.checkpoint import complete_checkpoints, read_state
 
 PARADIGMS = {"int8ish": {}, "noisy-attention": {"std": 0.05}}
 
@@ -26,19 +29,44 @@ def _ctrl_c_at(step: int):
     return callback
 
 
-def test_resume_after_ctrl_c_repeats_the_uninterrupted_run(tmp_path: Path) -> None:
+def _squeezed(text: str) -> str:
+    return re.sub(r"[\s│]+", "", text)
+
+
+def _with_data(run: RunConfig, data: dict[str, Any]) -> RunConfig:
+    for key, value in data.items():
+        setattr(run.data, key, value)
+    return run
+
+
+@pytest.mark.parametrize(
+    "data, tokens",
+    [
+        ({"cache": False}, "tokenized now (cache off)"),
+        ({"cache": True}, "tokens from the cache"),  # the uninterrupted run filled the cache
+        ({"streaming": True, "max_tokens": 800}, "streamed"),  # 4 + 21 blocks a pass: the run reads two
+    ],
+    ids=["packed", "cached", "streaming"],
+)
+def test_resume_after_ctrl_c_repeats_the_uninterrupted_run(tmp_path: Path, data: dict[str, Any], tokens: str) -> None:
     registry = make_registry()
     settings = dict(steps=8, eval_every=3, save_every=100)
-    full = train(tiny_run(tmp_path / "full", PARADIGMS, **settings), registry, console=quiet())
+    full = train(_with_data(tiny_run(tmp_path / "full", PARADIGMS, **settings), data), registry, console=quiet())
 
     cut = tmp_path / "cut"
-    first = train(tiny_run(cut, PARADIGMS, **settings), registry, console=quiet(), on_step=_ctrl_c_at(3))
+    console = quiet()
+    first = train(
+        _with_data(tiny_run(cut, PARADIGMS, **settings), data), registry, console=console, on_step=_ctrl_c_at(3)
+    )
+    assert _squeezed(tokens) in _squeezed(console.file.getvalue())  # the table wraps long cells
     # The flag raised after step 3 is agreed on during step 4, which completes and is saved before stopping.
     assert (first.status, first.step) == ("interrupted", 4)
     assert [p.name for p in complete_checkpoints(cut)] == ["step-00000004"]
     assert not (cut / "summary.json").exists()
+    position = read_state(complete_checkpoints(cut)[0])["data"]
+    assert position["kind"] == ("stream" if data.get("streaming") else "packed") and position["sample"] == 16
 
-    second = train(tiny_run(cut, PARADIGMS, **settings), registry, console=quiet(), resume=True)
+    second = train(_with_data(tiny_run(cut, PARADIGMS, **settings), data), registry, console=quiet(), resume=True)
     assert second.status == "finished"
     assert sorted(second.losses) == [5, 6, 7, 8]
     assert {**first.losses, **second.losses} == full.losses

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from accelerate import Accelerator
 from torch import nn
 from transformers import PreTrainedTokenizerBase
@@ -32,6 +33,7 @@ from newcompute.train.packing import PackedCorpus, pack, validation_period
 from newcompute.train.runs import load_run
 from newcompute.train.setup import max_positions, mixed_precision, precision_text
 from newcompute.train.sources import open_source
+from newcompute.train.streaming import read_head
 
 
 @dataclass
@@ -51,6 +53,11 @@ def _validation_corpus(
     needed = validation_period(run.data.validation_fraction) * run.data.validation_max_blocks * block_size
     limit = min(needed, run.data.max_tokens) if run.data.max_tokens is not None else needed
     source = open_source(run.data, registry)
+    if run.data.streaming:
+        head = read_head(source, tokenizer, block_size, run.data).validation
+        empty = np.zeros((0, block_size), dtype=np.int32)
+        stream = PackedCorpus(empty, head, block_size, head.size, 0, False, "end-of-text token", "streamed")
+        return stream, source.description + " (streamed: the head of the stream)"
     return pack(source, tokenizer, block_size, run.data, run.train.seed, limit), source.description
 
 

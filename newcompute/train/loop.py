@@ -124,6 +124,7 @@ class Trainer:
             "step": self.step,
             "guard": self.guard.state_dict(),
             "best_val_loss": self.best_val,
+            "data": self.session.blocks.state(self.step * self.session.plan.batch_size),
             "run": self.session.record,
             "newcompute_version": __version__,
         }
@@ -142,6 +143,7 @@ class Trainer:
         self.step = self.saved_step = int(state["step"])
         self.guard.load_state_dict(state["guard"])
         self.best_val = float(state["best_val_loss"])
+        self.session.blocks.restore(state.get("data"), self.step * self.session.plan.batch_size)
         if self.session.accelerator.is_main_process:
             truncate_metrics(self.session.run_dir, self.step, self.display.print)
 
@@ -223,7 +225,7 @@ class Trainer:
         first = self.step * plan.batch_size + (micro * plan.processes + accelerator.process_index) * (
             plan.micro_batch_size
         )
-        return as_batch(session.corpus.train[session.order.indices(first, plan.micro_batch_size)], accelerator.device)
+        return as_batch(session.blocks.take(first, plan.micro_batch_size), accelerator.device)
 
     def _eager_micro_step(self, batch: torch.Tensor) -> torch.Tensor:
         with unpacked_sequences():
@@ -290,7 +292,7 @@ class Trainer:
         session = self.session
         result = evaluate_loss(
             session.model,
-            session.corpus.validation,
+            session.validation,
             session.plan.micro_batch_size,
             session.accelerator,
             seed=session.run.train.seed,

@@ -88,7 +88,7 @@ def text_chunks(pieces: Iterable[str], size: int = TOKENIZE_CHUNK_CHARS) -> Iter
 
 
 @dataclass
-class _Unit:
+class Unit:
     """A chunk of a document's text or of its token ids, and whether the document ends with it."""
 
     text: str | None
@@ -96,14 +96,14 @@ class _Unit:
     last: bool
 
 
-def _units(documents: Iterable[Document], where: str) -> Iterator[_Unit]:
+def document_units(documents: Iterable[Document], where: str) -> Iterator[Unit]:
     for document in documents:
         if isinstance(document, (str, Iterator)):
             texts = text_chunks([document] if isinstance(document, str) else document)
-            yield from (_Unit(chunk, None, last) for chunk, last in _with_last(texts, ""))
+            yield from (Unit(chunk, None, last) for chunk, last in _with_last(texts, ""))
         else:
             chunks = _id_chunks(_flat_ids(document, where))
-            yield from (_Unit(None, chunk, last) for chunk, last in _with_last(chunks, np.zeros(0, np.int32)))
+            yield from (Unit(None, chunk, last) for chunk, last in _with_last(chunks, np.zeros(0, np.int32)))
 
 
 def _with_last(items: Iterator[T], empty: T) -> Iterator[tuple[T, bool]]:
@@ -140,9 +140,9 @@ def _checked_ids(ids: np.ndarray, vocab: int, where: str) -> np.ndarray:
     return ids.astype(np.int32)
 
 
-def _batches(units: Iterator[_Unit]) -> Iterator[list[_Unit]]:
+def unit_batches(units: Iterator[Unit]) -> Iterator[list[Unit]]:
     """Units in order, grouped so that a group's text stays under ``_BATCH_CHARS``."""
-    batch: list[_Unit] = []
+    batch: list[Unit] = []
     chars = 0
     for unit in units:
         batch.append(unit)
@@ -154,7 +154,7 @@ def _batches(units: Iterator[_Unit]) -> Iterator[list[_Unit]]:
         yield batch
 
 
-def _tokenized(batch: list[_Unit], tokenizer: PreTrainedTokenizerBase, where: str) -> Iterator[np.ndarray]:
+def tokenize_batch(batch: list[Unit], tokenizer: PreTrainedTokenizerBase, where: str) -> Iterator[np.ndarray]:
     """Each unit's tokens, in order; the ids of a chunk are read and checked only when it is reached."""
     texts = [unit.text for unit in batch if unit.text is not None]
     encoded = iter(
@@ -176,8 +176,8 @@ def _token_stream(
     eos = np.asarray([] if tokenizer.eos_token_id is None else [tokenizer.eos_token_id], dtype=np.int32)
     pieces: list[np.ndarray] = []
     total = documents = 0
-    for batch in _batches(_units(source.documents(), source.description)):
-        for unit, ids in zip(batch, _tokenized(batch, tokenizer, source.description)):
+    for batch in unit_batches(document_units(source.documents(), source.description)):
+        for unit, ids in zip(batch, tokenize_batch(batch, tokenizer, source.description)):
             pieces.append(ids)
             total += ids.size
             if unit.last:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from accelerate import Accelerator, PartialState
 from accelerate.utils import (
@@ -42,11 +43,13 @@ from newcompute.threads import use_threads
 from newcompute.train import checkpoint
 from newcompute.train.budget import Mode, Plan, accumulation_steps, make_plan
 from newcompute.train.graphs import GraphChoice, choose_cuda_graphs
-from newcompute.train.packing import BlockOrder, PackedCorpus, pack, validation_period
+from newcompute.train.blocks import PackedBlocks, TrainBlocks
+from newcompute.train.packing import BlockOrder, pack, validation_period
 from newcompute.train.runs import default_run_dir
 from newcompute.train.schedule import build_scheduler, describe
 from newcompute.train.trackers import checked_trackers
-from newcompute.train.sources import open_source
+from newcompute.train.sources import TextSource, open_source
+from newcompute.train.streaming import StreamedBlocks, read_head
 
 SESSION_FIELDS = frozenset(
     {
@@ -80,8 +83,8 @@ class Session:
     tokenizer: PreTrainedTokenizerBase
     optimizer: torch.optim.Optimizer
     scheduler: Any
-    corpus: PackedCorpus
-    order: BlockOrder
+    blocks: TrainBlocks
+    validation: np.ndarray
     report: ComposeReport
     used: list[tuple[str, str]]
     resume_from: Path | None
@@ -258,8 +261,9 @@ def _mode(run: RunConfig, init: str) -> Mode:
 
 
 def _read_limit(run: RunConfig, plan: Plan, bounded: bool) -> int | None:
-    """Tokens to read: all of a local source, else the budget plus what the validation rule can use."""
-    if run.data.max_tokens is not None or bounded:
+    """Tokens to read: all of a local source (or a stream, read as far as the run goes), else the budget plus
+    what the validation rule can use."""
+    if run.data.max_tokens is not None or bounded or run.data.streaming:
         return run.data.max_tokens
     validation = validation_period(run.data.validation_fraction) * run.data.validation_max_blocks * plan.block_size
     return plan.steps * plan.tokens_per_step + validation
@@ -373,7 +377,7 @@ def _session(
     source = open_source(run.data, registry)
     limit = _read_limit(run, plan, source.bounded)
     with state.main_process_first():
-        corpus = pack(source, loaded.tokenizer, plan.block_size, run.data, run.train.seed, limit)
+        data = _training_data(source, loaded.tokenizer, plan.block_size, run, limit)
 
     resolved = _resolved(run, plan, run_dir, limit)
     if plan.mode == "lora":
@@ -420,7 +424,7 @@ def _session(
         _ready_run_dir(run_dir, folder)
     accelerator.wait_for_everyone()
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    used += _used_rows(loaded, resolved, plan, corpus, source.description, report, accelerator, trainable, graphs)
+    used += _used_rows(loaded, resolved, plan, data, source.description, report, accelerator, trainable, graphs)
     used.append(("Threads", threads))
     used.append(("Run folder", f"{run_dir}" + (f" (resuming from {resume_from.name})" if resume_from else "")))
     return Session(
@@ -433,8 +437,8 @@ def _session(
         tokenizer=loaded.tokenizer,
         optimizer=optimizer,
         scheduler=scheduler,
-        corpus=corpus,
-        order=BlockOrder(corpus.train.shape[0], run.train.seed),
+        blocks=data.blocks,
+        validation=data.validation,
         report=report,
         used=used,
         resume_from=resume_from,
@@ -443,6 +447,43 @@ def _session(
         notes=notes,
         trust_remote_code=trust_remote_code,
         cuda_graphs=graphs,
+    )
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """The run's train samples, its validation blocks, and what the summary says about how they were made."""
+
+    blocks: TrainBlocks
+    validation: np.ndarray
+    data_row: str
+    blocks_row: str
+    train_tokens: int | None
+
+
+def _training_data(
+    source: TextSource, tokenizer: PreTrainedTokenizerBase, block_size: int, run: RunConfig, limit: int | None
+) -> TrainingData:
+    if run.data.streaming:
+        head = read_head(source, tokenizer, block_size, run.data)
+        held = head.validation.shape[0]
+        return TrainingData(
+            StreamedBlocks(source, tokenizer, block_size, run.data, head),
+            head.validation,
+            "streamed: tokenized and packed as the run consumes it, in stream order"
+            + (f", up to {limit:,} tokens a pass" if limit is not None else ""),
+            f"{held:,} validation blocks (the head of the stream) of {block_size} tokens, then train blocks in "
+            "stream order",
+            None,
+        )
+    corpus = pack(source, tokenizer, block_size, run.data, run.train.seed, limit)
+    read = "all of it" if corpus.exhausted else f"first {corpus.tokens_read:,} tokens"
+    return TrainingData(
+        PackedBlocks(corpus.train, BlockOrder(corpus.train.shape[0], run.train.seed)),
+        corpus.validation,
+        f"{read}, {corpus.documents:,} documents joined by {corpus.separator}; {corpus.tokenized}",
+        f"{corpus.train.shape[0]:,} train + {corpus.validation.shape[0]:,} validation of {block_size} tokens",
+        corpus.train_tokens,
     )
 
 
@@ -457,15 +498,16 @@ def _used_rows(
     loaded: Any,
     run: RunConfig,
     plan: Plan,
-    corpus: PackedCorpus,
+    data: TrainingData,
     source: str,
     report: ComposeReport,
     accelerator: Accelerator,
     trainable: int,
     graphs: GraphChoice,
 ) -> list[tuple[str, str]]:
-    read = "all of it" if corpus.exhausted else f"first {corpus.tokens_read:,} tokens"
-    passes = plan.tokens / max(1, corpus.train_tokens)
+    passes = ""
+    if data.train_tokens is not None:
+        passes = f", {plan.tokens / max(1, data.train_tokens):.2f} passes over the train blocks"
     optimizer = report.optimizer_paradigm or f"AdamW (weight decay {run.train.weight_decay:g}, betas {run.train.betas})"
     mode = _MODES[plan.mode] + (f", rank {run.train.lora_rank}" if plan.mode == "lora" else "")
     return [
@@ -474,13 +516,9 @@ def _used_rows(
         ("Mode", mode),
         ("Paradigms", ", ".join(report.paradigms) or "none (baseline)"),
         ("Parameters", f"{plan.params:,} ({trainable:,} trainable)"),
-        ("Data", f"{source}: {read}, {corpus.documents:,} documents joined by {corpus.separator}; {corpus.tokenized}"),
-        (
-            "Blocks",
-            f"{corpus.train.shape[0]:,} train + {corpus.validation.shape[0]:,} validation of {plan.block_size} tokens "
-            f"(block size: {plan.reasons['block_size']})",
-        ),
-        ("Budget", f"{plan.tokens:,} tokens ({plan.reasons['tokens']}), {passes:.2f} passes over the train blocks"),
+        ("Data", f"{source}: {data.data_row}"),
+        ("Blocks", f"{data.blocks_row} (block size: {plan.reasons['block_size']})"),
+        ("Budget", f"{plan.tokens:,} tokens ({plan.reasons['tokens']}){passes}"),
         (
             "Steps",
             f"{plan.steps:,} ({plan.reasons['steps']}); batch {plan.batch_size} = micro-batch "

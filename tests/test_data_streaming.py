@@ -1,0 +1,127 @@
+"""--streaming: the same tokens as packing, in stream order, read only as far as needed, resumable mid-chunk."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import newcompute as nc
+from newcompute.config import DataSettings
+from newcompute.errors import ConfigError
+from newcompute.tokenizer import byte_tokenizer
+from newcompute.train.sources import open_source
+from newcompute.train.streaming import StreamedBlocks, StreamPosition, read_head, stream_blocks
+
+EOS = 256
+
+
+def _expected_stream(documents: list[str]) -> np.ndarray:
+    """The byte tokenizer's tokens, computed independently: each document's UTF-8 bytes, then end-of-text."""
+    return np.asarray([t for doc in documents for t in [*doc.encode("utf-8"), EOS]], dtype=np.int32)
+
+
+def _jsonl(path: Path, documents: list[str]) -> Path:
+    path.write_text("".join(json.dumps({"text": doc}) + "\n" for doc in documents), encoding="utf-8")
+    return path
+
+
+def _documents(count: int) -> list[str]:
+    return [f"document {i} says " + "é ab " * (i % 7) for i in range(count)]
+
+
+def _streamed(
+    dataset: Path, block: int, validation: int = 2, **settings: object
+) -> tuple[DataSettings, StreamedBlocks]:
+    data = DataSettings(dataset=str(dataset), streaming=True, validation_max_blocks=validation, **settings)
+    source = open_source(data, nc.Registry())
+    head = read_head(source, byte_tokenizer(), block, data)
+    return data, StreamedBlocks(source, byte_tokenizer(), block, data, head)
+
+
+def test_stream_is_the_token_stream_cut_into_blocks_with_the_head_held_out(tmp_path: Path) -> None:
+    documents = _documents(40)
+    dataset = _jsonl(tmp_path / "docs.jsonl", documents)
+    expected = _expected_stream(documents)
+    block = 16
+    count = expected.size // block
+    blocks = expected[: count * block].reshape(count, block)
+    _, stream = _streamed(dataset, block, validation=3)
+    assert np.array_equal(stream.head.validation, blocks[:3])
+    train = count - 3
+    # Two passes: the second epoch starts again right after the head, in the same order.
+    taken = stream.take(0, 2 * train)
+    assert np.array_equal(taken, np.concatenate([blocks[3:], blocks[3:]]))
+
+
+def test_a_position_resumes_mid_chunk_with_exactly_the_following_blocks(tmp_path: Path) -> None:
+    documents = _documents(30)
+    dataset = _jsonl(tmp_path / "docs.jsonl", documents)
+    source = open_source(DataSettings(dataset=str(dataset)), nc.Registry())
+    tokenizer = byte_tokenizer()
+    every = list(stream_blocks(source, tokenizer, 24, StreamPosition(), None))
+    assert any(position.offset for _, position in every), "some block must end inside a document"
+    for cut in (1, 5, len(every) // 2, len(every) - 2):
+        position = every[cut - 1][1]
+        resumed = [block for block, _ in stream_blocks(source, tokenizer, 24, position, None)]
+        assert len(resumed) == len(every) - cut
+        assert all(np.array_equal(a, b) for a, (b, _) in zip(resumed, every[cut:]))
+
+
+def test_state_and_restore_continue_where_the_stream_stopped(tmp_path: Path) -> None:
+    dataset = _jsonl(tmp_path / "docs.jsonl", _documents(50))
+    _, straight = _streamed(dataset, 16)
+    expected = straight.take(0, 60)  # more than one epoch
+    _, first = _streamed(dataset, 16)
+    first.take(0, 7)
+    saved = json.loads(json.dumps(first.state(10)))  # through the checkpoint's JSON
+    _, second = _streamed(dataset, 16)
+    second.restore(saved, 10)
+    assert np.array_equal(second.take(10, 50), expected[10:])
+    assert second.counters.skipped_units > 0  # it re-read the documents before the position without tokenizing them
+    with pytest.raises(ConfigError, match="no stream position for sample 12"):
+        second.restore(saved, 12)
+
+
+def test_streaming_reads_only_what_the_run_consumes(tmp_path: Path) -> None:
+    big = tmp_path / "big.txt"
+    line = "a line of text that repeats many times over, to make a file far larger than a few blocks\n"
+    with big.open("w", encoding="utf-8") as out:
+        for _ in range(4_000_000 // len(line)):
+            out.write(line)
+    size = big.stat().st_size
+    _, stream = _streamed(big, 32)
+    blocks = stream.take(0, 4)
+    assert blocks.shape == (4, 32)
+    assert np.array_equal(blocks[0], np.frombuffer(line.encode() * 2, np.uint8)[64:96].astype(np.int32))
+    # The byte tokenizer gives one token per byte: the stream tokenized a bounded batch, not the 4 MB file.
+    assert stream.counters.tokens < size // 10
+
+
+def test_max_tokens_caps_each_pass(tmp_path: Path) -> None:
+    documents = _documents(40)
+    dataset = _jsonl(tmp_path / "docs.jsonl", documents)
+    blocks = _expected_stream(documents)[:160].reshape(10, 16)
+    _, stream = _streamed(dataset, 16, max_tokens=170)
+    assert np.array_equal(stream.take(0, 16), np.concatenate([blocks[2:], blocks[2:]]))
+
+
+def test_a_stream_too_short_for_its_head_is_refused(tmp_path: Path) -> None:
+    dataset = _jsonl(tmp_path / "docs.jsonl", ["short"] * 3)
+    with pytest.raises(ConfigError, match="holds out the first 4 .*validation_max_blocks.* needs at least one more"):
+        _streamed(dataset, 4, validation=4)
+
+
+def test_chunks_of_a_large_text_document_split_like_packing(tmp_path: Path) -> None:
+    text = tmp_path / "long.txt"
+    content = "".join(f"line {i} " + "word " * (i % 13) + "\n" for i in range(30_000))
+    text.write_text(content, encoding="utf-8")
+    data = DataSettings(dataset=str(text))
+    source = open_source(data, nc.Registry())
+    blocks = stream_blocks(source, byte_tokenizer(), 64, StreamPosition(), None)
+    streamed = np.concatenate([block for block, _ in itertools.islice(blocks, 5000)])
+    expected = _expected_stream([content])
+    assert np.array_equal(streamed, expected[: streamed.size])
