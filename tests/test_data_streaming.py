@@ -125,3 +125,18 @@ def test_chunks_of_a_large_text_document_split_like_packing(tmp_path: Path) -> N
     streamed = np.concatenate([block for block, _ in itertools.islice(blocks, 5000)])
     expected = _expected_stream([content])
     assert np.array_equal(streamed, expected[: streamed.size])
+
+
+def test_eval_of_a_streamed_run_scores_the_same_head(tmp_path: Path) -> None:
+    from test_train_paradigms import make_registry, quiet, tiny_run
+
+    from newcompute.train import train
+    from newcompute.train.evaluation import evaluate_model, load_run_for_eval
+
+    run = tiny_run(tmp_path / "run", steps=3)
+    run.data.streaming, run.data.max_tokens = True, 1024
+    registry = make_registry()
+    result = train(run, registry, console=quiet())
+    target = load_run_for_eval(tmp_path / "run", registry=registry)
+    assert target.corpus.validation.shape == (4, 32)
+    assert evaluate_model(target) == result.final
