@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from newcompute.core_sources import CORE_SOURCES
 from newcompute.datasource import DataSource
+from newcompute.disk_datasets import DISK_DATASET_SOURCE
 from newcompute.hookspecs import hookimpl
 from newcompute.presets import CORE_PRESETS, Preset
 from newcompute.token_files import TOKEN_FILE_SOURCES
@@ -22,4 +23,4 @@ def newcompute_register_presets() -> list[Preset]:
 
 @hookimpl
 def newcompute_register_data_sources() -> list[DataSource]:
-    return [*CORE_SOURCES, *TOKEN_FILE_SOURCES]
+    return [*CORE_SOURCES, *TOKEN_FILE_SOURCES, DISK_DATASET_SOURCE]

@@ -163,7 +163,7 @@ def _load_hub_dataset(target: str, settings: DataSettings) -> Any:
     except ImportError:
         raise ConfigError(
             f"Dataset '{target}' is not a local file or folder, so it would come from the hub, "
-            "which needs the 'datasets' package: pip install datasets. "
+            "which needs the 'datasets' package: pip install 'newcompute[data]' (or pip install datasets). "
             f"Offline, use the built-in corpus ('{BUILTIN_PYDOC}') or local .txt/.jsonl/.parquet files."
         ) from None
     try:

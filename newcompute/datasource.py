@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Union
 
 if TYPE_CHECKING:
@@ -47,9 +48,12 @@ class DataSource:
     Raise :class:`newcompute.ConfigError` for input the user can fix; any
     other exception is reported as an error of the plugin.
 
-    ``bounded`` says the source ends (the trainer then reads it all, not
-    just the run's budget). ``describe(target, settings)`` phrases what is
-    read for the run's summary; without it, the summary and the target.
+    ``folders(path)`` claims whole folders: it says whether an existing
+    folder is one dataset this source reads (such as what ``save_to_disk``
+    writes) rather than a folder of files; ``read`` then gets the folder's
+    path. ``bounded`` says the source ends (the trainer then reads it all,
+    not just the run's budget). ``describe(target, settings)`` phrases what
+    is read for the run's summary; without it, the summary and the target.
     """
 
     name: str
@@ -59,11 +63,16 @@ class DataSource:
     suffixes: tuple[str, ...] = ()
     bounded: bool = True
     describe: Callable[[str, DataSettings], str] | None = None
+    folders: Callable[[Path], bool] | None = None
 
     @property
     def claims(self) -> tuple[str, ...]:
         """Every scheme and suffix this source reads, as the user would type them."""
         return (*self.schemes, *self.suffixes)
+
+    @property
+    def claims_anything(self) -> bool:
+        return bool(self.claims) or self.folders is not None
 
     def description(self, target: str, settings: DataSettings) -> str:
         if self.describe is not None:

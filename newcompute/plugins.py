@@ -134,8 +134,13 @@ def _check_data_source(
         return f"data source name {item.name!r} must be lower-case letters, digits, '-', '_' or '.'"
     if item.name in taken:
         return f"data source {item.name!r} is already registered by {taken[item.name][1].distribution}"
-    if not item.claims:
-        return f"data source {item.name!r} claims no scheme (such as 'mydata:') and no file suffix (such as '.txt')"
+    if not item.claims_anything:
+        return (
+            f"data source {item.name!r} claims no scheme (such as 'mydata:'), no file suffix (such as '.txt') "
+            "and no folders"
+        )
+    if item.folders is not None and not callable(item.folders):
+        return f"data source {item.name!r}: folders must be a function of a folder's path returning a bool"
     bad = [s for s in item.schemes if not SCHEME.match(s)] + [s for s in item.suffixes if not SUFFIX.match(s)]
     if bad:
         return (

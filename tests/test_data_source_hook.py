@@ -58,6 +58,17 @@ def _no_words(target: str, settings: DataSettings) -> str:
     raise KeyError(target)
 
 
+def _marked_folder(folder: Path) -> bool:
+    """A folder holding ``MARK`` is one dataset: its ``MARK`` file's lines are the documents."""
+    if (folder / "BROKEN").exists():
+        raise OSError("the plugin's own bug")
+    return (folder / "MARK").is_file()
+
+
+def _marked_lines(target: str, settings: DataSettings) -> Iterator[str]:
+    yield from (Path(target) / "MARK").read_text().splitlines()
+
+
 class SourcesPlugin:
     @nc.hookimpl
     def newcompute_register_data_sources(self) -> list[nc.DataSource]:
@@ -68,6 +79,7 @@ class SourcesPlugin:
             nc.DataSource("pieces", "one document in pieces", _pieces, schemes=("pieces:",)),
             nc.DataSource("broken", "fails while it is read", _broken, schemes=("broken:",)),
             nc.DataSource("mute", "fails to describe itself", _rows, schemes=("mute:",), describe=_no_words),
+            nc.DataSource("marked", "a folder with a MARK file", _marked_lines, folders=_marked_folder),
         ]
 
 
@@ -103,7 +115,9 @@ def _bytes_and_eos(*documents: str) -> list[int]:
 
 def test_the_core_registers_its_sources_through_the_hook() -> None:
     registry = nc.Registry()
-    assert registry.core.data_sources == ["builtin", "text", "jsonl", "parquet", "hub", "tokens-bin", "tokens-npy"]
+    assert registry.core.data_sources == [
+        "builtin", "text", "jsonl", "parquet", "hub", "tokens-bin", "tokens-npy", "hf-disk"
+    ]
     assert list(registry.claims) == ["builtin:", ".txt", ".jsonl", ".parquet", "hf:", ".bin", ".npy"]
     assert {registry.data_source_plugin(n).distribution for n in registry.data_sources} == {"newcompute"}
 
@@ -117,6 +131,15 @@ def test_a_plugin_source_is_read_by_scheme_and_by_suffix(registry: nc.Registry, 
     assert _tokens("pieces:", registry) == _bytes_and_eos("one document in pieces")
     source = open_source(DataSettings(dataset="rows:3"), registry)
     assert source.description == "numbered rows: 3 (data source 'rows' of nc-sources)" and source.bounded
+
+
+def test_a_plugin_claims_whole_folders_and_its_failure_names_it(registry: nc.Registry, tmp_path: Path) -> None:
+    (tmp_path / "MARK").write_text("xy\nz\n")
+    (tmp_path / "other.txt").write_text("not read: the folder is one dataset")
+    assert _tokens(tmp_path, registry) == _bytes_and_eos("xy", "z")
+    (tmp_path / "BROKEN").write_text("")
+    with pytest.raises(nc.PluginError, match=r"nc-sources.*'marked' looking at folder.*the plugin's own bug"):
+        open_source(DataSettings(dataset=str(tmp_path)), registry)
 
 
 def test_token_id_documents_are_used_as_they_are(registry: nc.Registry) -> None:

@@ -67,7 +67,7 @@ def test_hub_dataset_without_datasets_says_what_to_install() -> None:
     source = open_source(DataSettings(dataset="HuggingFaceFW/fineweb-edu", config_name="sample-10BT", streaming=True))
     assert not source.bounded
     assert source.description == "hub dataset HuggingFaceFW/fineweb-edu, config sample-10BT, split train (streamed)"
-    with pytest.raises(ConfigError, match=r"needs the 'datasets' package: pip install datasets"):
+    with pytest.raises(ConfigError, match=r"needs the 'datasets' package: pip install 'newcompute\[data\]'"):
         next(iter(source.documents()))
 
 

@@ -86,7 +86,8 @@ def data_sources() -> None:
     for source in registry.data_sources.values():
         plugin = registry.data_source_plugin(source.name).distribution
         shown = "" if plugin == registry.core.distribution else plugin
-        table.add_row(source.name, ", ".join(source.claims), source.summary, shown)
+        reads = [*source.claims, *(["folders it recognises"] if source.folders else [])]
+        table.add_row(source.name, ", ".join(reads), source.summary, shown)
     console.print(table)
 
 

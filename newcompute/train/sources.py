@@ -127,7 +127,27 @@ def _looks_like_path(name: str, registry: Registry) -> bool:
     return name.startswith((".", "/", "~")) or name.count("/") > 1 or registry.source_for_file(name) is not None
 
 
+def _folder_source(path: Path, registry: Registry) -> DataSource | None:
+    """The first source (the core's first) that claims ``path`` as one dataset, such as a save_to_disk folder."""
+    for source in registry.data_sources.values():
+        if source.folders is None:
+            continue
+        record = registry.data_source_plugin(source.name)
+        if record is registry.core:
+            claimed = source.folders(path)
+        else:
+            hook = f"its data source '{source.name}' looking at folder '{path}'"
+            with _blamed(Culprit(record.distribution, record.version, None, hook)):
+                claimed = source.folders(path)
+        if claimed:
+            return source
+    return None
+
+
 def _local(path: Path, settings: DataSettings, registry: Registry) -> ResolvedSource:
+    whole = _folder_source(path, registry) if path.is_dir() else None
+    if whole is not None:
+        return _named(whole, str(path), settings, registry)
     targets = _local_targets(path, registry)
     kinds = ", ".join(sorted({t.source.summary for t in targets}))
     what = f"{len(targets)} files under {path}" if path.is_dir() else str(path)
