@@ -15,8 +15,10 @@ same text and ``newcompute eval`` rebuilds exactly the set a run used.
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
@@ -26,7 +28,7 @@ from transformers import PreTrainedTokenizerBase
 from newcompute.config import DataSettings
 from newcompute.datasource import Document
 from newcompute.errors import ConfigError
-from newcompute.train import token_cache
+from newcompute.train import parallel_tokenize, token_cache
 from newcompute.train.sources import TextSource
 
 T = TypeVar("T")
@@ -212,9 +214,14 @@ def pack(
     settings: DataSettings,
     seed: int,
     limit: int | None = None,
+    processes: int = 1,
 ) -> PackedCorpus:
-    """Read, tokenize and pack ``source``; ``limit`` caps the tokens read (None reads it all)."""
-    stream, documents, exhausted, tokenized = _cached_token_stream(source, tokenizer, settings, limit)
+    """Read, tokenize and pack ``source``; ``limit`` caps the tokens read (None reads it all).
+
+    ``processes`` is how many processes may tokenize a whole local text corpus at once (with datasets.map,
+    when datasets is installed); the tokens are the same whatever the number.
+    """
+    stream, documents, exhausted, tokenized = _cached_token_stream(source, tokenizer, settings, limit, processes)
     count = stream.size // block_size
     if count < 2:
         raise ConfigError(
@@ -227,21 +234,34 @@ def pack(
     return PackedCorpus(train, validation, block_size, int(stream.size), documents, exhausted, separator, tokenized)
 
 
-def _cached_token_stream(
-    source: TextSource, tokenizer: PreTrainedTokenizerBase, settings: DataSettings, limit: int | None
+def _fresh_token_stream(
+    source: TextSource, tokenizer: PreTrainedTokenizerBase, settings: DataSettings, limit: int | None, processes: int
 ) -> tuple[np.ndarray, int, bool, str]:
-    """:func:`_token_stream` through the token cache, and a phrase saying which of the two gave the tokens."""
+    """The tokens tokenized now: by datasets.map over ``processes`` where that applies, else here."""
+    if parallel_tokenize.applies(source, limit, processes):
+        scratch = token_cache.cache_folder().parent / "scratch" if settings.cache else Path(tempfile.gettempdir())
+        units = document_units(source.documents(), source.description)
+        found = parallel_tokenize.tokenize(units, tokenizer, processes, scratch)
+        return found.tokens, found.documents, True, f"tokenized now with datasets.map over {processes} processes"
+    stream, documents, exhausted = _token_stream(source, tokenizer, limit)
+    return stream, documents, exhausted, "tokenized now"
+
+
+def _cached_token_stream(
+    source: TextSource, tokenizer: PreTrainedTokenizerBase, settings: DataSettings, limit: int | None, processes: int
+) -> tuple[np.ndarray, int, bool, str]:
+    """The token stream through the token cache, and a phrase saying which of the two gave the tokens."""
     key = token_cache.cache_key(source, tokenizer, settings, limit) if settings.cache else None
     if key is not None and (hit := token_cache.load(key)) is not None:
         return hit.tokens, hit.documents, hit.exhausted, f"tokens from the cache ({token_cache.cache_folder()})"
-    stream, documents, exhausted = _token_stream(source, tokenizer, limit)
+    stream, documents, exhausted, how = _fresh_token_stream(source, tokenizer, settings, limit, processes)
     if not settings.cache:
-        return stream, documents, exhausted, "tokenized now (cache off)"
+        return stream, documents, exhausted, f"{how} (cache off)"
     if key is None:
-        return stream, documents, exhausted, "tokenized now (this source or tokenizer has no fingerprint to cache by)"
+        return stream, documents, exhausted, f"{how} (this source or tokenizer has no fingerprint to cache by)"
     problem = token_cache.save(key, token_cache.CachedStream(stream, documents, exhausted))
     where = token_cache.cache_folder()
-    note = f"tokenized now and cached in {where}" if problem is None else f"tokenized now; not cached ({problem})"
+    note = f"{how} and cached in {where}" if problem is None else f"{how}; not cached ({problem})"
     return stream, documents, exhausted, note
 
 

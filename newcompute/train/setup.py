@@ -39,7 +39,7 @@ from newcompute.params import OptimizerSettings
 from newcompute.plugins import Registry, get_registry
 from newcompute.record import run_record, warn_version_changes
 from newcompute.run_lock import RunLock
-from newcompute.threads import use_threads
+from newcompute.threads import available_cores, use_threads
 from newcompute.train import checkpoint
 from newcompute.train.budget import Mode, Plan, accumulation_steps, make_plan
 from newcompute.train.graphs import GraphChoice, choose_cuda_graphs
@@ -476,7 +476,8 @@ def _training_data(
             "stream order",
             None,
         )
-    corpus = pack(source, tokenizer, block_size, run.data, run.train.seed, limit)
+    processes = run.train.threads or available_cores()
+    corpus = pack(source, tokenizer, block_size, run.data, run.train.seed, limit, processes)
     read = "all of it" if corpus.exhausted else f"first {corpus.tokens_read:,} tokens"
     return TrainingData(
         PackedBlocks(corpus.train, BlockOrder(corpus.train.shape[0], run.train.seed)),
