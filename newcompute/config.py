@@ -145,6 +145,12 @@ class DataSettings(Strict):
         description="Keep the tokens of local files and the built-in corpus in the token cache "
         "($NEWCOMPUTE_CACHE/tokens, default ~/.cache/newcompute/tokens), so a second run starts at once.",
     )
+    data_workers: int | None = Field(
+        None,
+        ge=0,
+        description="Worker processes preparing batches ahead of the step (a stream uses one at most); default 2 on "
+        "a GPU, 0 on a CPU. They change nothing the run computes.",
+    )
     token_dtype: Literal["uint16", "uint32"] = Field(
         "uint16", description="Width of the token ids in raw .bin token files (nanoGPT writes uint16)."
     )

@@ -140,3 +140,5 @@ def test_eval_of_a_streamed_run_scores_the_same_head(tmp_path: Path) -> None:
     target = load_run_for_eval(tmp_path / "run", registry=registry)
     assert target.corpus.validation.shape == (4, 32)
     assert evaluate_model(target) == result.final
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert 0.0 <= summary["data_wait_fraction"] < 1.0 and summary["data_wait_s"] >= 0.0

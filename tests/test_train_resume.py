@@ -45,8 +45,10 @@ def _with_data(run: RunConfig, data: dict[str, Any]) -> RunConfig:
         ({"cache": False}, "tokenized now (cache off)"),
         ({"cache": True}, "tokens from the cache"),  # the uninterrupted run filled the cache
         ({"streaming": True, "max_tokens": 800}, "streamed"),  # 4 + 21 blocks a pass: the run reads two
+        ({"data_workers": 2}, "tokens from the cache"),  # batches from DataLoader worker processes
+        ({"streaming": True, "max_tokens": 800, "data_workers": 1}, "streamed"),  # the position from the worker
     ],
-    ids=["packed", "cached", "streaming"],
+    ids=["packed", "cached", "streaming", "packed-workers", "streaming-worker"],
 )
 def test_resume_after_ctrl_c_repeats_the_uninterrupted_run(tmp_path: Path, data: dict[str, Any], tokens: str) -> None:
     registry = make_registry()

@@ -42,7 +42,7 @@ from newcompute.train.graphs import GraphedMicroStep
 from newcompute.train.guard import Diverged, DivergenceGuard
 from newcompute.train.interrupt import StopRequest
 from newcompute.train.metrics import MetricsLog, peak_memory, truncate_metrics, write_summary
-from newcompute.train.packing import as_batch
+from newcompute.train.loader import BatchFeed, Slicing, default_workers
 from newcompute.train.setup import Session, build_session
 from newcompute.train.sharded_checkpoint import is_sharded, load_sharded
 from newcompute.train.telemetry import StepTelemetry
@@ -108,7 +108,14 @@ class Trainer:
         self.best_val = math.inf
         self.losses: dict[int, float] = {}
         self.speed = (0, 0.0)
+        self.first_step_wait = 0.0
         self.metrics = MetricsLog(session.run_dir, enabled=False)
+        plan = session.plan
+        slicing = Slicing(
+            plan.batch_size, plan.micro_batch_size, plan.accumulation, plan.processes, session.accelerator.process_index
+        )
+        workers = default_workers(session.run.data.data_workers, session.accelerator.device)
+        self.feed = BatchFeed(session.blocks, slicing, plan.steps, session.accelerator.device, workers)
         graphed = session.cuda_graphs.enabled
         self.graphed = GraphedMicroStep(session.model, self._eager_micro_step, display.print) if graphed else None
         self.telemetry = StepTelemetry(
@@ -124,7 +131,7 @@ class Trainer:
             "step": self.step,
             "guard": self.guard.state_dict(),
             "best_val_loss": self.best_val,
-            "data": self.session.blocks.state(self.step * self.session.plan.batch_size),
+            "data": self.feed.state(self.step),
             "run": self.session.record,
             "newcompute_version": __version__,
         }
@@ -212,20 +219,16 @@ class Trainer:
         total = torch.zeros((), device=session.accelerator.device)
         with torch.no_grad(), unpacked_sequences():
             for micro in range(plan.accumulation):
-                batch = self._batch(micro)
+                batch = self._batch()
                 total += session.model(input_ids=batch, labels=batch, use_cache=False).loss.detach().float()
         mean = total / plan.accumulation
         if plan.processes > 1:
             mean = session.accelerator.reduce(mean, reduction="mean")
         return float(mean.item())
 
-    def _batch(self, micro: int) -> torch.Tensor:
-        """Micro-batch ``micro`` of optimizer step ``self.step`` (0-based) for this process."""
-        session, plan, accelerator = self.session, self.session.plan, self.session.accelerator
-        first = self.step * plan.batch_size + (micro * plan.processes + accelerator.process_index) * (
-            plan.micro_batch_size
-        )
-        return as_batch(session.blocks.take(first, plan.micro_batch_size), accelerator.device)
+    def _batch(self) -> torch.Tensor:
+        """This process's next micro-batch: they come in order, micro-step by micro-step of each step."""
+        return self.feed.next()
 
     def _eager_micro_step(self, batch: torch.Tensor) -> torch.Tensor:
         with unpacked_sequences():
@@ -240,8 +243,8 @@ class Trainer:
         lr = float(session.optimizer.param_groups[0]["lr"])
         total = torch.zeros((), device=accelerator.device)
         grad_norm: torch.Tensor | None = None
-        for micro in range(plan.accumulation):
-            batch = self._batch(micro)
+        for _ in range(plan.accumulation):
+            batch = self._batch()
             with accelerator.accumulate(session.model):
                 loss = self._eager_micro_step(batch) if self.graphed is None or eager else self.graphed(batch)
                 total += loss.detach().float()
@@ -272,6 +275,8 @@ class Trainer:
         if self.losses:
             tokens, seconds = self.speed
             self.speed = (tokens + plan.tokens_per_step, seconds + outcome.seconds)
+        else:  # the first step also starts the workers and compiles: left out of speed and data wait alike
+            self.first_step_wait = self.feed.waited
         self.losses[self.step] = outcome.loss
         record = {
             "kind": "train",
@@ -320,6 +325,7 @@ class Trainer:
         settings = session.run.train
         if session.resume_from is not None:
             self._restore(session.resume_from)
+        self.feed.start(self.step)
         self.metrics = MetricsLog(session.run_dir, session.accelerator.is_main_process)
         start_trackers(session.accelerator, settings, session.run_dir, _flat(session.record))
         try:
@@ -353,6 +359,7 @@ class Trainer:
                 checkpoint.discard(self.pending)
             raise RunError(self._divergence_message(str(exc))) from None
         finally:
+            self.feed.close()
             self.metrics.close()
             release_reducer(session.model)
             session.accelerator.end_training()
@@ -463,6 +470,8 @@ class Trainer:
                 "final_val_ppl": final.perplexity,
                 "best_val_loss": self.best_val,
                 "tokens_per_s": tokens / seconds if seconds else None,
+                "data_wait_s": self.feed.waited - self.first_step_wait,
+                "data_wait_fraction": (self.feed.waited - self.first_step_wait) / seconds if seconds else None,
                 "peak_memory_bytes": memory,
                 "peak_memory_kind": memory_kind,
                 "device": str(session.accelerator.device),

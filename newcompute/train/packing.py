@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
-import torch
 from transformers import PreTrainedTokenizerBase
 
 from newcompute.config import DataSettings
@@ -293,6 +292,3 @@ class BlockOrder:
             epoch, position = divmod(sample, self.blocks)
             yield int(self._order(epoch)[position])
 
-
-def as_batch(blocks: np.ndarray, device: torch.device) -> torch.Tensor:
-    return torch.from_numpy(blocks.astype(np.int64)).to(device, non_blocking=True)

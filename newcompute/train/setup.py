@@ -275,6 +275,7 @@ def _resolved(run: RunConfig, plan: Plan, run_dir: Path, limit: int | None) -> R
     train.output_dir, train.block_size, train.steps, train.tokens = str(run_dir), plan.block_size, plan.steps, None
     train.lr, train.warmup_steps, train.eval_every = plan.lr, plan.warmup_steps, plan.eval_every
     train.threads = None  # a setting of the machine, not of the run: whoever reloads the run chooses their own
+    resolved.data.data_workers = None  # likewise
     resolved.data.max_tokens = limit
     return resolved
 
@@ -283,7 +284,7 @@ def comparable(record: dict[str, Any]) -> dict[str, Any]:
     """The parts of a run record that a resumed run must share with its checkpoint."""
     kept = {k: v for k, v in record.items() if k != "record"}
     kept["train"] = {k: v for k, v in record.get("train", {}).items() if k not in SESSION_FIELDS and k != "output_dir"}
-    kept["data"] = {k: v for k, v in record.get("data", {}).items() if k != "cache"}
+    kept["data"] = {k: v for k, v in record.get("data", {}).items() if k not in ("cache", "data_workers")}
     return kept
 
 
