@@ -42,7 +42,8 @@ def test_datasets_map_gives_the_same_tokens_as_the_sequential_path(tmp_path: Pat
     sequential, parallel = _pack(folder, processes=1), _pack(folder, processes=2)
     assert sequential.tokenized == "tokenized now (cache off)"
     assert parallel.tokenized == "tokenized now with datasets.map over 2 processes (cache off)"
-    assert np.array_equal(parallel.train, sequential.train) and np.array_equal(parallel.validation, sequential.validation)
+    assert np.array_equal(parallel.train, sequential.train)
+    assert np.array_equal(parallel.validation, sequential.validation)
     assert (parallel.documents, parallel.tokens_read, parallel.exhausted) == (301, sequential.tokens_read, True)
     # The byte tokenizer: one token per byte of each document, then end-of-text.
     assert sequential.tokens_read == len((folder / "a.txt").read_bytes()) + 1 + sum(
