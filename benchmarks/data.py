@@ -1,14 +1,18 @@
-"""How long a run takes to start on a large local text file: tokenizing it, and reading it back from the token cache.
+"""How long a run takes to start on a large local text file: tokenizing it, reading it back from the token cache,
+or streaming it.
 
 Writes ``--megabytes`` of English-like text (words drawn with a fixed seed
 from the text of Python's ``pydoc_data.topics``) to one ``.txt`` file, then
-runs ``newcompute train --model tiny --init scratch --steps 1`` on it three
-times as a user would, each a fresh process timed from start to exit:
-with ``--no-cache`` (everything tokenized), then with an empty token cache
-(tokenized and stored), then again (read from the cache). The model is tiny,
-so the times are start-up: imports, reading, tokenizing, packing; a first
-run reads only 100k tokens, which is the start-up every command pays. Ratios
-are to the ``--no-cache`` run measured in the same invocation.
+runs ``newcompute train --model tiny --init scratch --steps 1`` on it as a
+user would, each a fresh process: with ``--no-cache`` (everything tokenized,
+by datasets.map over the cores when datasets is installed), then with an
+empty token cache (tokenized and stored), then again (read from the cache),
+then with ``--streaming`` (only the first blocks tokenized). Each is timed
+to its first optimizer step (the moment it prints ``step 1/1``) and to its
+exit. The model is tiny, so the times are start-up: imports, reading,
+tokenizing, packing; a first run reads only 100k tokens, which is the
+start-up every command pays, and ``import newcompute.train`` alone is timed
+too. Ratios are to the ``--no-cache`` run measured in the same invocation.
 
     python benchmarks/data.py                   # 100 MB
     python benchmarks/data.py --megabytes 10    # a quick look
@@ -40,18 +44,37 @@ def write_corpus(path: Path, megabytes: float) -> None:
             written += len(line.encode("utf-8"))
 
 
-def timed_run(corpus: Path, cache: Path, run_dir: Path, extra: list[str]) -> float:
+def timed_run(corpus: Path, cache: Path, run_dir: Path, extra: list[str]) -> tuple[float, float]:
+    """Seconds from launch to the first step's line, and to exit."""
     command = [
         sys.executable, "-m", "newcompute", "train", "--model", "tiny", "--init", "scratch", "--steps", "1",
         "--batch-size", "2", "--micro-batch-size", "2", "--block-size", "256", "--dataset", str(corpus),
         "-o", str(run_dir), "--overwrite", *extra,
     ]
+    env = {**os.environ, "NEWCOMPUTE_CACHE": str(cache), "PYTHONUNBUFFERED": "1", "COLUMNS": "200"}
     started = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "NEWCOMPUTE_CACHE": str(cache)})
+    first_step = None
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) as run:
+        assert run.stdout is not None and run.stderr is not None
+        for line in run.stdout:
+            if first_step is None and line.startswith("step 1/"):
+                first_step = time.perf_counter() - started
+        errors = run.stderr.read()
     seconds = time.perf_counter() - started
-    if done.returncode != 0:
-        raise SystemExit(f"run failed (exit {done.returncode}):\n{done.stderr[-2000:]}")
-    return seconds
+    if run.returncode != 0 or first_step is None:
+        raise SystemExit(f"run failed (exit {run.returncode}):\n{errors[-2000:]}")
+    return first_step, seconds
+
+
+def timed_import() -> float:
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import newcompute.train"], check=True, capture_output=True)
+    return time.perf_counter() - started
+
+
+def show(label: str, times: tuple[float, float], reference: float | None) -> None:
+    ratio = f"  {times[1] / reference:.2f}×" if reference else ""
+    print(f"  {label:<38} first step {times[0]:6.1f} s   exit {times[1]:6.1f} s{ratio}")
 
 
 def main() -> None:
@@ -65,14 +88,15 @@ def main() -> None:
         size = corpus.stat().st_size / 1e6
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
         print(f"{size:.1f} MB of text, {cores} cores this process may use, Python {sys.version.split()[0]}")
-        small = timed_run(corpus, root / "cache", root / "run", ["--no-cache", "--max-tokens", "100000"])
-        print(f"  start-up alone (first 100k tokens):   {small:7.1f} s")
-        no_cache = timed_run(corpus, root / "cache", root / "run", ["--no-cache"])
-        print(f"  --no-cache (tokenized, not stored):   {no_cache:7.1f} s  1.00×")
-        first = timed_run(corpus, root / "cache", root / "run", [])
-        print(f"  empty cache (tokenized and stored):   {first:7.1f} s  {first / no_cache:.2f}×")
-        second = timed_run(corpus, root / "cache", root / "run", [])
-        print(f"  second run (tokens from the cache):   {second:7.1f} s  {second / no_cache:.2f}×")
+        print(f"  import newcompute.train alone:         {timed_import():6.1f} s")
+        run = [root / "cache", root / "run"]
+        small = timed_run(corpus, *run, ["--no-cache", "--max-tokens", "100000"])
+        show("start-up alone (first 100k tokens):", small, None)
+        no_cache = timed_run(corpus, *run, ["--no-cache"])
+        show("--no-cache (tokenized, not stored):", no_cache, no_cache[1])
+        show("empty cache (tokenized and stored):", timed_run(corpus, *run, []), no_cache[1])
+        show("second run (tokens from the cache):", timed_run(corpus, *run, []), no_cache[1])
+        show("--streaming (first blocks only):", timed_run(corpus, *run, ["--streaming", "--no-cache"]), no_cache[1])
 
 
 if __name__ == "__main__":
