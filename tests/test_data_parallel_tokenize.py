@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,7 @@ pytest.importorskip("datasets")
 def any_size(monkeypatch: pytest.MonkeyPatch) -> None:
     """These corpora are small; the rule that keeps small ones in one process is tested on its own."""
     monkeypatch.setattr(parallel_tokenize, "MIN_BYTES", 0)
+    monkeypatch.delenv("TOKENIZERS_PARALLELISM", raising=False)
 
 
 def _corpus(folder: Path) -> Path:
@@ -39,7 +41,10 @@ def _pack(folder: Path, processes: int, cache: bool = False) -> PackedCorpus:
 
 def test_datasets_map_gives_the_same_tokens_as_the_sequential_path(tmp_path: Path) -> None:
     folder = _corpus(tmp_path / "corpus")
+    environ = os.environ
     sequential, parallel = _pack(folder, processes=1), _pack(folder, processes=2)
+    # datasets swaps os.environ for a copy and turns tokenizer threads off; both are put back.
+    assert os.environ is environ and "TOKENIZERS_PARALLELISM" not in os.environ
     assert sequential.tokenized == "tokenized now (cache off)"
     assert parallel.tokenized == "tokenized now with datasets.map over 2 processes (cache off)"
     assert np.array_equal(parallel.train, sequential.train)

@@ -14,6 +14,7 @@ for token, as the sequential path's; the scratch folder is removed after.
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -31,6 +32,7 @@ TEXT_SOURCES = frozenset({"builtin", "text", "jsonl", "parquet"})
 MIN_BYTES = 8 << 20
 """Below this much text, starting the processes costs more than they save (about 0.7 s on a 2-core machine,
 where 0.5 MB tokenizes in 0.2 s here), so a smaller corpus is tokenized in this process."""
+_PARALLELISM = "TOKENIZERS_PARALLELISM"
 ROWS_PER_BATCH = 64
 """Chunks (of up to 64k characters each) per call of the tokenizing function."""
 
@@ -99,6 +101,23 @@ class _Tokenize:
 
 
 @contextlib.contextmanager
+def _environment_kept() -> Iterator[None]:
+    """``os.environ`` as it was: ``map(num_proc=…)`` sets TOKENIZERS_PARALLELISM=false for its workers and leaves
+    a copy of the environment in ``os.environ`` (datasets 5.2), which code holding the original (rich's consoles)
+    no longer sees, and which would keep this process's own tokenizer on one thread."""
+    environ = os.environ
+    parallelism = environ.get(_PARALLELISM)
+    try:
+        yield
+    finally:
+        os.environ = environ
+        if parallelism is None:
+            environ.pop(_PARALLELISM, None)
+        else:
+            environ[_PARALLELISM] = parallelism
+
+
+@contextlib.contextmanager
 def _quiet_datasets() -> Iterator[None]:
     """No progress bars of datasets' own in the middle of the run's output."""
     import datasets
@@ -123,7 +142,7 @@ def tokenize(
     work = Path(tempfile.mkdtemp(prefix="tokenize-", dir=scratch))
     try:
         _write_chunks(units, work / "chunks.arrow")
-        with _quiet_datasets():
+        with _quiet_datasets(), _environment_kept():
             chunks = datasets.Dataset.from_file(str(work / "chunks.arrow"))
             processes = max(1, min(processes, len(chunks)))
             features = datasets.Features(
