@@ -1,11 +1,13 @@
 """The training loop: accumulate, clip, step, evaluate, checkpoint, stop safely.
 
 Every optimizer step consumes ``batch_size`` samples of the seeded block
-order; process ``r`` takes its micro-batches from interleaved slices of
-them, so the global batch is the same whatever the number of processes
-and the data position is just the step number. Together with accelerate's
-saved model, optimizer, scheduler and RNG states, that makes a resumed run
-on CPU repeat the losses of an uninterrupted one bit for bit.
+order (or of the stream, in stream order); process ``r`` takes its
+micro-batches from interleaved slices of them, so the global batch is the
+same whatever the number of processes, and a DataLoader fetches them ahead
+(:mod:`newcompute.train.loader`). The data position (the step number, and
+for a stream where it stands) is saved with accelerate's model, optimizer,
+scheduler and RNG states, which makes a resumed run on CPU repeat the
+losses of an uninterrupted one bit for bit.
 """
 
 from __future__ import annotations
