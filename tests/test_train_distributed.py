@@ -79,8 +79,11 @@ def _train_losses(run_dir: Path) -> list[float]:
 
 @pytest.mark.slow
 @TWO_PROCESSES
-def test_two_processes_train_on_the_same_global_batch_as_one(tmp_path: Path) -> None:
-    cli = [sys.executable, "-m", "newcompute.train", *ARGS]
+@pytest.mark.parametrize(
+    "extra", [[], ["--streaming", "--set", "data.validation_max_blocks=8"]], ids=["packed", "streaming"]
+)
+def test_two_processes_train_on_the_same_global_batch_as_one(tmp_path: Path, extra: list[str]) -> None:
+    cli = [sys.executable, "-m", "newcompute.train", *ARGS, *extra]
     single = _run([*cli, "-o", str(tmp_path / "one")])
     assert single.returncode == 0, single.stderr[-2000:]
     double = _run([*cli, "-o", str(tmp_path / "two"), "--num-processes", "2"])
