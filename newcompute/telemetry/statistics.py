@@ -176,22 +176,25 @@ def read_statistics(
     for index, (*_, value) in enumerate(gathered):
         by_device.setdefault(value.device, []).append(index)
     values: list[float | list[float]] = [0.0] * len(gathered)
+    finite = True
     for indices in by_device.values():
-        read = torch.cat([gathered[i][3].detach().double().reshape(-1) for i in indices]).tolist()
+        flat = torch.cat([gathered[i][3].detach().reshape(-1).double() for i in indices])
+        *read, all_finite = torch.cat([flat, torch.isfinite(flat).all().double().reshape(1)]).tolist()
+        finite = finite and all_finite == 1.0
         at = 0
         for i in indices:
             stat = gathered[i][2]
             size = max(len(stat.bins), 1)
             values[i] = read[at : at + size] if stat.is_vector else read[at]
             at += size
-    out = []
-    for (layer, paradigm, stat, _), value in zip(gathered, values):
-        if not all(math.isfinite(v) for v in (value if isinstance(value, list) else [value])):
-            raise RunError(
-                f"Paradigm '{paradigm}' reported statistic '{stat.name}' = {value} for '{layer}'; it must be finite."
-            )
-        out.append(LayerStatistic(layer, paradigm, stat, value))
-    return out
+    if not finite:
+        for (layer, paradigm, stat, _), value in zip(gathered, values):
+            if not all(math.isfinite(v) for v in (value if isinstance(value, list) else [value])):
+                raise RunError(
+                    f"Paradigm '{paradigm}' reported statistic '{stat.name}' = {value} for '{layer}'; "
+                    "it must be finite."
+                )
+    return [LayerStatistic(layer, paradigm, stat, value) for (layer, paradigm, stat, _), value in zip(gathered, values)]
 
 
 def _parameter_owner(model: nn.Module, name: str) -> nn.Module:

@@ -24,7 +24,10 @@ and the scale that role gives it (the comparisons below are exact there):
   newest first (bin ``i`` is ``i`` training calls ago; 0 where not filled yet).
   It is the scaling state itself, so it is read, never recomputed.
 
-Rates are over every element measured since the model was built. Only
+Rates are over every element measured since the model was built. A
+training step that ``--telemetry-every`` measures looks at every N-th row
+of the activations and gradients (``newcompute.statistics_rows``; blocks
+stay whole), and at the weights whole; ``newcompute inspect`` at every row. Only
 roles that were measured are reported: the backward roles (``dgrad_*``,
 ``wgrad_*``) appear after training steps, not in ``newcompute inspect``
 (forward passes only).
@@ -98,14 +101,24 @@ def observe_mx(
 
 @torch.no_grad()
 def observe_scaled(
-    sums: StatisticSums, role: str, kind: str, tensor: torch.Tensor, fmt: ElementFormat, scale: torch.Tensor
+    sums: StatisticSums,
+    role: str,
+    kind: str,
+    tensor: torch.Tensor,
+    seen: torch.Tensor,
+    fmt: ElementFormat,
+    scale: torch.Tensor,
 ) -> None:
-    """Record one per-tensor FP8 cast of ``tensor`` with ``scale`` (the product rounded to float32, as cast)."""
-    magnitude = tensor.detach().float().abs()
+    """Record one per-tensor FP8 cast of ``tensor`` with ``scale`` (the product rounded to float32, as cast).
+
+    The rates count the elements of ``seen`` (``tensor`` or the rows of it telemetry samples); the amax is
+    the whole tensor's, as the scaling itself sees it.
+    """
+    magnitude = seen.detach().float().abs()
     scaled = magnitude * scale.float()
     _count(sums, role, magnitude, scaled, fmt)
-    sums.add(f"{role}_seen", tensor.numel())
-    sums.maximum(f"{kind}_amax", magnitude.amax())
+    sums.add(f"{role}_seen", seen.numel())
+    sums.maximum(f"{kind}_amax", tensor.detach().abs().amax().float())
 
 
 def _described(name: str, description: str, unit: str) -> Statistic:
@@ -141,33 +154,37 @@ def report(
     """The statistics of ``roles`` (those measured), and the FP8 amaxes; an unmeasured exponent reads 0.
 
     ``amax_history`` (delayed FP8 scaling only) is the scaling window, kinds × length, newest first.
+    Every role's rates (and exponent bounds) come from one computation over the slots of all roles (laid
+    out by :func:`new_sums`), each value a view of it.
     """
     out: dict[Statistic, torch.Tensor] = {}
+    counted = sums.slots(f"{ROLES[0]}_saturated", 3 * len(ROLES)).view(len(ROLES), 3)
+    seen = counted[:, 2]
+    rates = counted[:, :2] / seen.clamp(min=1.0).unsqueeze(1)
+    bounds = sums.slots(f"{ROLES[0]}_exp_min", 2 * len(ROLES)).view(2, len(ROLES))
+    exponents = torch.where((seen > 0) & (bounds.abs() < _NO_EXPONENT), bounds, 0.0) if block_scaled else bounds
     for role in roles:
+        at = ROLES.index(role)
         label = role.replace("_", " ")
-        seen = sums[f"{role}_seen"]
-        out[_described(f"{role}_saturation", f"Fraction of {label} elements clamped to the format's max", "fraction")] = (
-            sums.ratio(f"{role}_saturated", f"{role}_seen")
-        )
-        out[_described(f"{role}_underflow", f"Fraction of {label} elements that became zero", "fraction")] = (
-            sums.ratio(f"{role}_underflow", f"{role}_seen")
-        )
+        clamped = f"Fraction of {label} elements clamped to the format's max"
+        out[_described(f"{role}_saturation", clamped, "fraction")] = rates[at, 0]
+        zeroed = f"Fraction of {label} elements that became zero"
+        out[_described(f"{role}_underflow", zeroed, "fraction")] = rates[at, 1]
         if block_scaled:
-            for bound, word in (("min", "Smallest"), ("max", "Largest")):
-                value = sums[f"{role}_exp_{bound}"]
-                measured = (seen > 0) & (value.abs() < _NO_EXPONENT)
+            for row, (bound, word) in enumerate((("min", "Smallest"), ("max", "Largest"))):
                 out[_described(f"{role}_exponent_{bound}", f"{word} shared block exponent of {label}", "log2")] = (
-                    torch.where(measured, value, 0.0)
+                    exponents[row, at]
                 )
             histogram = Statistic(
                 f"{role}_exponent_histogram", f"Blocks of {label} per shared E8M0 exponent", "count", EXPONENT_BINS
             )
             out[histogram] = sums.histogram(f"{role}_exp_hist")
     if not block_scaled:
-        for kind in KINDS:
-            value = sums[f"{kind}_amax"]
+        amaxes = sums.slots(f"{KINDS[0]}_amax", len(KINDS))
+        amaxes = torch.where(torch.isfinite(amaxes), amaxes, 0.0)
+        for at, kind in enumerate(KINDS):
             out[_described(f"{kind}_amax", f"Largest max|x| of the {kind.replace('_', ' ')} seen", "value")] = (
-                torch.where(torch.isfinite(value), value, 0.0)
+                amaxes[at]
             )
         if amax_history is not None:
             out.update(_amax_history(roles, amax_history))

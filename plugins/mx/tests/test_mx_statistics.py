@@ -161,3 +161,17 @@ def test_the_exponent_histogram_on_cuda_equals_the_cpu_one() -> None:
     x = torch.randn(64, 256, generator=generator) * torch.exp2(spread)
     x = x.to(torch.bfloat16)
     assert torch.equal(_histogram_of(x.cuda()), _histogram_of(x))
+
+
+def test_a_row_stride_measures_every_nth_row_of_activations_and_every_row_of_weights() -> None:
+    """Rows 0 and 2 saturate 4 of 32; rows 1 and 3 do not: stride 2 sees only the saturating rows."""
+    quantizer = MXQuantizer(E4M3_EVERYWHERE, 32, "floor")
+    calm = torch.full((1, 32), 3.0)
+    x = torch.cat([_block(), calm, _block(), calm])
+    with nc.collect_statistics(row_stride=2):
+        quantizer.pairs([(TensorKind.INPUT, x, True, True), (TensorKind.WEIGHT, x, True, False)], torch.float32)
+    sums = quantizer.telemetry
+    assert sums["fwd_input_seen"].item() == 64 and sums["fwd_input_saturated"].item() == 8
+    assert sums["fwd_weight_seen"].item() == 128 and sums["fwd_weight_saturated"].item() == 8
+    # Blocks along the rows (the weight-gradient GEMM) stay whole: every other column, all 4 rows of each.
+    assert sums["wgrad_input_seen"].item() == 4 * 16

@@ -48,6 +48,18 @@ def test_hand_computed_range_use_clip_rate_and_noise() -> None:
     assert stats["readout_noise_to_signal"] == pytest.approx(0.25)
 
 
+def test_a_row_stride_takes_the_product_on_every_nth_row_and_the_range_on_all() -> None:
+    layer = _layer()
+    with nc.collect_statistics(row_stride=2):
+        layer(X)
+    stats = _stats(layer)
+    # Rows 0 and 2, [-1, 1] and [1, -1]: all four values clip, each losing 0.5 (error 4 · 0.25 over Σx² = 4).
+    assert stats["readout_clip_rate"] == pytest.approx(1.0)
+    assert stats["readout_noise_to_signal"] == pytest.approx(0.25)
+    assert layer.optical.telemetry["outputs"].item() == 4
+    assert stats["input_range_use"] == pytest.approx(0.5)  # still all of X: [-1, 1] of [-2, 2]
+
+
 def test_nothing_is_measured_while_collection_is_off() -> None:
     layer = _layer()
     layer(X)
