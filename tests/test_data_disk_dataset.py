@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import builtins
 import subprocess
 import sys
 from pathlib import Path
@@ -62,17 +61,3 @@ def test_no_input_ids_column_exits_2_naming_the_folder(tmp_path: Path) -> None:
     message = " ".join(done.stderr.split())
     assert str(folder) in message and "has no 'input_ids' column (its columns: text)" in message
 
-
-def test_without_datasets_the_error_names_the_extra(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    folder = _saved(tmp_path / "tokens")
-    real_import = builtins.__import__
-
-    def no_datasets(name: str, *args: object, **kwargs: object) -> object:
-        if name == "datasets":
-            raise ImportError("no datasets here")
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", no_datasets)
-    source = open_source(DataSettings(dataset=str(folder)), nc.Registry())
-    with pytest.raises(ConfigError, match=r"tokens is a dataset saved with datasets' save_to_disk.*newcompute\[data\]"):
-        list(source.documents())

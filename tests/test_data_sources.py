@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import builtins
 import importlib.util
 import json
 from pathlib import Path
+from typing import Any
 from pydoc_data.topics import topics
 
 import pytest
@@ -87,3 +89,23 @@ def test_parquet_rows(tmp_path: Path) -> None:
     assert _documents(tmp_path / "d.parquet") == ["p one", "p two"]
     with pytest.raises(ConfigError, match=r"has no column 'body'"):
         _documents(tmp_path / "d.parquet", text_column="body")
+
+
+def test_a_save_to_disk_folder_without_datasets_names_the_extra(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "tokens"
+    folder.mkdir()
+    for name in ("dataset_info.json", "state.json"):  # what save_to_disk writes, by which the folder is known
+        (folder / name).write_text("{}")
+    real_import = builtins.__import__
+
+    def no_datasets(name: str, *args: Any, **kwargs: Any) -> Any:
+        if name == "datasets":
+            raise ImportError("no datasets here")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_datasets)
+    source = open_source(DataSettings(dataset=str(folder)))
+    with pytest.raises(ConfigError, match=r"tokens is a dataset saved with .*save_to_disk.*newcompute\[data\]"):
+        list(source.documents())
