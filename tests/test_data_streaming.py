@@ -14,7 +14,7 @@ from newcompute.config import DataSettings
 from newcompute.errors import ConfigError
 from newcompute.tokenizer import byte_tokenizer
 from newcompute.train.sources import open_source
-from newcompute.train.streaming import StreamedBlocks, StreamPosition, read_head, stream_blocks
+from newcompute.train.streaming import StreamCounters, StreamedBlocks, StreamPosition, read_head, stream_blocks
 
 EOS = 256
 
@@ -84,6 +84,24 @@ def test_state_and_restore_continue_where_the_stream_stopped(tmp_path: Path) -> 
     assert second.counters.skipped_units > 0  # it re-read the documents before the position without tokenizing them
     with pytest.raises(ConfigError, match="no stream position for sample 12"):
         second.restore(saved, 12)
+
+
+def test_a_resume_skips_the_files_before_its_position_unread(tmp_path: Path) -> None:
+    folder = tmp_path / "shards"
+    folder.mkdir()
+    for shard in range(3):
+        _jsonl(folder / f"{shard}.jsonl", [f"shard {shard} " + doc for doc in _documents(12)])
+    source = open_source(DataSettings(dataset=str(folder)), nc.Registry())
+    every = list(stream_blocks(source, byte_tokenizer(), 16, StreamPosition(), None))
+    cut = next(n for n, (_, position) in enumerate(every) if position.target == 2 and position.offset) + 1
+    position = every[cut - 1][1]
+    (folder / "0.jsonl").write_bytes(b"\xff not text")  # were it read again, it would be refused
+    (folder / "1.jsonl").write_bytes(b"\xff not text")
+    counters = StreamCounters()
+    resumed = [block for block, _ in stream_blocks(source, byte_tokenizer(), 16, position, None, counters)]
+    assert len(resumed) == len(every) - cut
+    assert all(np.array_equal(a, b) for a, (b, _) in zip(resumed, every[cut:]))
+    assert counters.skipped_units == position.unit  # only the chunks of the third file before the position
 
 
 def test_streaming_reads_only_what_the_run_consumes(tmp_path: Path) -> None:

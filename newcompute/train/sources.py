@@ -51,13 +51,18 @@ class ResolvedSource:
     bounded: bool
 
     def documents(self) -> Iterator[Document]:
-        for item in self.targets:
-            record = self.registry.data_source_plugin(item.source.name)
-            if record is self.registry.core:
-                yield from item.source.read(item.target, self.settings)
-            else:
-                hook = f"its data source '{item.source.name}' reading '{item.target}'"
-                yield from _attributed(item, self.settings, Culprit(record.distribution, record.version, None, hook))
+        for index in range(len(self.targets)):
+            yield from self.target_documents(index)
+
+    def target_documents(self, index: int) -> Iterator[Document]:
+        """The documents of target ``index`` alone: a stream resumes at a file without reading those before it."""
+        item = self.targets[index]
+        record = self.registry.data_source_plugin(item.source.name)
+        if record is self.registry.core:
+            yield from item.source.read(item.target, self.settings)
+        else:
+            hook = f"its data source '{item.source.name}' reading '{item.target}'"
+            yield from _attributed(item, self.settings, Culprit(record.distribution, record.version, None, hook))
 
 
 @contextlib.contextmanager

@@ -17,17 +17,18 @@ the head, in the same order.
 Samples are taken in stream order: sample ``n`` of the run is train block
 ``n``, so the data position of a run is where the stream stands after its
 last step. That position (:class:`StreamPosition`: the epoch, the blocks
-emitted, the text chunk the next block starts in and how many of that
-chunk's tokens were already used) is saved in every checkpoint; a resumed
-run re-reads the source up to that chunk without tokenizing it, tokenizes
-from there, and continues with exactly the blocks it would have seen.
+emitted, the file and the text chunk the next block starts in, and how
+many of that chunk's tokens were already used) is saved in every
+checkpoint; a resumed run skips the files before it unread, re-reads that
+file up to the chunk without tokenizing it, tokenizes from there, and
+continues with exactly the blocks it would have seen.
 """
 
 from __future__ import annotations
 
 import itertools
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -37,20 +38,24 @@ from transformers import PreTrainedTokenizerBase
 from newcompute.config import DataSettings
 from newcompute.errors import ConfigError
 from newcompute.train.packing import document_units, tokenize_batch, unit_batches
-from newcompute.train.sources import TextSource
+from newcompute.datasource import Document
+from newcompute.train.sources import ResolvedSource, TextSource
 
 
 @dataclass(frozen=True)
 class StreamPosition:
     """Where the stream stands: what the next block is made of, in one epoch's pass over the source.
 
-    ``unit`` counts the chunks of text (or of token ids) wholly used before
-    the next block, ``offset`` the tokens of chunk ``unit`` already used,
-    ``blocks`` the blocks emitted in this epoch, validation head included.
+    ``target`` is the file (or other target) of the source the next block
+    starts in, ``unit`` counts that target's chunks of text (or of token
+    ids) wholly used before it, ``offset`` the tokens of chunk ``unit``
+    already used, ``blocks`` the blocks emitted in this epoch, validation
+    head included.
     """
 
     epoch: int = 0
     blocks: int = 0
+    target: int = 0
     unit: int = 0
     offset: int = 0
 
@@ -59,7 +64,7 @@ class StreamPosition:
 
     @classmethod
     def from_dict(cls, saved: dict[str, Any]) -> StreamPosition:
-        return cls(**{key: int(saved[key]) for key in ("epoch", "blocks", "unit", "offset")})
+        return cls(**{key: int(saved[key]) for key in ("epoch", "blocks", "target", "unit", "offset")})
 
 
 @dataclass
@@ -68,6 +73,14 @@ class StreamCounters:
 
     tokens: int = 0
     skipped_units: int = 0
+
+
+def _parts(source: TextSource) -> tuple[int, Callable[[int], Iterator[Document]]]:
+    """How many targets the source reads, and the documents of one: a resolved source's files one by one, so
+    a resume skips whole files unread; any other source as one part."""
+    if isinstance(source, ResolvedSource):
+        return len(source.targets), source.target_documents
+    return 1, lambda _: source.documents()
 
 
 def stream_blocks(
@@ -85,27 +98,29 @@ def stream_blocks(
     counters = counters if counters is not None else StreamCounters()
     eos = np.asarray([] if tokenizer.eos_token_id is None else [tokenizer.eos_token_id], dtype=np.int32)
     where = source.description
-    units = document_units(source.documents(), where)
-    for _ in itertools.islice(units, start.unit):
-        counters.skipped_units += 1
-    pending: deque[list[Any]] = deque()  # [unit index, its tokens, how many of them are used]
-    held, index, blocks, skip = 0, start.unit, start.blocks, start.offset
-    for batch in unit_batches(units):
-        for unit, ids in zip(batch, tokenize_batch(batch, tokenizer, where)):
-            tokens = np.concatenate([ids, eos]) if unit.last else ids
-            counters.tokens += tokens.size
-            pending.append([index, tokens, skip])
-            held += tokens.size - skip
-            index, skip = index + 1, 0
-            while held >= block_size:
-                if limit is not None and (blocks + 1) * block_size > limit:
-                    return
-                block = _take(pending, block_size)
-                held -= block_size
-                blocks += 1
-                head = pending[0] if pending else None
-                after = StreamPosition(start.epoch, blocks, head[0] if head else index, head[2] if head else 0)
-                yield block, after
+    count, documents = _parts(source)
+    pending: deque[list[Any]] = deque()  # [(target, unit), its tokens, how many of them are used]
+    held, blocks, skip = 0, start.blocks, start.offset
+    for target in range(start.target, count):
+        units = document_units(documents(target), where)
+        index = start.unit if target == start.target else 0
+        for _ in itertools.islice(units, index):
+            counters.skipped_units += 1
+        for batch in unit_batches(units):
+            for unit, ids in zip(batch, tokenize_batch(batch, tokenizer, where)):
+                tokens = np.concatenate([ids, eos]) if unit.last else ids
+                counters.tokens += tokens.size
+                pending.append([(target, index), tokens, skip])
+                held += tokens.size - skip
+                index, skip = index + 1, 0
+                while held >= block_size:
+                    if limit is not None and (blocks + 1) * block_size > limit:
+                        return
+                    block = _take(pending, block_size)
+                    held -= block_size
+                    blocks += 1
+                    (at_target, at_unit), used = (pending[0][0], pending[0][2]) if pending else ((target, index), 0)
+                    yield block, StreamPosition(start.epoch, blocks, at_target, at_unit, used)
 
 
 def _take(pending: deque[list[Any]], count: int) -> np.ndarray:
@@ -193,7 +208,9 @@ class StreamedBlocks:
         found = next(self._blocks, None)
         if found is None:  # the pass is over: the next epoch starts again after the head
             start = self.head.train_start
-            self._position = StreamPosition(self._position.epoch + 1, start.blocks, start.unit, start.offset)
+            self._position = StreamPosition(
+                self._position.epoch + 1, start.blocks, start.target, start.unit, start.offset
+            )
             self._blocks = None
             return self._next()
         block, self._position = found
