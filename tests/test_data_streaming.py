@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -160,3 +161,29 @@ def test_eval_of_a_streamed_run_scores_the_same_head(tmp_path: Path) -> None:
     assert evaluate_model(target) == result.final
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert 0.0 <= summary["data_wait_fraction"] < 1.0 and summary["data_wait_s"] >= 0.0
+
+
+def test_a_hub_dataset_is_streamed_through_load_dataset_and_read_lazily(monkeypatch: pytest.MonkeyPatch) -> None:
+    datasets = pytest.importorskip("datasets")
+    calls: list[dict[str, object]] = []
+    served: list[int] = []
+
+    def rows() -> Iterator[dict[str, str]]:
+        for number in itertools.count():  # a stream without end, as a large hub dataset is to a run
+            served.append(number)
+            yield {"text": f"hub row {number} " + "x" * (number % 9)}
+
+    def load_dataset(name: str, config: str | None, split: str, streaming: bool) -> Iterator[dict[str, str]]:
+        calls.append({"name": name, "config": config, "split": split, "streaming": streaming})
+        return rows()
+
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    data = DataSettings(dataset="org/corpus", config_name="small", streaming=True, validation_max_blocks=2)
+    source = open_source(data, nc.Registry())
+    assert not source.bounded and "(streamed)" in source.description
+    stream = StreamedBlocks(source, byte_tokenizer(), 16, data, read_head(source, byte_tokenizer(), 16, data))
+    taken = stream.take(0, 3)
+    assert calls == [{"name": "org/corpus", "config": "small", "split": "train", "streaming": True}]
+    expected = _expected_stream([f"hub row {n} " + "x" * (n % 9) for n in range(len(served))])
+    assert np.array_equal(taken, expected[32:80].reshape(3, 16))
+    assert len(served) < 600  # one bounded batch of rows, not the endless stream
