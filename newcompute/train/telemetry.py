@@ -41,7 +41,7 @@ import torch
 from accelerate import Accelerator
 from torch import nn
 
-from newcompute.composer import report_of
+from newcompute.composer import REPORT_ATTR, report_of
 from newcompute.plugins import Registry
 from newcompute.telemetry.accumulate import StatisticSums, collect_statistics
 from newcompute.telemetry.error import ErrorProbe, ProductError, probe_errors
@@ -51,8 +51,12 @@ from newcompute.train.telemetry_trackers import KIND, log_histograms, scalars
 
 
 def composed_model(model: nn.Module) -> nn.Module | None:
-    """The module ``apply`` transformed, inside whatever wraps it (DDP, FSDP, PEFT, torch.compile)."""
-    return next((m for m in model.modules() if report_of(m) is not None), None)
+    """The module ``apply`` transformed, inside whatever wraps it (DDP, FSDP, PEFT, torch.compile).
+
+    The module holding the report itself: PEFT's wrappers forward unknown attributes to the model they
+    wrap, so they answer :func:`report_of` too, but the report's layer names are not theirs.
+    """
+    return next((m for m in model.modules() if REPORT_ATTR in vars(m)), None)
 
 
 ERROR_STATISTICS = (
