@@ -78,10 +78,16 @@ def _owned_modules(model: nn.Module) -> list[tuple[str, str, nn.Module]]:
     report = report_of(model)
     if report is None:
         return []
-    owned = [(name, paradigm, model.get_submodule(name)) for name, paradigm in report.replaced.items()]
+    owned = [(name, paradigm, _unwrapped(model.get_submodule(name))) for name, paradigm in report.replaced.items()]
     for paradigm, names in report.attention.items():
         owned += [(name, paradigm, model.get_submodule(name).get_submodule(MATMULS_ATTR)) for name in names]
     return owned
+
+
+def _unwrapped(module: nn.Module) -> nn.Module:
+    """The paradigm's own layer inside a LoRA wrapper (PEFT's ``get_base_layer``), else ``module``."""
+    base = getattr(module, "get_base_layer", None)
+    return base() if callable(base) else module
 
 
 def _module_device(module: nn.Module) -> torch.device | None:

@@ -41,7 +41,7 @@ import torch
 from accelerate import Accelerator
 from torch import nn
 
-from newcompute.composer import report_of
+from newcompute.composer import REPORT_ATTR, report_of
 from newcompute.plugins import Registry
 from newcompute.telemetry.accumulate import StatisticSums, collect_statistics
 from newcompute.telemetry.error import ErrorProbe, ProductError, probe_errors
@@ -51,8 +51,12 @@ from newcompute.train.telemetry_trackers import KIND, log_histograms, scalars
 
 
 def composed_model(model: nn.Module) -> nn.Module | None:
-    """The module ``apply`` transformed, inside whatever wraps it (DDP, FSDP, PEFT, torch.compile)."""
-    return next((m for m in model.modules() if report_of(m) is not None), None)
+    """The module ``apply`` transformed, inside whatever wraps it (DDP, FSDP, PEFT, torch.compile).
+
+    The module holding the report itself: PEFT's wrappers forward unknown attributes to the model they
+    wrap, so they answer :func:`report_of` too, but the report's layer names are not theirs.
+    """
+    return next((m for m in model.modules() if REPORT_ATTR in vars(m)), None)
 
 
 ERROR_STATISTICS = (
@@ -109,6 +113,8 @@ class StepTelemetry:
         self.error = error
         self._probe: ErrorProbe | None = None
         self._pending: int | None = None
+        self._measured: torch.cuda.Event | None = None
+        self._reader: torch.cuda.Stream | None = None
 
     @property
     def capturable(self) -> bool:
@@ -139,16 +145,28 @@ class StepTelemetry:
 
         Reading a few hundred layers' statistics is host work (plugin hooks, small kernels to launch, JSON),
         and while a replayed graph runs the host only waits: done then, it costs nothing. The sums are not
-        touched before the next measured step, which flushes first.
+        touched before the next measured step, which flushes first. On a GPU the reading runs on a stream of
+        its own, after an event recorded now: its host syncs then wait for the measured step alone, not for
+        the next step queued behind it.
         """
         self._pending = step
+        if torch.cuda.is_available() and self.model is not None and next(self.model.parameters()).is_cuda:
+            self._measured = torch.cuda.Event()
+            self._measured.record()
 
     def flush(self, metrics: MetricsLog, accelerator: Accelerator) -> int:
         """Write the deferred step's records, if any; returns the records written."""
         if self._pending is None:
             return 0
         step, self._pending = self._pending, None
-        return self.write(step, metrics, accelerator)
+        measured, self._measured = self._measured, None
+        if measured is None:
+            return self.write(step, metrics, accelerator)
+        if self._reader is None:
+            self._reader = torch.cuda.Stream()
+        self._reader.wait_event(measured)
+        with torch.cuda.stream(self._reader):
+            return self.write(step, metrics, accelerator)
 
     def write(self, step: int, metrics: MetricsLog, accelerator: Accelerator) -> int:
         """Read the statistics (one host sync per device) and log them; returns the records written."""

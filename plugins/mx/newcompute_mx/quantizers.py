@@ -147,6 +147,8 @@ class FP8Quantizer(OperandQuantizer):
             return _plain(tensor, dtype, last), _plain(tensor, dtype, rows)
         scales = self.history.scales(kind, tensor, distinct)
         if collecting_statistics() and not probing():
+            if self.history.scaling == "delayed":
+                statistics.observe_window(self.telemetry, kind.name.lower(), self.history.amax_history[kind])
             for role, fmt, needed in zip(ROLE_AXES[kind], self.by_kind[kind], (last, rows)):
                 if needed and fmt is not None:
                     seen = tensor if kind is TensorKind.WEIGHT else statistics_rows(tensor)

@@ -22,7 +22,7 @@ and the scale that role gives it (the comparisons below are exact there):
 * **amax history** (per-tensor FP8, delayed scaling): the newest
   :data:`AMAX_HISTORY_SHOWN` entries of the window the scale is chosen from,
   newest first (bin ``i`` is ``i`` training calls ago; 0 where not filled yet).
-  It is the scaling state itself, so it is read, never recomputed.
+  It is the scaling state itself, copied as a measured call leaves it.
 
 Rates are over every element measured since the model was built. A
 training step that ``--telemetry-every`` measures looks at every N-th row
@@ -57,7 +57,10 @@ def new_sums(device: torch.device | None) -> StatisticSums:
         device,
         minima=[f"{role}_exp_min" for role in ROLES],
         maxima=[f"{role}_exp_max" for role in ROLES] + [f"{kind}_amax" for kind in KINDS],
-        histograms={f"{role}_exp_hist": len(EXPONENT_BINS) for role in ROLES},
+        histograms={
+            **{f"{role}_exp_hist": len(EXPONENT_BINS) for role in ROLES},
+            **{f"{kind}_amax_window": AMAX_HISTORY_SHOWN for kind in KINDS},
+        },
     )
 
 
@@ -121,6 +124,16 @@ def observe_scaled(
     sums.maximum(f"{kind}_amax", tensor.detach().abs().amax().float())
 
 
+@torch.no_grad()
+def observe_window(sums: StatisticSums, kind: str, window: torch.Tensor) -> None:
+    """Keep the newest entries of ``kind``'s amax window as this call left it (``window``: newest first).
+
+    A copy, not the live window: telemetry is read after later steps have moved the window on.
+    """
+    shown = min(AMAX_HISTORY_SHOWN, window.numel())
+    sums.histogram(f"{kind}_amax_window")[:shown].copy_(window[:shown])
+
+
 def _described(name: str, description: str, unit: str) -> Statistic:
     return Statistic(name, description, unit)
 
@@ -133,9 +146,9 @@ def measured_roles(sums: StatisticSums, roles: list[str]) -> list[str]:
     return [role for role, count in zip(roles, seen) if count > 0]
 
 
-def _amax_history(roles: list[str], history: torch.Tensor) -> dict[Statistic, torch.Tensor]:
-    """The newest entries of each measured kind's amax window (``history``: kinds × window, newest first)."""
-    shown = min(AMAX_HISTORY_SHOWN, history.shape[1])
+def _amax_history(sums: StatisticSums, roles: list[str], window: int) -> dict[Statistic, torch.Tensor]:
+    """The newest entries of each measured kind's amax window (``window`` entries long), as last observed."""
+    shown = min(AMAX_HISTORY_SHOWN, window)
     measured = [kind for kind in KINDS if any(role.endswith(f"_{kind}") for role in roles)]
     return {
         Statistic(
@@ -143,17 +156,18 @@ def _amax_history(roles: list[str], history: torch.Tensor) -> dict[Statistic, to
             f"max|x| of the {kind.replace('_', ' ')} in the last {shown} training calls, newest first",
             "value",
             tuple(float(i) for i in range(shown)),
-        ): history[KINDS.index(kind), :shown].double()
+        ): sums.histogram(f"{kind}_amax_window")[:shown]
         for kind in measured
     }
 
 
 def report(
-    sums: StatisticSums, roles: list[str], block_scaled: bool, amax_history: torch.Tensor | None = None
+    sums: StatisticSums, roles: list[str], block_scaled: bool, amax_window: int | None = None
 ) -> dict[Statistic, torch.Tensor]:
     """The statistics of ``roles`` (those measured), and the FP8 amaxes; an unmeasured exponent reads 0.
 
-    ``amax_history`` (delayed FP8 scaling only) is the scaling window, kinds × length, newest first.
+    ``amax_window`` (delayed FP8 scaling only) is the length of the scaling window, whose newest entries
+    :func:`observe_window` kept.
     Every role's rates (and exponent bounds) come from one computation over the slots of all roles (laid
     out by :func:`new_sums`), each value a view of it.
     """
@@ -186,6 +200,6 @@ def report(
             out[_described(f"{kind}_amax", f"Largest max|x| of the {kind.replace('_', ' ')} seen", "value")] = (
                 amaxes[at]
             )
-        if amax_history is not None:
-            out.update(_amax_history(roles, amax_history))
+        if amax_window is not None:
+            out.update(_amax_history(sums, roles, amax_window))
     return out

@@ -72,6 +72,9 @@ def test_fp8_delayed_scaling_reports_its_amax_history_newest_first() -> None:
         quantizer.pair(TensorKind.INPUT, torch.tensor([[amax, -1.0]]), torch.float32, True, False)
     with nc.collect_statistics():
         quantizer.pair(TensorKind.INPUT, torch.tensor([[-2.0, 1.0]]), torch.float32, True, False)
+    # A later, unmeasured step moves the window on; the report is read after it, as training telemetry is.
+    quantizer.pair(TensorKind.INPUT, torch.tensor([[9.0, 1.0]]), torch.float32, True, False)
+    assert history.amax_history[TensorKind.INPUT, 0].item() == 9.0
     stats = _by_name(plugin.newcompute_statistics(module=QuantizedLinear(torch.nn.Linear(2, 1), quantizer)))
     assert stats["input_amax_history"] == [2.0, 3.0, 7.0, 5.0] + [0.0] * 12  # 16 of the 20 entries shown
     assert "weight_amax_history" not in stats  # the weight was never quantized here
