@@ -60,7 +60,11 @@ def test_resume_after_ctrl_c_repeats_the_uninterrupted_run(tmp_path: Path, data:
     first = train(
         _with_data(tiny_run(cut, PARADIGMS, **settings), data), registry, console=console, on_step=_ctrl_c_at(3)
     )
-    assert _squeezed(tokens) in _squeezed(console.file.getvalue())  # the table wraps long cells
+    shown = _squeezed(console.file.getvalue())  # the table wraps long cells
+    assert _squeezed(tokens) in shown
+    workers = data.get("data_workers", 0)
+    why = "--data-workers" if "data_workers" in data else "the default on cpu"
+    assert _squeezed(f"torch DataLoader, {workers} worker process(es) ({why}") in shown
     # The flag raised after step 3 is agreed on during step 4, which completes and is saved before stopping.
     assert (first.status, first.step) == ("interrupted", 4)
     assert [p.name for p in complete_checkpoints(cut)] == ["step-00000004"]

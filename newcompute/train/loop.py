@@ -44,7 +44,7 @@ from newcompute.train.graphs import GraphedMicroStep
 from newcompute.train.guard import Diverged, DivergenceGuard
 from newcompute.train.interrupt import StopRequest
 from newcompute.train.metrics import MetricsLog, peak_memory, truncate_metrics, write_summary
-from newcompute.train.loader import BatchFeed, Slicing, default_workers
+from newcompute.train.loader import BatchFeed, Slicing
 from newcompute.train.setup import Session, build_session
 from newcompute.train.sharded_checkpoint import is_sharded, load_sharded
 from newcompute.train.telemetry import StepTelemetry
@@ -116,8 +116,7 @@ class Trainer:
         slicing = Slicing(
             plan.batch_size, plan.micro_batch_size, plan.accumulation, plan.processes, session.accelerator.process_index
         )
-        workers = default_workers(session.run.data.data_workers, session.accelerator.device)
-        self.feed = BatchFeed(session.blocks, slicing, plan.steps, session.accelerator.device, workers)
+        self.feed = BatchFeed(session.blocks, slicing, plan.steps, session.accelerator.device, session.data_workers)
         graphed = session.cuda_graphs.enabled
         self.graphed = GraphedMicroStep(session.model, self._eager_micro_step, display.print) if graphed else None
         self.telemetry = StepTelemetry(

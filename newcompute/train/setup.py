@@ -44,6 +44,7 @@ from newcompute.train import checkpoint
 from newcompute.train.budget import Mode, Plan, accumulation_steps, make_plan
 from newcompute.train.graphs import GraphChoice, choose_cuda_graphs
 from newcompute.train.blocks import PackedBlocks, TrainBlocks
+from newcompute.train.loader import default_workers
 from newcompute.train.packing import BlockOrder, pack, validation_period
 from newcompute.train.runs import default_run_dir
 from newcompute.train.schedule import build_scheduler, describe
@@ -93,6 +94,7 @@ class Session:
     notes: list[str]
     trust_remote_code: bool
     cuda_graphs: GraphChoice
+    data_workers: int
 
 
 def max_positions(model: nn.Module) -> int | None:
@@ -427,6 +429,8 @@ def _session(
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     used += _used_rows(loaded, resolved, plan, data, source.description, report, accelerator, trainable, graphs)
     used.append(("Threads", threads))
+    workers = default_workers(run.data.data_workers, accelerator.device)
+    used.append(("Batches", _batches_text(workers, run.data.data_workers is not None, accelerator.device)))
     used.append(("Run folder", f"{run_dir}" + (f" (resuming from {resume_from.name})" if resume_from else "")))
     return Session(
         run=resolved,
@@ -448,7 +452,14 @@ def _session(
         notes=notes,
         trust_remote_code=trust_remote_code,
         cuda_graphs=graphs,
+        data_workers=workers,
     )
+
+
+def _batches_text(workers: int, chosen: bool, device: torch.device) -> str:
+    why = "--data-workers" if chosen else f"the default on {device.type}; --data-workers to change"
+    pinned = ", pinned memory, copied without blocking" if device.type == "cuda" else ""
+    return f"torch DataLoader, {workers} worker process(es) ({why}){pinned}"
 
 
 @dataclass(frozen=True)
