@@ -21,7 +21,8 @@ declare; ``"==1.0.*"`` means "1.0 exactly" and is refused by a 1.1 core.
 * 1.1: ``newcompute_register_presets``. Hooks are declared in that order;
   later versions append theirs below.
 * 1.2 (additive): ``newcompute_statistics``, ``newcompute_register_data_sources``,
-  ``newcompute_optimizer_statistics``, ``newcompute_estimate_cost``.
+  ``newcompute_optimizer_statistics``, ``newcompute_estimate_cost``; a data
+  source may claim whole folders (``DataSource(folders=...)``).
 
 An exception a hook raises (other than :class:`newcompute.ConfigError` or
 :class:`newcompute.RunError`, which carry a message meant for users) is
@@ -188,9 +189,11 @@ def newcompute_register_data_sources() -> list[DataSource]:
 
     Called once when the plugin manager loads plugins; return
     :class:`newcompute.DataSource` objects, each claiming URI schemes
-    (``mydata:``) and/or file suffixes (``.csv``, ``.jsonl.gz``). The core
-    registers its own (``builtin:``, ``hf:``, ``.txt``, ``.jsonl``,
-    ``.parquet``) through this hook first. Names, schemes and suffixes must
+    (``mydata:``), file suffixes (``.csv``, ``.jsonl.gz``) and/or whole
+    folders (``folders=``: a function saying whether a folder is one dataset
+    it reads). The core registers its own (``builtin:``, ``hf:``, ``.txt``,
+    ``.jsonl``, ``.parquet``, ``.bin``, ``.npy``, ``save_to_disk`` folders)
+    through this hook first. Names, schemes and suffixes must
     be unique across all plugins: a clash is reported by ``newcompute
     list-paradigms`` naming both plugins, and the later plugin's source is
     refused. An exception a source raises while it is read (other than
