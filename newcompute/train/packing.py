@@ -98,6 +98,8 @@ class Unit:
 
 
 def document_units(documents: Iterable[Document], where: str) -> Iterator[Unit]:
+    """The chunks every path tokenizes (here, ``--streaming``, datasets.map), each on its own: the same chunks
+    give the same tokens whichever path, batch or process tokenizes them."""
     for document in documents:
         if isinstance(document, (str, Iterator)):
             texts = text_chunks([document] if isinstance(document, str) else document)

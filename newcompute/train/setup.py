@@ -41,9 +41,9 @@ from newcompute.record import run_record, warn_version_changes
 from newcompute.run_lock import RunLock
 from newcompute.threads import available_cores, use_threads
 from newcompute.train import checkpoint
+from newcompute.train.blocks import PackedBlocks, TrainBlocks
 from newcompute.train.budget import Mode, Plan, accumulation_steps, make_plan
 from newcompute.train.graphs import GraphChoice, choose_cuda_graphs
-from newcompute.train.blocks import PackedBlocks, TrainBlocks
 from newcompute.train.loader import default_workers
 from newcompute.train.packing import BlockOrder, pack, validation_period
 from newcompute.train.runs import default_run_dir
@@ -457,6 +457,7 @@ def _session(
 
 
 def _batches_text(workers: int, chosen: bool, device: torch.device) -> str:
+    """The summary's line on the DataLoader, saying where its number of workers came from."""
     why = "--data-workers" if chosen else f"the default on {device.type}; --data-workers to change"
     pinned = ", pinned memory, copied without blocking" if device.type == "cuda" else ""
     return f"torch DataLoader, {workers} worker process(es) ({why}){pinned}"
@@ -476,6 +477,8 @@ class TrainingData:
 def _training_data(
     source: TextSource, tokenizer: PreTrainedTokenizerBase, block_size: int, run: RunConfig, limit: int | None
 ) -> TrainingData:
+    """Packed blocks (tokenized on every core the run may use, or from the token cache), or a stream whose
+    head is read now and the rest as the run goes (``--streaming``)."""
     if run.data.streaming:
         head = read_head(source, tokenizer, block_size, run.data)
         held = head.validation.shape[0]
