@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import time
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +48,25 @@ def test_workers_give_the_same_batches_in_the_same_order() -> None:
         assert _drain(feed, 10) == expected
         assert feed.state(3) == {"kind": "packed", "sample": 12}
         feed.close()
+
+
+def test_ctrl_c_sent_to_the_workers_too_does_not_stop_them() -> None:
+    """A terminal's Ctrl-C goes to the whole process group; the loop stops on its own terms and still needs
+    the next batch to probe the loss of its last checkpoint."""
+    slicing = Slicing(4, 2, 2, 1, 0)
+    feed = BatchFeed(_packed(), slicing, steps=20, device=CPU, workers=2)
+    feed.start(0)
+    first = _drain(feed, 2)
+    workers = feed._batches._workers  # type: ignore[union-attr]  # torch's worker processes
+    for worker in workers:
+        os.kill(worker.pid, signal.SIGINT)
+    time.sleep(0.5)
+    assert all(worker.is_alive() for worker in workers)
+    rest = _drain(feed, 30)
+    feed.close()
+    reference = BatchFeed(_packed(), slicing, steps=20, device=CPU, workers=0)
+    reference.start(0)
+    assert first + rest == _drain(reference, 32)
 
 
 def test_a_stream_worker_hands_over_the_position_after_each_step(tmp_path: Path) -> None:

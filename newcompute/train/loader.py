@@ -16,6 +16,7 @@ bottleneck.
 from __future__ import annotations
 
 import multiprocessing
+import signal
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -77,6 +78,12 @@ class _StreamMicroBatches(IterableDataset):
             yield _as_tensor(batch), self.blocks.state((step + 1) * slicing.batch_size) if last else None
 
 
+def _ignore_ctrl_c(worker: int) -> None:
+    """Ctrl-C in a terminal reaches the workers too (one process group): the main process stops the run after
+    the step, saves and probes the next batch, which the workers must still be alive to hand over."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def default_workers(requested: int | None, device: torch.device) -> int:
     if requested is not None:
         return requested
@@ -124,6 +131,7 @@ class BatchFeed:
             prefetch_factor=PREFETCH_BATCHES if workers else None,
             multiprocessing_context="fork" if workers else None,
             generator=torch.Generator().manual_seed(0),  # its own: drawing worker seeds must not move torch's
+            worker_init_fn=_ignore_ctrl_c if workers else None,
         )
 
     def next(self) -> torch.Tensor:
