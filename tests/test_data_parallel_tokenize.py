@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -83,3 +87,52 @@ def test_token_files_limits_and_small_text_stay_on_the_sequential_path(
     assert not parallel_tokenize.applies(text, None, 2)
     builtin = open_source(DataSettings(dataset="builtin:pydoc"), registry)
     assert not parallel_tokenize.applies(builtin, None, 2)  # 0.5 MB of text, counted as small
+
+
+_INTERRUPTED_RUN = """
+import sys
+from newcompute.train import parallel_tokenize
+
+real_mapped = parallel_tokenize._mapped
+
+def announced(*args, **kwargs):
+    print("MAPPING", file=sys.stderr, flush=True)
+    return real_mapped(*args, **kwargs)
+
+parallel_tokenize._mapped = announced
+from newcompute.cli.app import main
+
+sys.argv = ["newcompute", "train", "--dataset", sys.argv[1], "--steps", "1", "--block-size", "64", "-o", sys.argv[2]]
+main()
+"""
+
+
+def test_ctrl_c_in_a_terminal_stops_the_workers_and_leaves_nothing(tmp_path: Path) -> None:
+    """Ctrl-C reaches the whole process group: exit 130, no process of the run left, no scratch folder."""
+    corpus = tmp_path / "big.txt"
+    corpus.write_bytes(b"lorem ipsum dolor sit amet\n" * 400_000)  # 10.8 MB: above MIN_BYTES
+    script = tmp_path / "run.py"
+    script.write_text(_INTERRUPTED_RUN)
+    env = {**os.environ, "NEWCOMPUTE_CACHE": str(tmp_path / "cache")}
+    args = [sys.executable, str(script), str(corpus), str(tmp_path / "run")]
+    with subprocess.Popen(
+        args, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env, start_new_session=True
+    ) as process:
+        try:
+            assert process.stderr is not None
+            for line in process.stderr:
+                if line.strip() == "MAPPING":
+                    break
+            time.sleep(1.0)  # the pool's workers are forked and tokenizing
+            os.killpg(process.pid, signal.SIGINT)
+            code = process.wait(timeout=60)
+            rest = process.stderr.read()
+        finally:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+    assert code == 130, rest[-2000:]
+    assert "Interrupted (Ctrl-C)." in rest and "Unexpected error" not in rest
+    time.sleep(0.5)
+    with pytest.raises(ProcessLookupError):
+        os.killpg(process.pid, 0)  # nothing of the run is left in its process group
+    assert not list((tmp_path / "cache").glob("scratch/tokenize-*"))

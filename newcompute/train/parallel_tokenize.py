@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
+import threading
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -118,6 +120,37 @@ def _environment_kept() -> Iterator[None]:
 
 
 @contextlib.contextmanager
+def _interruptible() -> Iterator[None]:
+    """Ctrl-C raises KeyboardInterrupt here rather than ending the process at once (the command line's
+    handler), so that datasets shuts its pool and manager processes down and the scratch folder is removed.
+
+    The worker processes datasets forks inherit the handler and go on until their pool is terminated. While
+    it shuts down, datasets may raise an error of its own (waiting for results the workers never sent); after
+    a Ctrl-C the run reports the interrupt, not that.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    parent = os.getpid()
+    requested: list[int] = []
+
+    def interrupt(signum: int, frame: object) -> None:
+        if os.getpid() == parent:
+            requested.append(signum)
+            raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, interrupt)
+    try:
+        yield
+    except BaseException:
+        if requested:
+            raise KeyboardInterrupt from None
+        raise
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+@contextlib.contextmanager
 def _quiet_datasets() -> Iterator[None]:
     """No progress bars of datasets' own in the middle of the run's output."""
     import datasets
@@ -139,29 +172,37 @@ def tokenize(
     import datasets
 
     scratch.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="tokenize-", dir=scratch))
-    try:
-        _write_chunks(units, work / "chunks.arrow")
-        with _quiet_datasets(), _environment_kept():
-            chunks = datasets.Dataset.from_file(str(work / "chunks.arrow"))
-            processes = max(1, min(processes, len(chunks)))
-            features = datasets.Features(
-                {"input_ids": datasets.Sequence(datasets.Value("int32")), "last": datasets.Value("bool")}
-            )
-            tokenized = chunks.map(
-                _Tokenize(tokenizer),
-                features=features,
-                batched=True,
-                batch_size=ROWS_PER_BATCH,
-                num_proc=processes if processes > 1 else None,
-                remove_columns=["text"],
-                load_from_cache_file=False,
-                new_fingerprint="newcompute-tokenize",
-                cache_file_name=str(work / "tokens.arrow"),
-            )
-            documents = int(sum(tokenized.data.column("last").to_numpy(zero_copy_only=False)))
-            column = tokenized.data.column("input_ids").combine_chunks()
-            tokens = np.asarray(column.flatten().to_numpy(zero_copy_only=False), dtype=np.int32)
-        return ParallelTokens(tokens, documents)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    with _interruptible():
+        work = Path(tempfile.mkdtemp(prefix="tokenize-", dir=scratch))
+        try:
+            _write_chunks(units, work / "chunks.arrow")
+            with _quiet_datasets(), _environment_kept():
+                chunks = datasets.Dataset.from_file(str(work / "chunks.arrow"))
+                tokens, documents = _mapped(chunks, tokenizer, processes, work / "tokens.arrow")
+            return ParallelTokens(tokens, documents)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def _mapped(chunks: Any, tokenizer: PreTrainedTokenizerBase, processes: int, file: Path) -> tuple[np.ndarray, int]:
+    """The chunks' tokens joined in order, and the number of documents they end."""
+    import datasets
+
+    processes = max(1, min(processes, len(chunks)))
+    features = datasets.Features(
+        {"input_ids": datasets.Sequence(datasets.Value("int32")), "last": datasets.Value("bool")}
+    )
+    tokenized = chunks.map(
+        _Tokenize(tokenizer),
+        features=features,
+        batched=True,
+        batch_size=ROWS_PER_BATCH,
+        num_proc=processes if processes > 1 else None,
+        remove_columns=["text"],
+        load_from_cache_file=False,
+        new_fingerprint="newcompute-tokenize",
+        cache_file_name=str(file),
+    )
+    documents = int(sum(tokenized.data.column("last").to_numpy(zero_copy_only=False)))
+    column = tokenized.data.column("input_ids").combine_chunks()
+    return np.asarray(column.flatten().to_numpy(zero_copy_only=False), dtype=np.int32), documents
