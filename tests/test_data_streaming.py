@@ -85,6 +85,10 @@ def test_state_and_restore_continue_where_the_stream_stopped(tmp_path: Path) -> 
     assert second.counters.skipped_units > 0  # it re-read the documents before the position without tokenizing them
     with pytest.raises(ConfigError, match="no stream position for sample 12"):
         second.restore(saved, 12)
+    (dataset).write_text((dataset).read_text() + json.dumps({"text": "one more"}) + "\n")
+    _, changed = _streamed(dataset, 16)
+    with pytest.raises(ConfigError, match=r"docs.jsonl.*changed since the checkpoint"):
+        changed.restore(saved, 10)
 
 
 def test_a_resume_skips_the_files_before_its_position_unread(tmp_path: Path) -> None:

@@ -27,6 +27,7 @@ continues with exactly the blocks it would have seen.
 from __future__ import annotations
 
 import itertools
+import json
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
@@ -37,6 +38,7 @@ from transformers import PreTrainedTokenizerBase
 
 from newcompute.config import DataSettings
 from newcompute.errors import ConfigError
+from newcompute.train import token_cache
 from newcompute.train.packing import document_units, tokenize_batch, unit_batches
 from newcompute.datasource import Document
 from newcompute.train.sources import ResolvedSource, TextSource
@@ -195,6 +197,9 @@ class StreamedBlocks:
         self.source, self.tokenizer, self.block_size, self.settings = source, tokenizer, block_size, settings
         self.head = head
         self.counters = head.counters
+        # The files' paths, sizes and modification times, saved with the position so that a resume refuses data
+        # that changed under it (None for a source without such a fingerprint, such as the hub).
+        self._files = token_cache.target_fingerprint(source)
         self.sample = 0
         self._position = head.train_start
         self._blocks = head.rest
@@ -229,13 +234,20 @@ class StreamedBlocks:
 
     def state(self, sample: int) -> dict[str, Any]:
         self.skip_to(sample)
-        return {"kind": "stream", "sample": sample, **self._position.to_dict()}
+        return {"kind": "stream", "sample": sample, **self._position.to_dict(), "files": self._files}
 
     def restore(self, saved: dict[str, Any] | None, sample: int) -> None:
         if saved is None or saved.get("kind") != "stream" or int(saved.get("sample", -1)) != sample:
             raise ConfigError(
                 f"--resume: the checkpoint holds no stream position for sample {sample} (it was written by a run "
                 "without --streaming, or by an older newcompute): resume it without --streaming, or start again."
+            )
+        files = saved.get("files")
+        if files is not None and self._files is not None and json.loads(json.dumps(self._files)) != files:
+            raise ConfigError(
+                f"--resume: {self.source.description} changed since the checkpoint was written (a file's path, size "
+                "or modification time differs), so its stream position no longer points at the same text. Restore "
+                "the data as it was, or start a new run with --output-dir."
             )
         self.sample = sample
         self._position = StreamPosition.from_dict(saved)

@@ -53,7 +53,7 @@ class CachedStream:
     exhausted: bool
 
 
-def _target_fingerprint(source: TextSource) -> list[Any] | None:
+def target_fingerprint(source: TextSource) -> list[Any] | None:
     """What identifies the text of every target, or None when some target's text cannot be identified."""
     targets = getattr(source, "targets", None)
     registry = getattr(source, "registry", None)
@@ -85,7 +85,7 @@ def cache_key(
     source: TextSource, tokenizer: PreTrainedTokenizerBase, settings: DataSettings, limit: int | None
 ) -> str | None:
     """The entry's name for this read, or None when it cannot be cached safely."""
-    targets = _target_fingerprint(source)
+    targets = target_fingerprint(source)
     tokenizer_hash = _tokenizer_fingerprint(tokenizer)
     if targets is None or tokenizer_hash is None:
         return None
