@@ -57,7 +57,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("runs")
     finished = {}
     for paradigm in ("optical", "mxfp8"):
-        result = train(tiny_run(root / paradigm, {paradigm: {}}, steps=2, eval_every=2), get_registry(), console=quiet())
+        run = tiny_run(root / paradigm, {paradigm: {}}, steps=2, eval_every=2)
+        result = train(run, get_registry(), console=quiet())
         assert result.status == "finished"
         finished[paradigm] = result.run_dir
     return finished
@@ -177,7 +178,8 @@ def test_card_refuses_an_unfinished_run_and_a_users_readme(runs: dict[str, Path]
     theirs = tmp_path / "theirs"
     shutil.copytree(runs["mxfp8"], theirs)
     manifest = theirs / ".newcompute-files"
-    manifest.write_text("".join(f"{line}\n" for line in manifest.read_text().split("\n") if line and line != "README.md"))
+    kept = [line for line in manifest.read_text().split("\n") if line and line != "README.md"]
+    manifest.write_text("".join(f"{line}\n" for line in kept))
     (theirs / "README.md").write_text("my notes")
     done = CliRunner().invoke(build_app(), ["card", str(theirs)])
     assert done.exit_code == 2 and "README.md" in done.output and "did not write" in done.output
@@ -218,7 +220,9 @@ SHARED = [
 ]
 
 
-def test_push_uploads_exactly_the_runs_own_files(runs: dict[str, Path], tmp_path: Path, fake_hub: type[FakeApi]) -> None:
+def test_push_uploads_exactly_the_runs_own_files(
+    runs: dict[str, Path], tmp_path: Path, fake_hub: type[FakeApi]
+) -> None:
     folder = _copy(runs["optical"], tmp_path)
     (folder / "my-notes.txt").write_text("not for the hub")
     args = ["push", str(folder), "me/optical-tiny", "--private", "--branch", "v1", "--token", "hf_x"]
@@ -314,3 +318,16 @@ def test_push_to_an_unreachable_hub_fails_at_once(
     assert time.monotonic() - started < 10
     assert done.exit_code == 2, done.output
     assert f"could not reach the hub at {endpoint}" in done.output and "HF_ENDPOINT" in done.output
+
+
+def test_a_run_finishes_without_a_card_when_readme_is_the_users(runs: dict[str, Path], tmp_path: Path) -> None:
+    folder = _copy(runs["mxfp8"], tmp_path)
+    manifest = folder / ".newcompute-files"
+    kept = [line for line in manifest.read_text().split("\n") if line and line != "README.md"]
+    manifest.write_text("".join(f"{line}\n" for line in kept))
+    (folder / "README.md").write_text("my notes")
+    console = quiet()
+    result = train(tiny_run(folder, {"mxfp8": {}}, steps=1), get_registry(), overwrite=True, console=console)
+    assert result.status == "finished" and (folder / "summary.json").is_file()
+    assert (folder / "README.md").read_text() == "my notes"
+    assert "No model card written" in " ".join(console.file.getvalue().split())

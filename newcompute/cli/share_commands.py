@@ -50,7 +50,9 @@ def push(
             "--include-checkpoints", help="Also upload checkpoints/ (optimizer state: large, needed only to resume)."
         ),
     ] = False,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Check the run and list the files; upload nothing.")] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Check the run and list the files; upload nothing.")
+    ] = False,
 ) -> None:
     """Upload a finished run to the Hugging Face hub: the plain model (loadable with transformers alone), the
     paradigms' state and configs, metrics and the model card. The user's own files and checkpoints stay here."""
@@ -63,8 +65,11 @@ def push(
     for name in plan.files:
         note(f"  {name}")
     if plan.kept_back:
-        note(f"Not uploaded ({len(plan.kept_back)}): files newcompute did not write and, without --include-checkpoints, "
-             "checkpoints: " + ", ".join(plan.kept_back[:8]) + (" …" if len(plan.kept_back) > 8 else ""))
+        shown = ", ".join(plan.kept_back[:8]) + (" …" if len(plan.kept_back) > 8 else "")
+        note(
+            f"Not uploaded ({len(plan.kept_back)}): files newcompute did not write and, without "
+            f"--include-checkpoints, checkpoints: {shown}"
+        )
     if dry_run:
         return
     url = push_run(plan, private=private, revision=revision, token=token, registry=get_registry())

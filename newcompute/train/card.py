@@ -114,7 +114,8 @@ def _paradigm_section(record: dict[str, Any]) -> list[str]:
     for name, table in tables.items():
         release = versions.get(name, {})
         plugin = f"{release.get('distribution', 'unrecorded plugin')} {release.get('version', '')}".strip()
-        lines += [f"### `{name}` ({plugin})", "", "```toml", tomli_w.dumps({"paradigm": {name: table}}).strip(), "```", ""]
+        toml = tomli_w.dumps({"paradigm": {name: table}}).strip()
+        lines += [f"### `{name}` ({plugin})", "", "```toml", toml, "```", ""]
     return lines
 
 
@@ -124,8 +125,10 @@ def _metrics_section(summary: dict[str, Any], lm_eval: dict[str, dict[str, float
     lines += [f"| {label} | {value} |" for label, value in rows]
     lines.append("")
     if lm_eval:
-        lines += ["Scores of `newcompute eval --tasks` (`lm_eval.json`):", "", "| task | metric | value |", "|---|---|---|"]
-        lines += [f"| {task} | {metric} | {value:.4g} |" for task, scores in lm_eval.items() for metric, value in scores.items()]
+        lines += ["Scores of `newcompute eval --tasks` (`lm_eval.json`):", "", "| task | metric | value |"]
+        lines.append("|---|---|---|")
+        for task, scores in lm_eval.items():
+            lines += [f"| {task} | {metric} | {value:.4g} |" for metric, value in scores.items()]
         lines.append("")
     return lines
 
