@@ -183,6 +183,8 @@ def test_card_refuses_an_unfinished_run_and_a_users_readme(runs: dict[str, Path]
     (theirs / "README.md").write_text("my notes")
     done = CliRunner().invoke(build_app(), ["card", str(theirs)])
     assert done.exit_code == 2 and "README.md" in done.output and "did not write" in done.output
+    done = CliRunner().invoke(build_app(), ["push", str(theirs), "me/x", "--dry-run"])
+    assert done.exit_code == 2 and f"{theirs / 'README.md'} is not newcompute's model card" in done.output
     assert (theirs / "README.md").read_text() == "my notes"
 
 

@@ -77,6 +77,12 @@ def plan_push(run_dir: Path, repo_id: str, include_checkpoints: bool = False) ->
     """Check the run and list what would be uploaded; sends and writes nothing."""
     run_dir = run_dir.expanduser()
     _check_finished(run_dir, include_checkpoints)
+    card = run_dir / CARD_FILE
+    if card.exists() and not run_files.is_owned(run_dir, CARD_FILE):
+        raise ConfigError(
+            f"{card} is not newcompute's model card, and push writes the card before uploading. Move your "
+            "README.md out of the run folder and run the command again."
+        )
     files, kept = [], []
     for path in sorted(p for p in run_dir.rglob("*") if p.is_file() or p.is_symlink()):
         relative = path.relative_to(run_dir).as_posix()
@@ -84,9 +90,8 @@ def plan_push(run_dir: Path, repo_id: str, include_checkpoints: bool = False) ->
             continue
         chosen = run_files.is_owned(run_dir, relative) and _sendable(relative, include_checkpoints)
         (files if chosen else kept).append(relative)
-    if CARD_FILE not in files and not (run_dir / CARD_FILE).exists():
-        files.append(CARD_FILE)  # written before the upload
-        files.sort()
+    if CARD_FILE not in files:
+        files = sorted([*files, CARD_FILE])  # written before the upload
     return PushPlan(run_dir, repo_id, files, kept)
 
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import tomli_w
 
-from newcompute import __version__, run_files
+from newcompute import run_files
 from newcompute.config import read_toml
 from newcompute.cost_model import QUANTITIES
 from newcompute.errors import ConfigError
@@ -162,11 +162,16 @@ def _cost_section(costs: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
+def _pinned(distribution: str, version: Any) -> str:
+    """``dist==version``, or the bare name where the run recorded no version."""
+    return f"{distribution}=={version}" if version else distribution
+
+
 def _install_line(record: dict[str, Any]) -> str:
     versions = record.get("record", {}).get("paradigms", {})
-    core = record.get("record", {}).get("newcompute_version", __version__)
-    plugins = sorted({f"{v['distribution']}=={v['version']}" for v in versions.values() if "distribution" in v})
-    return " ".join([f"newcompute=={core}", *plugins])
+    core = _pinned("newcompute", record.get("record", {}).get("newcompute_version"))
+    plugins = sorted({_pinned(v["distribution"], v.get("version")) for v in versions.values() if "distribution" in v})
+    return " ".join([core, *plugins])
 
 
 def _reload_section(
@@ -232,13 +237,14 @@ def card_text(run_dir: Path, repo_id: str | None = None, registry: Registry | No
     model_class = record.get("record", {}).get("model_class", "")
     under = ", ".join(f"`{p}`" for p in paradigms) or "no paradigm (baseline)"
     title = repo_id or run_dir.resolve().name
+    release = record.get("record", {}).get("newcompute_version")
+    core = f"newcompute {release}" if release else "newcompute"
     lines = [
         *_front_matter(record, summary, registry),
         f"# {title}",
         "",
-        f"Model `{model}`" + (f" ({model_class})" if model_class else "") + " trained with newcompute "
-        f"{record.get('record', {}).get('newcompute_version', '')} under {under}: the paradigms simulate how the "
-        "model computes on other hardware or in other number formats.",
+        f"Model `{model}`" + (f" ({model_class})" if model_class else "") + f" trained with {core} under {under}: "
+        "the paradigms simulate how the model computes on other hardware or in other number formats.",
         "",
         *_paradigm_section(record),
         *_metrics_section(summary, read_lm_eval(run_dir)),
