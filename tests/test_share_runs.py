@@ -333,3 +333,23 @@ def test_a_run_finishes_without_a_card_when_readme_is_the_users(runs: dict[str, 
     assert result.status == "finished" and (folder / "summary.json").is_file()
     assert (folder / "README.md").read_text() == "my notes"
     assert "No model card written" in " ".join(console.file.getvalue().split())
+
+
+def test_the_card_names_a_base_model_and_datasets_only_from_the_hub(tmp_path: Path) -> None:
+    from newcompute.train.card import base_model, hub_datasets
+
+    registry = get_registry()
+    hub_preset = next(name for name, preset in registry.presets.items() if preset.hub_id)
+    pretrained = {"mode": "pretrained"}
+    assert base_model({"model": {"name": "org/model"}}, pretrained, registry) == "org/model"
+    assert base_model({"model": {"name": hub_preset}}, pretrained, registry) == registry.presets[hub_preset].hub_id
+    assert base_model({"model": {"name": "org/model"}}, {"mode": "scratch"}, registry) is None
+    (tmp_path / "org").mkdir()
+    assert base_model({"model": {"name": str(tmp_path / "org")}}, pretrained, registry) is None
+    assert base_model({"model": {"name": "./org/model"}}, pretrained, registry) is None
+
+    assert hub_datasets({"data": {"dataset": "hf:org/corpus"}}) == ["org/corpus"]
+    assert hub_datasets({"data": {"dataset": "org/corpus"}}) == ["org/corpus"]
+    assert hub_datasets({"data": {"dataset": "builtin:pydoc"}}) == []
+    assert hub_datasets({"data": {"dataset": "data/train.jsonl"}}) == []  # a local file, even once it is gone
+    assert hub_datasets({"data": {"dataset": "/abs/corpus"}}) == []

@@ -34,6 +34,8 @@ from newcompute.train.metrics import SUMMARY_FILE, read_summary
 
 CARD_FILE = "README.md"
 HUB_DATASET_PREFIX = "hf:"
+LOCAL_SUFFIXES = (".txt", ".json", ".jsonl", ".parquet", ".csv", ".gz", ".zst", ".arrow")
+"""Suffixes of data files: a path with one is a local file even when it is gone, never a hub dataset id."""
 _QUANTITY_NAMES = {
     "matmul_energy_vs_bf16": "matmul energy",
     "bytes_moved_vs_bf16": "bytes moved",
@@ -80,9 +82,8 @@ def base_model(record: dict[str, Any], summary: dict[str, Any], registry: Regist
     presets = registry.presets if registry is not None else {}
     if name in presets:
         return presets[name].hub_id
-    if "/" in name and not Path(name).expanduser().exists() and not name.startswith((".", "/", "~")):
-        return name
-    return None
+    local = name.startswith((".", "/", "~")) or Path(name).expanduser().exists()
+    return name if name.count("/") == 1 and not local else None
 
 
 def hub_datasets(record: dict[str, Any]) -> list[str]:
@@ -90,9 +91,9 @@ def hub_datasets(record: dict[str, Any]) -> list[str]:
     dataset = str(record.get("data", {}).get("dataset", ""))
     if dataset.startswith(HUB_DATASET_PREFIX):
         return [dataset.removeprefix(HUB_DATASET_PREFIX)]
-    if "/" in dataset and ":" not in dataset and not Path(dataset).expanduser().exists():
-        return [dataset.removeprefix("./")] if not dataset.startswith((".", "/", "~")) else []
-    return []
+    local = dataset.startswith((".", "/", "~")) or dataset.endswith(LOCAL_SUFFIXES)
+    local = local or Path(dataset).expanduser().exists()
+    return [dataset] if dataset.count("/") == 1 and ":" not in dataset and not local else []
 
 
 def _front_matter(record: dict[str, Any], summary: dict[str, Any], registry: Registry | None) -> list[str]:
