@@ -28,7 +28,7 @@ IDS = [[5, 17, 99, 3, 200, 41, 7, 12]]
 PLAIN_LOAD = """
 import json, logging, sys, warnings
 import torch
-from transformers import AutoModelForCausalLM
+from transformers import AutoModelForCausalLM, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
 hf_logging.set_verbosity_info()
@@ -45,7 +45,8 @@ with warnings.catch_warnings(record=True) as caught:
 with torch.no_grad():
     logits = model(input_ids=torch.tensor(json.loads(sys.argv[2]))).logits
 torch.save(logits, sys.argv[3])
-print(json.dumps({"log": records, "warnings": [str(w.message) for w in caught],
+tokens = AutoTokenizer.from_pretrained(sys.argv[1])("naïve")["input_ids"]
+print(json.dumps({"log": records, "warnings": [str(w.message) for w in caught], "tokens": tokens,
                   "newcompute_imported": any(m.split(".")[0].startswith("newcompute") for m in sys.modules)}))
 """
 LOAD_PROBLEMS = ("unexpected", "missing", "newly initialized", "not used", "mismatch")
@@ -98,6 +99,7 @@ def test_plain_transformers_loads_the_trained_weights_without_key_warnings(
     report, logits = _plain_load(folder, tmp_path)
     assert report["newcompute_imported"] is False
     assert _problems(report) == []
+    assert report["tokens"] == list("naïve".encode())  # the run's byte-level tokenizer, as the card says to load it
 
     model, _, _ = load_run(folder, get_registry())
     model.eval()
