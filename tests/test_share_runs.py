@@ -157,6 +157,9 @@ def test_a_finished_run_has_a_model_card_of_its_own_figures(runs: dict[str, Path
     assert "## Cost estimates (estimates, not measurements)" in card
     bytes_moved = summary["cost_estimates"]["total"]["bytes_moved_vs_bf16"]
     assert f"| estimated bytes moved | {bytes_moved:.3g} × bf16 |" in card
+    mx_card = (runs["mxfp8"] / "README.md").read_text()
+    mx_sources = json.loads((runs["mxfp8"] / "summary.json").read_text())["cost_estimates"]["paradigms"]["mxfp8"]
+    assert mx_sources["sources"] and all(f"  - Source: {s}\n" in mx_card for s in mx_sources["sources"])
     assert f"AutoModelForCausalLM.from_pretrained({str(folder)!r})" not in card  # written where the run was trained
     assert f"AutoModelForCausalLM.from_pretrained({str(runs['optical'])!r})" in card
 

@@ -153,13 +153,14 @@ def _cost_section(costs: dict[str, Any]) -> list[str]:
     lines.append("")
     for name, entry in paradigms.items():
         share = entry.get("share_of_macs")
-        scope = "the whole run" if entry.get("scope") == "run" else f"its layers ({share:.1%} of the MACs)"
+        layers = "its layers" if share is None else f"its layers ({share:.1%} of the MACs)"
+        scope = "the whole run" if entry.get("scope") == "run" else layers
         lines.append(f"- `{name}`, for {scope}.")
-        lines += [f"  Source: {source}" for source in entry.get("sources", [])]
+        lines += [f"  - Source: {source}" for source in entry.get("sources", [])]
         if entry.get("overridden_in_config"):
-            lines.append(f"  Set in the run's config, not estimated: {', '.join(entry['overridden_in_config'])}.")
+            lines.append(f"  - Set in the run's config, not estimated: {', '.join(entry['overridden_in_config'])}.")
         if entry.get("notes"):
-            lines.append(f"  Notes: {entry['notes']}")
+            lines.append(f"  - Notes: {entry['notes']}")
     return [*lines, ""]
 
 
