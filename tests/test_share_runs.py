@@ -41,12 +41,14 @@ class Keep(logging.Handler):
 logging.getLogger("transformers").addHandler(Keep())
 with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
-    model = AutoModelForCausalLM.from_pretrained(sys.argv[1]).eval()
+    model, info = AutoModelForCausalLM.from_pretrained(sys.argv[1], output_loading_info=True)
+model.eval()
 with torch.no_grad():
     logits = model(input_ids=torch.tensor(json.loads(sys.argv[2]))).logits
 torch.save(logits, sys.argv[3])
 tokens = AutoTokenizer.from_pretrained(sys.argv[1])("naïve")["input_ids"]
 print(json.dumps({"log": records, "warnings": [str(w.message) for w in caught], "tokens": tokens,
+                  "info": {key: sorted(map(str, value)) for key, value in info.items()},
                   "newcompute_imported": any(m.split(".")[0].startswith("newcompute") for m in sys.modules)}))
 """
 LOAD_PROBLEMS = ("unexpected", "missing", "newly initialized", "not used", "mismatch")
@@ -98,6 +100,7 @@ def test_plain_transformers_loads_the_trained_weights_without_key_warnings(
     folder = runs[paradigm]
     report, logits = _plain_load(folder, tmp_path)
     assert report["newcompute_imported"] is False
+    assert all(keys == [] for keys in report["info"].values()), report["info"]  # missing, unexpected, mismatched…
     assert _problems(report) == []
     assert report["tokens"] == list("naïve".encode())  # the run's byte-level tokenizer, as the card says to load it
 
@@ -132,6 +135,7 @@ def test_paradigm_state_lives_apart_and_newcompute_reads_it_back(runs: dict[str,
     save_file(weights | state, str(old / "model.safetensors"), metadata={"format": "pt"})
     (old / PARADIGM_STATE_FILE).unlink()
     report, _ = _plain_load(old, tmp_path)
+    assert range_key in report["info"]["unexpected_keys"]
     assert any("optical" in text for text in _problems(report))
     again, _, _ = load_run(old, get_registry())
     assert torch.equal(again.state_dict()[range_key], state[range_key])
