@@ -8,7 +8,10 @@ all its layers at most 2 minutes.
 The step part builds real ``newcompute train`` sessions and runs the
 trainer's own loop body (measured steps collect, then write their records)
 for ``--steps`` steps after ``--warmup``; it reports the mean step time,
-which includes the measured steps, so the ratio is the whole cost. The two
+which includes the measured steps, so the ratio is the whole cost. The
+warm-up also runs two measured steps (the first runs eagerly, the second
+records its graph under ``@graphs``), as any run longer than twice the
+interval has done before its steps settle. The two
 commands run as subprocesses, timed from start to exit (imports, model
 build and data packing included), as a user waits for them.
 
@@ -65,22 +68,36 @@ def _session_trainer(
     session = build_session(run, registry=get_registry(), overwrite=True)
     trainer = Trainer(session, RunDisplay(Console(file=io.StringIO()), enabled=False), on_step=None)
     trainer.metrics = MetricsLog(session.run_dir, session.accelerator.is_main_process)
+    if trainer.graphed is not None:
+        trainer.graphed.warn = lambda message: print(f"  {paradigm}: {message}", flush=True)
     return session, trainer
 
 
-def _loop_seconds(trainer: Trainer, steps: int) -> float:
-    """The run loop's body for ``steps`` steps: the measured ones collect and write, as ``Trainer.run`` does."""
+def _loop_seconds(trainer: Trainer, steps: int) -> tuple[float, float, float]:
+    """The run loop's body for ``steps`` steps, measured steps and deferred records as ``Trainer.run`` has them.
+
+    Returns the mean step time, the mean time of a measured step, and that of the step after one (whose
+    host writes the measured step's records while its GPU work runs), so a cost shows where it is.
+    """
     if torch.cuda.is_available():
         torch.cuda.synchronize()
+    seconds: list[tuple[bool, float]] = []
     started = time.perf_counter()
     for _ in range(steps):
         measured = trainer.telemetry.due(trainer.step + 1)
+        if measured:
+            trainer.telemetry.flush(trainer.metrics, trainer.session.accelerator)
         with trainer.telemetry.measuring(measured):
-            trainer.train_step(eager=measured)
+            outcome = trainer.train_step(measured=measured)
         trainer.step += 1
         if measured:
-            trainer.telemetry.write(trainer.step, trainer.metrics, trainer.session.accelerator)
-    return (time.perf_counter() - started) / steps
+            trainer.telemetry.defer(trainer.step)
+        seconds.append((measured, outcome.seconds))
+    trainer.telemetry.flush(trainer.metrics, trainer.session.accelerator)
+    mean = (time.perf_counter() - started) / steps
+    measured_s = [s for m, s in seconds if m]
+    after_s = [s for (m, _), (_, s) in zip(seconds, seconds[1:]) if m]
+    return mean, sum(measured_s) / max(len(measured_s), 1), sum(after_s) / max(len(after_s), 1)
 
 
 def step_times(shape: str, variant: str, batch: int, block: int, warmup: int, steps: int) -> dict[str, Any]:
@@ -92,8 +109,13 @@ def step_times(shape: str, variant: str, batch: int, block: int, warmup: int, st
             session, trainer = _session_trainer(shape, paradigm, graphs, batch, block, every, folder)
             for _ in range(warmup):
                 trainer.train_step()
+            for _ in range(2 if every else 0):
+                with trainer.telemetry.measuring(True):
+                    trainer.train_step(measured=True)
             trainer.step = 0
-            result[f"{label}_step_s"] = _loop_seconds(trainer, steps)
+            result[f"{label}_step_s"], measured_s, after_s = _loop_seconds(trainer, steps)
+            if every:
+                result["measured_step_s"], result["after_measured_step_s"] = measured_s, after_s
             trainer.metrics.close()
             del trainer, session
         if torch.cuda.is_available():
@@ -137,7 +159,9 @@ def main() -> None:
             results["steps"].append(row)
             print(
                 f"{args.shape} {variant:16s} off {row['off_step_s'] * 1e3:8.1f} ms/step, --telemetry-every {EVERY} "
-                f"{row[f'every_{EVERY}_step_s'] * 1e3:8.1f} ms/step: {row['ratio']:.3f}×",
+                f"{row[f'every_{EVERY}_step_s'] * 1e3:8.1f} ms/step: {row['ratio']:.3f}× (a measured step "
+                f"{row['measured_step_s'] * 1e3:.1f} ms, the step writing its records "
+                f"{row['after_measured_step_s'] * 1e3:.1f} ms)",
                 flush=True,
             )
     with tempfile.TemporaryDirectory() as folder:

@@ -55,6 +55,8 @@ _EXPORTS: dict[str, str] = {
     "classify_parameters": "newcompute.params",
     "collect_statistics": "newcompute.telemetry.accumulate",
     "collecting_statistics": "newcompute.telemetry.accumulate",
+    "statistics_row_stride": "newcompute.telemetry.accumulate",
+    "statistics_rows": "newcompute.telemetry.accumulate",
     "get_registry": "newcompute.plugins",
     "hookimpl": "newcompute.hookspecs",
     "is_linear_like": "newcompute.layers",
@@ -103,7 +105,13 @@ if TYPE_CHECKING:
     from newcompute.random import RandomStream, layer_stream, philox4x32
     from newcompute.record import load
     from newcompute.rules import Rules, check_pattern, name_matches
-    from newcompute.telemetry.accumulate import StatisticSums, collect_statistics, collecting_statistics
+    from newcompute.telemetry.accumulate import (
+        StatisticSums,
+        collect_statistics,
+        collecting_statistics,
+        statistics_row_stride,
+        statistics_rows,
+    )
     from newcompute.telemetry.statistics import LayerStatistic, Statistic, read_statistics
 
 __all__ = [
@@ -160,5 +168,7 @@ __all__ = [
     "read_statistics",
     "report_of",
     "resolve_paradigm",
+    "statistics_row_stride",
+    "statistics_rows",
     "verify_attention",
 ]

@@ -224,6 +224,12 @@ class TrainSettings(Strict):
         description="With --telemetry-every, also measure each product's error against the exact one (relative "
         "error, SNR, cosine) on the measured steps; off by default.",
     )
+    telemetry_stride: int = Field(
+        16,
+        ge=1,
+        description="On a --telemetry-every step, paradigms measure activations and gradients on every N-th token "
+        "row (weights whole); 1 measures every row. `newcompute inspect` always measures every row.",
+    )
 
     @model_validator(mode="after")
     def _error_needs_measured_steps(self) -> TrainSettings:

@@ -173,8 +173,12 @@ def newcompute_statistics(
     working. Measure only while :func:`newcompute.collecting_statistics` is
     true, so a run without telemetry computes nothing extra;
     :class:`newcompute.StatisticSums` holds the sums. The core calls this
-    hook only when it logs telemetry and reads the tensors then.
-    ``firstresult``.
+    hook only when it logs telemetry and reads the tensors then, which in
+    training is while the step after the measured one runs: report what
+    collection accumulated, not state that every step changes (copy that
+    into the sums while collecting). A training step measures every N-th
+    row of an activation: take activations through
+    :func:`newcompute.statistics_rows`. ``firstresult``.
     """
 
 

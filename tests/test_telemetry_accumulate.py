@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 from torch import nn
 
@@ -52,11 +53,11 @@ def test_sums_built_on_meta_start_fresh_when_materialised() -> None:
     assert sums["seen"].item() == 0 and sums["low"].item() == math.inf
 
 
-def test_histograms_count_in_place_with_weights_and_reset() -> None:
+def test_histograms_count_in_place_with_a_mask_and_reset() -> None:
     sums = nc.StatisticSums(["seen"], histograms={"exponent": 4})
     storage = sums.counts.data_ptr()
     assert sums.untouched()
-    sums.count("exponent", torch.tensor([0, 2, 2, 3]))
+    sums.count("exponent", torch.tensor([0, 2, 2, 3, -1, 4]))
     sums.count("exponent", torch.tensor([[1, 2], [3, 3]]), torch.tensor([[True, False], [True, True]]))
     assert sums.counts.data_ptr() == storage
     assert sums.histogram("exponent").tolist() == [1.0, 1.0, 2.0, 3.0]
@@ -64,3 +65,19 @@ def test_histograms_count_in_place_with_weights_and_reset() -> None:
     sums.reset()
     assert sums.histogram("exponent").tolist() == [0.0] * 4 and sums.untouched()
     assert "counts" not in sums.state_dict()
+
+
+def test_statistics_rows_sample_whole_rows_or_columns_only_while_asked() -> None:
+    x = torch.arange(4 * 6 * 8).reshape(4, 6, 8)
+    assert nc.statistics_rows(x) is x
+    with nc.collect_statistics(row_stride=3):
+        assert nc.statistics_row_stride() == 3
+        assert torch.equal(nc.statistics_rows(x), x[:, 0::3, :])
+        assert torch.equal(nc.statistics_rows(x, whole=-2), x[:, :, 0::3])
+        assert torch.equal(nc.statistics_rows(x, whole=1), x[:, :, 0::3])
+        flat = torch.arange(5)
+        assert nc.statistics_rows(flat) is flat
+    assert nc.statistics_row_stride() == 1
+    with pytest.raises(ValueError, match="row_stride"):
+        with nc.collect_statistics(row_stride=0):
+            pass

@@ -61,3 +61,28 @@ def test_auto_captures_first_party_paradigms_and_says_why(tmp_path: Path) -> Non
     shown = " ".join(console.file.getvalue().split())
     assert "on: one CUDA GPU and every paradigm in the step (optical) can be captured" in shown, shown
     assert "capturing the training step failed" not in shown
+
+
+@pytest.mark.parametrize("paradigm", ["optical", "mxfp8"])
+def test_measured_steps_replay_their_own_graph_with_the_eager_statistics(tmp_path: Path, paradigm: str) -> None:
+    """A --telemetry-every step under CUDA graphs replays a capture that collects what an eager step collects."""
+    from newcompute.plugins import get_registry
+
+    def telemetry(folder: Path, graphs: str) -> tuple[dict[tuple[int, str], dict], str]:
+        console = quiet()
+        run = tiny_run(folder, {paradigm: {}}, steps=8, cuda_graphs=graphs, telemetry_every=2, lr=1e-12)
+        train(run, get_registry(), console=console)
+        lines = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+        found = {(r["step"], r["layer"]): r["statistics"] for r in lines if r.get("kind") == "telemetry"}
+        return found, console.file.getvalue()
+
+    eager, _ = telemetry(tmp_path / "eager", "off")
+    graphed, shown = telemetry(tmp_path / "graphed", "on")
+    assert "failed" not in shown, shown
+    assert set(graphed) == set(eager) and {step for step, _ in eager} == {2, 4, 6, 8}
+    # A learning rate too small to move a weight keeps both runs on the same weights: a rate counted over a
+    # few hundred sampled elements would otherwise differ by an element as bf16 runs drift apart.
+    for key, stats in eager.items():
+        assert set(graphed[key]) == set(stats), key
+        for name, value in stats.items():
+            assert graphed[key][name] == pytest.approx(value, rel=1e-3, abs=1e-6), (key, name)

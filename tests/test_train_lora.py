@@ -37,3 +37,20 @@ def test_lora_trains_adapters_around_paradigm_layers_and_reloads_exactly(tmp_pat
     adapters = load_file(tmp_path / "adapter" / "adapter_model.safetensors")
     assert len([n for n in adapters if "lora_B" in n]) == 14
     assert any(adapters[n].abs().max() > 0 for n in adapters if "lora_B" in n)
+
+
+def test_telemetry_under_lora_reports_every_paradigm_layer_under_its_own_name(tmp_path: Path) -> None:
+    """PEFT wraps each layer (``….base_layer``) and forwards attributes: records still name the layers."""
+    from newcompute.composer import report_of
+    from newcompute.plugins import get_registry
+    from newcompute.train.metrics import read_metrics
+
+    run = tiny_run(tmp_path, {"optical": {}}, steps=2, lora=True, telemetry_every=1, telemetry_error=True)
+    train(run, get_registry(), console=quiet())
+    records = [r for r in read_metrics(tmp_path) if r["kind"] == "telemetry"]
+    replaced = set(report_of(load_run_for_eval(tmp_path).model.get_base_model()).replaced)
+    linear = {r["layer"]: r for r in records if r["step"] == 2 and r["layer"] in replaced}
+    assert set(linear) == replaced and all(r["paradigm"] == "optical" for r in linear.values())
+    for record in linear.values():
+        assert {"readout_clip_rate", "input_range_use", "relative_error", "cosine"} <= set(record["statistics"])
+    assert not [r for r in records if r["layer"].endswith("base_layer") or not r["paradigm"]]

@@ -18,6 +18,7 @@ from newcompute.train import train
 from newcompute.train.metrics import read_metrics
 
 CALLS = nc.Statistic("forward_calls", "Forward calls measured in the step", "count")
+ROWS = nc.Statistic("rows", "Token rows measured in the step", "count")
 
 
 class CountConfig(BaseModel):
@@ -29,12 +30,13 @@ class CountingLinear(nc.ReplacedLinear):
 
     def __init__(self, source: nn.Module) -> None:
         super().__init__(source)
-        self.telemetry = nc.StatisticSums(["calls"], source.weight.device)
+        self.telemetry = nc.StatisticSums(["calls", "rows"], source.weight.device)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if nc.collecting_statistics():
             CountingLinear.ever_collected = True
             self.telemetry.add("calls", 1.0)
+            self.telemetry.add("rows", nc.statistics_rows(x).reshape(-1, x.shape[-1]).shape[0])
         return nn.functional.linear(x, self.weight_out_in(), self.bias)
 
 
@@ -49,7 +51,7 @@ class CountPlugin:
 
     @nc.hookimpl
     def newcompute_statistics(self, paradigm, config, name, module):  # type: ignore[no-untyped-def]
-        return {CALLS: module.telemetry["calls"].clone()}
+        return {CALLS: module.telemetry["calls"].clone(), ROWS: module.telemetry["rows"].clone()}
 
 
 @pytest.fixture
@@ -62,15 +64,16 @@ def registry(monkeypatch: pytest.MonkeyPatch) -> nc.Registry:
 
 
 def test_measured_steps_write_one_record_per_layer(registry: nc.Registry, tmp_path: Path) -> None:
-    run = tiny_run(tmp_path / "run", {"count": {}}, steps=4, telemetry_every=2)
+    run = tiny_run(tmp_path / "run", {"count": {}}, steps=4, telemetry_every=2, telemetry_stride=4)
     train(run, registry=registry, console=quiet())
     records = [r for r in read_metrics(tmp_path / "run") if r["kind"] == "telemetry"]
     assert sorted({r["step"] for r in records}) == [2, 4]
     layers = {r["layer"] for r in records}
     assert "model.layers.0.mlp.up_proj" in layers and all(r["paradigm"] == "count" for r in records)
-    assert len(records) == 2 * len(layers)
-    # 4 sequences a step in micro-batches of 2: each layer runs twice in the measured step, counted afresh.
-    assert all(r["statistics"] == {"forward_calls": 2.0} for r in records)
+    assert len(records) == 2 * len(layers) and all(r["row_stride"] == 4 for r in records)
+    # 4 sequences a step in micro-batches of 2: each layer runs twice in the measured step, counted afresh,
+    # and sees every 4th of the 32 token rows of each of its 2 sequences: 2 · 2 · 8 rows.
+    assert all(r["statistics"] == {"forward_calls": 2.0, "rows": 32.0} for r in records)
 
 
 def test_without_the_option_nothing_is_collected(registry: nc.Registry, tmp_path: Path) -> None:
@@ -98,4 +101,13 @@ def test_compare_plots_a_statistic_of_a_layer_across_runs(registry: nc.Registry,
 def test_the_flag_reaches_the_run_config() -> None:
     from newcompute.cli.flags import config_flags
 
-    assert "--telemetry-every" in {name for f in config_flags("train") for name in f.names}
+    names = {name for f in config_flags("train") for name in f.names}
+    assert {"--telemetry-every", "--telemetry-stride"} <= names
+
+
+def test_a_stride_below_one_is_refused_naming_the_field(tmp_path: Path) -> None:
+    args = ["train", "--model", "tiny", "--telemetry-stride", "0", "--output-dir", str(tmp_path / "run")]
+    result = CliRunner().invoke(build_app(), args)
+    assert result.exit_code == 2
+    assert "telemetry_stride" in " ".join(result.output.split()), result.output
+    assert not (tmp_path / "run").exists()

@@ -105,6 +105,11 @@ def _wrap_qk(probe: ErrorProbe, name: str, simulated: Callable[..., torch.Tensor
     return measured
 
 
+def _layer_name(name: str) -> str:
+    """A layer's name as the compose report has it: PEFT nests a LoRA-wrapped layer as ``NAME.base_layer``."""
+    return name.removesuffix(".base_layer")
+
+
 @contextmanager
 def probe_errors(model: nn.Module) -> Iterator[ErrorProbe]:
     """Measure every replaced linear layer and attention product while the block runs.
@@ -121,7 +126,9 @@ def probe_errors(model: nn.Module) -> Iterator[ErrorProbe]:
     for name, module in model.named_modules():
         if isinstance(module, ReplacedLinear):
 
-            def hook(mod: nn.Module, args: tuple[Any, ...], out: torch.Tensor, _name: str = name) -> None:
+            def hook(
+                mod: nn.Module, args: tuple[Any, ...], out: torch.Tensor, _name: str = _layer_name(name)
+            ) -> None:
                 with torch.no_grad():
                     probe._accumulate((_name, "linear"), out, _exact_linear(mod, args[0]))  # type: ignore[arg-type]
 

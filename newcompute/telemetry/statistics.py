@@ -78,10 +78,16 @@ def _owned_modules(model: nn.Module) -> list[tuple[str, str, nn.Module]]:
     report = report_of(model)
     if report is None:
         return []
-    owned = [(name, paradigm, model.get_submodule(name)) for name, paradigm in report.replaced.items()]
+    owned = [(name, paradigm, _unwrapped(model.get_submodule(name))) for name, paradigm in report.replaced.items()]
     for paradigm, names in report.attention.items():
         owned += [(name, paradigm, model.get_submodule(name).get_submodule(MATMULS_ATTR)) for name in names]
     return owned
+
+
+def _unwrapped(module: nn.Module) -> nn.Module:
+    """The paradigm's own layer inside a LoRA wrapper (PEFT's ``get_base_layer``), else ``module``."""
+    base = getattr(module, "get_base_layer", None)
+    return base() if callable(base) else module
 
 
 def _module_device(module: nn.Module) -> torch.device | None:
@@ -176,22 +182,25 @@ def read_statistics(
     for index, (*_, value) in enumerate(gathered):
         by_device.setdefault(value.device, []).append(index)
     values: list[float | list[float]] = [0.0] * len(gathered)
+    finite = True
     for indices in by_device.values():
-        read = torch.cat([gathered[i][3].detach().double().reshape(-1) for i in indices]).tolist()
+        flat = torch.cat([gathered[i][3].detach().reshape(-1).double() for i in indices])
+        *read, all_finite = torch.cat([flat, torch.isfinite(flat).all().double().reshape(1)]).tolist()
+        finite = finite and all_finite == 1.0
         at = 0
         for i in indices:
             stat = gathered[i][2]
             size = max(len(stat.bins), 1)
             values[i] = read[at : at + size] if stat.is_vector else read[at]
             at += size
-    out = []
-    for (layer, paradigm, stat, _), value in zip(gathered, values):
-        if not all(math.isfinite(v) for v in (value if isinstance(value, list) else [value])):
-            raise RunError(
-                f"Paradigm '{paradigm}' reported statistic '{stat.name}' = {value} for '{layer}'; it must be finite."
-            )
-        out.append(LayerStatistic(layer, paradigm, stat, value))
-    return out
+    if not finite:
+        for (layer, paradigm, stat, _), value in zip(gathered, values):
+            if not all(math.isfinite(v) for v in (value if isinstance(value, list) else [value])):
+                raise RunError(
+                    f"Paradigm '{paradigm}' reported statistic '{stat.name}' = {value} for '{layer}'; "
+                    "it must be finite."
+                )
+    return [LayerStatistic(layer, paradigm, stat, value) for (layer, paradigm, stat, _), value in zip(gathered, values)]
 
 
 def _parameter_owner(model: nn.Module, name: str) -> nn.Module:

@@ -118,6 +118,7 @@ class Trainer:
             session.optimizer,
             session.registry,
             error=settings.telemetry_error,
+            stride=settings.telemetry_stride,
         )
 
     def _trainer_state(self) -> dict[str, Any]:
@@ -232,7 +233,7 @@ class Trainer:
         self.session.accelerator.backward(loss)
         return loss
 
-    def train_step(self, stop_requested: bool = False, eager: bool = False) -> StepOutcome:
+    def train_step(self, stop_requested: bool = False, measured: bool = False) -> StepOutcome:
         session, plan, accelerator = self.session, self.session.plan, self.session.accelerator
         clip = session.run.train.grad_clip
         started = time.perf_counter()
@@ -242,7 +243,10 @@ class Trainer:
         for micro in range(plan.accumulation):
             batch = self._batch(micro)
             with accelerator.accumulate(session.model):
-                loss = self._eager_micro_step(batch) if self.graphed is None or eager else self.graphed(batch)
+                if self.graphed is None or (measured and not self.telemetry.capturable):
+                    loss = self._eager_micro_step(batch)
+                else:
+                    loss = self.graphed(batch, measured=measured)
                 total += loss.detach().float()
                 if accelerator.sync_gradients:
                     if clip is not None:
@@ -256,6 +260,7 @@ class Trainer:
         if isinstance(grad_norm, DTensor):  # FSDP2 computes the norm over sharded gradients
             grad_norm = grad_norm.full_tensor()
         norm = [grad_norm.detach().float().view(1)] if grad_norm is not None else []
+        self.telemetry.flush(self.metrics, accelerator)
         loss_value, stop, *norm_value = torch.cat([shared, *norm]).tolist()
         return StepOutcome(
             loss=loss_value,
@@ -326,8 +331,10 @@ class Trainer:
                 self.display.start(self.step, session.plan.steps)
                 while self.step < session.plan.steps:
                     measured = self.telemetry.due(self.step + 1)
+                    if measured:
+                        self.telemetry.flush(self.metrics, session.accelerator)
                     with self.telemetry.measuring(measured):
-                        outcome = self.train_step(stop.requested, eager=measured)
+                        outcome = self.train_step(stop.requested, measured=measured)
                     self.step += 1
                     self.guard.check(self.step, outcome.loss)
                     self._settle(not self.guard.suspicious, outcome.loss, f"at step {self.step}")
@@ -335,7 +342,9 @@ class Trainer:
                         raise Diverged(f"the gradient norm became {outcome.grad_norm} at step {self.step}")
                     self._record_step(outcome)
                     if measured:
-                        self.telemetry.write(self.step, self.metrics, session.accelerator)
+                        self.telemetry.defer(self.step)
+                    if self.step >= session.plan.steps or outcome.stop:
+                        self.telemetry.flush(self.metrics, session.accelerator)
                     if self.on_step is not None:
                         self.on_step(self.step, outcome.loss)
                     if self.step % session.plan.eval_every == 0 and self.step < session.plan.steps:

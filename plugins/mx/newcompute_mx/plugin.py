@@ -130,8 +130,8 @@ def newcompute_statistics(module: nn.Module) -> dict[Statistic, torch.Tensor] | 
         return None
     roles = statistics.measured_roles(quantizer.telemetry, quantizer.quantized_roles())
     delayed = isinstance(quantizer, FP8Quantizer) and quantizer.history.scaling == "delayed"
-    history = quantizer.history.amax_history if delayed else None
-    return statistics.report(quantizer.telemetry, roles, isinstance(quantizer, MXQuantizer), history)
+    window = quantizer.history.amax_history.shape[1] if delayed else None
+    return statistics.report(quantizer.telemetry, roles, isinstance(quantizer, MXQuantizer), window)
 
 
 @hookimpl

@@ -16,7 +16,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from newcompute import ConfigError, collecting_statistics, probing
+from newcompute import ConfigError, collecting_statistics, probing, statistics_rows
 from newcompute_mx import statistics
 from newcompute_mx.formats import FORMAT_NAMES, FORMATS, NO_QUANTIZATION, ElementFormat
 from newcompute_mx.fp8_scaling import AmaxHistory, TensorKind
@@ -126,7 +126,8 @@ class MXQuantizer(OperandQuantizer):
         for (kind, tensor, _, _), (_, last_fmt, rows_fmt) in zip(requests, jobs):
             for role, axis, fmt in zip(ROLE_AXES[kind], (-1, -2), (last_fmt, rows_fmt)):
                 if fmt is not None:
-                    statistics.observe_mx(self.telemetry, role, tensor, axis, fmt, self.block_size, self.scale_mode)
+                    seen = tensor if kind is TensorKind.WEIGHT else statistics_rows(tensor, whole=axis)
+                    statistics.observe_mx(self.telemetry, role, seen, axis, fmt, self.block_size, self.scale_mode)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, block_size={self.block_size}, scale_mode={self.scale_mode}"
@@ -146,9 +147,14 @@ class FP8Quantizer(OperandQuantizer):
             return _plain(tensor, dtype, last), _plain(tensor, dtype, rows)
         scales = self.history.scales(kind, tensor, distinct)
         if collecting_statistics() and not probing():
+            if self.history.scaling == "delayed":
+                statistics.observe_window(self.telemetry, kind.name.lower(), self.history.amax_history[kind])
             for role, fmt, needed in zip(ROLE_AXES[kind], self.by_kind[kind], (last, rows)):
                 if needed and fmt is not None:
-                    statistics.observe_scaled(self.telemetry, role, kind.name.lower(), tensor, fmt, scales[fmt.name])
+                    seen = tensor if kind is TensorKind.WEIGHT else statistics_rows(tensor)
+                    statistics.observe_scaled(
+                        self.telemetry, role, kind.name.lower(), tensor, seen, fmt, scales[fmt.name]
+                    )
         cast = {
             fmt.name: Operand(scaled_cast_op(tensor, fmt.name, scales[fmt.name], dtype), inverse_scale(scales[fmt.name]))
             for fmt in distinct

@@ -22,9 +22,12 @@ and the scale that role gives it (the comparisons below are exact there):
 * **amax history** (per-tensor FP8, delayed scaling): the newest
   :data:`AMAX_HISTORY_SHOWN` entries of the window the scale is chosen from,
   newest first (bin ``i`` is ``i`` training calls ago; 0 where not filled yet).
-  It is the scaling state itself, so it is read, never recomputed.
+  It is the scaling state itself, copied as a measured call leaves it.
 
-Rates are over every element measured since the model was built. Only
+Rates are over every element measured since the model was built. A
+training step that ``--telemetry-every`` measures looks at every N-th row
+of the activations and gradients (``newcompute.statistics_rows``; blocks
+stay whole), and at the weights whole; ``newcompute inspect`` at every row. Only
 roles that were measured are reported: the backward roles (``dgrad_*``,
 ``wgrad_*``) appear after training steps, not in ``newcompute inspect``
 (forward passes only).
@@ -54,7 +57,10 @@ def new_sums(device: torch.device | None) -> StatisticSums:
         device,
         minima=[f"{role}_exp_min" for role in ROLES],
         maxima=[f"{role}_exp_max" for role in ROLES] + [f"{kind}_amax" for kind in KINDS],
-        histograms={f"{role}_exp_hist": len(EXPONENT_BINS) for role in ROLES},
+        histograms={
+            **{f"{role}_exp_hist": len(EXPONENT_BINS) for role in ROLES},
+            **{f"{kind}_amax_window": AMAX_HISTORY_SHOWN for kind in KINDS},
+        },
     )
 
 
@@ -98,14 +104,34 @@ def observe_mx(
 
 @torch.no_grad()
 def observe_scaled(
-    sums: StatisticSums, role: str, kind: str, tensor: torch.Tensor, fmt: ElementFormat, scale: torch.Tensor
+    sums: StatisticSums,
+    role: str,
+    kind: str,
+    tensor: torch.Tensor,
+    seen: torch.Tensor,
+    fmt: ElementFormat,
+    scale: torch.Tensor,
 ) -> None:
-    """Record one per-tensor FP8 cast of ``tensor`` with ``scale`` (the product rounded to float32, as cast)."""
-    magnitude = tensor.detach().float().abs()
+    """Record one per-tensor FP8 cast of ``tensor`` with ``scale`` (the product rounded to float32, as cast).
+
+    The rates count the elements of ``seen`` (``tensor`` or the rows of it telemetry samples); the amax is
+    the whole tensor's, as the scaling itself sees it.
+    """
+    magnitude = seen.detach().float().abs()
     scaled = magnitude * scale.float()
     _count(sums, role, magnitude, scaled, fmt)
-    sums.add(f"{role}_seen", tensor.numel())
-    sums.maximum(f"{kind}_amax", magnitude.amax())
+    sums.add(f"{role}_seen", seen.numel())
+    sums.maximum(f"{kind}_amax", tensor.detach().abs().amax().float())
+
+
+@torch.no_grad()
+def observe_window(sums: StatisticSums, kind: str, window: torch.Tensor) -> None:
+    """Keep the newest entries of ``kind``'s amax window as this call left it (``window``: newest first).
+
+    A copy, not the live window: telemetry is read after later steps have moved the window on.
+    """
+    shown = min(AMAX_HISTORY_SHOWN, window.numel())
+    sums.histogram(f"{kind}_amax_window")[:shown].copy_(window[:shown])
 
 
 def _described(name: str, description: str, unit: str) -> Statistic:
@@ -120,9 +146,9 @@ def measured_roles(sums: StatisticSums, roles: list[str]) -> list[str]:
     return [role for role, count in zip(roles, seen) if count > 0]
 
 
-def _amax_history(roles: list[str], history: torch.Tensor) -> dict[Statistic, torch.Tensor]:
-    """The newest entries of each measured kind's amax window (``history``: kinds × window, newest first)."""
-    shown = min(AMAX_HISTORY_SHOWN, history.shape[1])
+def _amax_history(sums: StatisticSums, roles: list[str], window: int) -> dict[Statistic, torch.Tensor]:
+    """The newest entries of each measured kind's amax window (``window`` entries long), as last observed."""
+    shown = min(AMAX_HISTORY_SHOWN, window)
     measured = [kind for kind in KINDS if any(role.endswith(f"_{kind}") for role in roles)]
     return {
         Statistic(
@@ -130,45 +156,50 @@ def _amax_history(roles: list[str], history: torch.Tensor) -> dict[Statistic, to
             f"max|x| of the {kind.replace('_', ' ')} in the last {shown} training calls, newest first",
             "value",
             tuple(float(i) for i in range(shown)),
-        ): history[KINDS.index(kind), :shown].double()
+        ): sums.histogram(f"{kind}_amax_window")[:shown]
         for kind in measured
     }
 
 
 def report(
-    sums: StatisticSums, roles: list[str], block_scaled: bool, amax_history: torch.Tensor | None = None
+    sums: StatisticSums, roles: list[str], block_scaled: bool, amax_window: int | None = None
 ) -> dict[Statistic, torch.Tensor]:
     """The statistics of ``roles`` (those measured), and the FP8 amaxes; an unmeasured exponent reads 0.
 
-    ``amax_history`` (delayed FP8 scaling only) is the scaling window, kinds × length, newest first.
+    ``amax_window`` (delayed FP8 scaling only) is the length of the scaling window, whose newest entries
+    :func:`observe_window` kept.
+    Every role's rates (and exponent bounds) come from one computation over the slots of all roles (laid
+    out by :func:`new_sums`), each value a view of it.
     """
     out: dict[Statistic, torch.Tensor] = {}
+    counted = sums.slots(f"{ROLES[0]}_saturated", 3 * len(ROLES)).view(len(ROLES), 3)
+    seen = counted[:, 2]
+    rates = counted[:, :2] / seen.clamp(min=1.0).unsqueeze(1)
+    bounds = sums.slots(f"{ROLES[0]}_exp_min", 2 * len(ROLES)).view(2, len(ROLES))
+    exponents = torch.where((seen > 0) & (bounds.abs() < _NO_EXPONENT), bounds, 0.0) if block_scaled else bounds
     for role in roles:
+        at = ROLES.index(role)
         label = role.replace("_", " ")
-        seen = sums[f"{role}_seen"]
-        out[_described(f"{role}_saturation", f"Fraction of {label} elements clamped to the format's max", "fraction")] = (
-            sums.ratio(f"{role}_saturated", f"{role}_seen")
-        )
-        out[_described(f"{role}_underflow", f"Fraction of {label} elements that became zero", "fraction")] = (
-            sums.ratio(f"{role}_underflow", f"{role}_seen")
-        )
+        clamped = f"Fraction of {label} elements clamped to the format's max"
+        out[_described(f"{role}_saturation", clamped, "fraction")] = rates[at, 0]
+        zeroed = f"Fraction of {label} elements that became zero"
+        out[_described(f"{role}_underflow", zeroed, "fraction")] = rates[at, 1]
         if block_scaled:
-            for bound, word in (("min", "Smallest"), ("max", "Largest")):
-                value = sums[f"{role}_exp_{bound}"]
-                measured = (seen > 0) & (value.abs() < _NO_EXPONENT)
+            for row, (bound, word) in enumerate((("min", "Smallest"), ("max", "Largest"))):
                 out[_described(f"{role}_exponent_{bound}", f"{word} shared block exponent of {label}", "log2")] = (
-                    torch.where(measured, value, 0.0)
+                    exponents[row, at]
                 )
             histogram = Statistic(
                 f"{role}_exponent_histogram", f"Blocks of {label} per shared E8M0 exponent", "count", EXPONENT_BINS
             )
             out[histogram] = sums.histogram(f"{role}_exp_hist")
     if not block_scaled:
-        for kind in KINDS:
-            value = sums[f"{kind}_amax"]
+        amaxes = sums.slots(f"{KINDS[0]}_amax", len(KINDS))
+        amaxes = torch.where(torch.isfinite(amaxes), amaxes, 0.0)
+        for at, kind in enumerate(KINDS):
             out[_described(f"{kind}_amax", f"Largest max|x| of the {kind.replace('_', ' ')} seen", "value")] = (
-                torch.where(torch.isfinite(value), value, 0.0)
+                amaxes[at]
             )
-        if amax_history is not None:
-            out.update(_amax_history(roles, amax_history))
+        if amax_window is not None:
+            out.update(_amax_history(sums, roles, amax_window))
     return out

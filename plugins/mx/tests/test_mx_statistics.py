@@ -72,6 +72,9 @@ def test_fp8_delayed_scaling_reports_its_amax_history_newest_first() -> None:
         quantizer.pair(TensorKind.INPUT, torch.tensor([[amax, -1.0]]), torch.float32, True, False)
     with nc.collect_statistics():
         quantizer.pair(TensorKind.INPUT, torch.tensor([[-2.0, 1.0]]), torch.float32, True, False)
+    # A later, unmeasured step moves the window on; the report is read after it, as training telemetry is.
+    quantizer.pair(TensorKind.INPUT, torch.tensor([[9.0, 1.0]]), torch.float32, True, False)
+    assert history.amax_history[TensorKind.INPUT, 0].item() == 9.0
     stats = _by_name(plugin.newcompute_statistics(module=QuantizedLinear(torch.nn.Linear(2, 1), quantizer)))
     assert stats["input_amax_history"] == [2.0, 3.0, 7.0, 5.0] + [0.0] * 12  # 16 of the 20 entries shown
     assert "weight_amax_history" not in stats  # the weight was never quantized here
@@ -161,3 +164,17 @@ def test_the_exponent_histogram_on_cuda_equals_the_cpu_one() -> None:
     x = torch.randn(64, 256, generator=generator) * torch.exp2(spread)
     x = x.to(torch.bfloat16)
     assert torch.equal(_histogram_of(x.cuda()), _histogram_of(x))
+
+
+def test_a_row_stride_measures_every_nth_row_of_activations_and_every_row_of_weights() -> None:
+    """Rows 0 and 2 saturate 4 of 32; rows 1 and 3 do not: stride 2 sees only the saturating rows."""
+    quantizer = MXQuantizer(E4M3_EVERYWHERE, 32, "floor")
+    calm = torch.full((1, 32), 3.0)
+    x = torch.cat([_block(), calm, _block(), calm])
+    with nc.collect_statistics(row_stride=2):
+        quantizer.pairs([(TensorKind.INPUT, x, True, True), (TensorKind.WEIGHT, x, True, False)], torch.float32)
+    sums = quantizer.telemetry
+    assert sums["fwd_input_seen"].item() == 64 and sums["fwd_input_saturated"].item() == 8
+    assert sums["fwd_weight_seen"].item() == 128 and sums["fwd_weight_saturated"].item() == 8
+    # Blocks along the rows (the weight-gradient GEMM) stay whole: every other column, all 4 rows of each.
+    assert sums["wgrad_input_seen"].item() == 4 * 16

@@ -145,6 +145,25 @@ class OpticalProduct(nn.Module):
         return out
 
     @torch.no_grad()
+    def observe_rows(self, a: torch.Tensor, rows: torch.Tensor, b: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """Measure this product on ``rows`` (rows of ``a``) without running it; returns their read-out.
+
+        For a product computed elsewhere (fused attention): range use is taken over all of ``a`` and
+        ``b``, the product, clipping and read-out noise over ``rows``, with the reference's read-out.
+        Its dither is drawn for the smaller matrix (the same distribution as the kernel's, other draws),
+        and nothing of the product's state moves: not its ranges, not its noise counter.
+        """
+        key = self.noise_key()
+        settings = self.settings
+        with torch.autocast(a.device.type, enabled=False):
+            out, _, _, exact = reference.product(
+                rows, b, None, self.ranges(), settings.q_levels, settings.lut_min(), key, self.calls, dtype
+            )
+        statistics.record_operands(self.telemetry, a, b, exact, self.ranges())
+        statistics.observe_readout(self.telemetry, exact, out, None, sampled=True)
+        return out
+
+    @torch.no_grad()
     def reset(self) -> None:
         """Forget every range and restart the noise counter."""
         for buffer in RANGES:

@@ -79,9 +79,13 @@ def quantize_dithered(
 
 
 def snap_to_lut(x: torch.Tensor, value_range: torch.Tensor, lut_min: float) -> torch.Tensor:
-    """Non-zero values below the look-up table's smallest magnitude take that magnitude."""
+    """Non-zero values below the look-up table's smallest magnitude take that magnitude.
+
+    The threshold's fp32 factor is filled on the device, not copied from the host, so that a captured
+    CUDA graph (a measured telemetry step) can contain this.
+    """
     largest = torch.maximum(value_range[0].abs(), value_range[1].abs())
-    threshold = torch.tensor(lut_min, dtype=torch.float32, device=x.device) * largest
+    threshold = torch.full((), lut_min, dtype=torch.float32, device=x.device) * largest
     small = (x != 0) & (x.abs() < threshold)
     return torch.where(small, torch.sign(x) * threshold, x)
 
@@ -117,7 +121,7 @@ def is_set(value_range: torch.Tensor) -> torch.Tensor:
 
 def fold(running: torch.Tensor, batch: torch.Tensor, take: float) -> torch.Tensor:
     """The running range after one training batch; ``take = 1 − smooth``."""
-    weight = torch.tensor(take, dtype=torch.float32, device=running.device)
+    weight = torch.full((), take, dtype=torch.float32, device=running.device)
     smoothed = running + weight * (batch - running)
     return torch.where(is_set(running), smoothed, batch)
 

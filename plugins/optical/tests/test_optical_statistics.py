@@ -48,6 +48,18 @@ def test_hand_computed_range_use_clip_rate_and_noise() -> None:
     assert stats["readout_noise_to_signal"] == pytest.approx(0.25)
 
 
+def test_a_row_stride_takes_the_product_on_every_nth_row_and_the_range_on_all() -> None:
+    layer = _layer()
+    with nc.collect_statistics(row_stride=2):
+        layer(X)
+    stats = _stats(layer)
+    # Rows 0 and 2, [-1, 1] and [1, -1]: all four values clip, each losing 0.5 (error 4 · 0.25 over Σx² = 4).
+    assert stats["readout_clip_rate"] == pytest.approx(1.0)
+    assert stats["readout_noise_to_signal"] == pytest.approx(0.25)
+    assert layer.optical.telemetry["outputs"].item() == 4
+    assert stats["input_range_use"] == pytest.approx(0.5)  # still all of X: [-1, 1] of [-2, 2]
+
+
 def test_nothing_is_measured_while_collection_is_off() -> None:
     layer = _layer()
     layer(X)
@@ -73,3 +85,43 @@ def test_a_transformed_model_reports_every_layer_and_both_attention_products() -
             assert 0.0 <= s.value <= 1.0, s
     # The first batch calibrated every range from itself, so inputs span them entirely.
     assert all(s.value == pytest.approx(1.0) for s in stats if s.statistic.name == "input_range_use")
+
+
+def _attention_statistics(matmuls: nn.Module) -> dict[str, float]:
+    return {stat.name: value.item() for stat, value in plugin.newcompute_statistics(module=matmuls).items()}
+
+
+def test_sampled_attention_statistics_match_the_two_products_measured_one_by_one() -> None:
+    """What fused attention's sampled measurement reports, at stride 1, is what the unfused products report."""
+    from newcompute_optical.attention import OpticalAttentionMatmuls
+
+    torch.manual_seed(0)
+    query, key, value = torch.randn(2, 4, 8, 16), torch.randn(2, 2, 8, 16), torch.randn(2, 2, 8, 16)
+    scale, causal = 16**-0.5, torch.ones(8, 8, dtype=torch.bool).tril()
+    matmuls = OpticalAttentionMatmuls(ProductSettings(), "attn").eval()
+
+    def unfused() -> None:
+        keys, values = key.repeat_interleave(2, dim=1), value.repeat_interleave(2, dim=1)
+        scores = (matmuls.qk(query, keys) * scale).masked_fill(~causal, torch.finfo(torch.float32).min)
+        matmuls.pv(torch.softmax(scores, dim=-1, dtype=torch.float32), values)
+
+    unfused()  # calibrates the ranges, which eval mode then keeps
+    calls = (matmuls.scores.calls.item(), matmuls.context.calls.item())
+    with nc.collect_statistics():
+        matmuls.observe_sampled(query, key, value, scale, causal=True)
+    sampled = _attention_statistics(matmuls)
+    assert (matmuls.scores.calls.item(), matmuls.context.calls.item()) == calls  # the noise counter stays
+    for product in (matmuls.scores, matmuls.context):
+        product.telemetry.reset()
+    with nc.collect_statistics():
+        unfused()
+    assert sampled == pytest.approx(_attention_statistics(matmuls), rel=1e-5, abs=1e-9)
+    assert sampled["qk_readout_noise_to_signal"] > 0 and sampled["pv_input_range_use"] > 0
+
+    for product in (matmuls.scores, matmuls.context):
+        product.telemetry.reset()
+    with nc.collect_statistics(row_stride=2):
+        matmuls.observe_sampled(query, key, value, scale, causal=True)
+    # 2 × 4 heads, query rows 0, 2, 4, 6 against 8 keys; the context product's outputs are those rows × 16.
+    assert matmuls.scores.telemetry["outputs"].item() == 8 * 4 * 8
+    assert matmuls.context.telemetry["outputs"].item() == 8 * 4 * 16
