@@ -91,6 +91,19 @@ def test_two_processes_train_on_the_same_global_batch_as_one(tmp_path: Path) -> 
 
 
 @TWO_PROCESSES
+def test_telemetry_of_two_processes_is_written_once_per_layer_and_step(tmp_path: Path) -> None:
+    cli = [sys.executable, "-m", "newcompute.train", *ARGS, "--paradigm", "mxfp8", "--telemetry-every", "1"]
+    done = _run([*cli, "-o", str(tmp_path / "two"), "--num-processes", "2"])
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()
+    records = [r for r in map(json.loads, lines) if r["kind"] == "telemetry"]
+    keys = [(r["step"], r["layer"]) for r in records]
+    assert len(keys) == len(set(keys)) and {step for step, _ in keys} == {1, 2, 3}
+    assert len(keys) == 3 * 14  # tiny: 2 blocks of 7 linear layers, each measured once a step
+    assert all(0.0 <= r["statistics"]["fwd_input_saturation"] <= 1.0 for r in records)
+
+
+@TWO_PROCESSES
 def test_a_checkpoint_of_two_processes_resumes_in_one(tmp_path: Path) -> None:
     """World size may change between a checkpoint and its resume (DDP on 2 processes → 1 process)."""
     run = tmp_path / "run"
