@@ -1,9 +1,14 @@
 """Saving a transformed model so it can be rebuilt exactly, and loading it back.
 
 A saved folder holds what ``save_pretrained`` writes (config, safetensors
-weights including paradigm buffers such as optical ranges, tokenizer) and a
-``newcompute.toml`` recording the model settings and every paradigm's
-validated config and rules. That file is a valid run config, so a run can
+weights, tokenizer), the paradigms' own state (buffers such as the optical
+ranges) in ``paradigm_state.safetensors``, and a ``newcompute.toml``
+recording the model settings and every paradigm's validated config and
+rules. The weights file holds exactly the plain model's keys, so
+``AutoModelForCausalLM.from_pretrained(folder)`` without newcompute loads
+the trained model with no unexpected-key warnings; :func:`load` reads both
+files back (a folder written before the split, with everything in the
+weights file, loads the same way). That file is a valid run config, so a run can
 be repeated from it with ``newcompute train --config``. Its ``[record]``
 table says what wrote it, down to each paradigm's distribution and
 version: a plugin's numerics may change between its releases, so loading
@@ -12,6 +17,7 @@ or resuming under another version warns, naming both.
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 import warnings
@@ -20,7 +26,8 @@ from pathlib import Path
 from typing import Any
 
 import tomli_w
-from safetensors.torch import load_file
+import torch
+from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
 
@@ -34,6 +41,9 @@ from newcompute.plugins import Registry, get_registry
 RECORD_FILE = "newcompute.toml"
 ADAPTER_DIR = "adapter"
 STAGING_DIR = ".tmp-save"
+PARADIGM_STATE_FILE = "paradigm_state.safetensors"
+"""The state paradigms add to the model (buffers of replaced layers and attention products), kept out of the
+plain model's weights file."""
 
 
 def paradigm_versions(uses: list[ParadigmUse]) -> dict[str, dict[str, str]]:
@@ -90,15 +100,46 @@ def save_transformed(
     staging = folder / STAGING_DIR
     run_files.register(folder, staging)
     shutil.rmtree(staging, ignore_errors=True)
-    model.save_pretrained(staging)
+    plain, paradigm_state = split_state(model)
+    model.save_pretrained(staging, state_dict=plain)
+    if paradigm_state:
+        save_file(paradigm_state, str(staging / PARADIGM_STATE_FILE))
     tokenizer.save_pretrained(staging)
     record = run_record(run, model)
     record["record"] |= {"newcompute_version": __version__, "model_class": type(model).__name__}
     (staging / RECORD_FILE).write_text(tomli_w.dumps(record), encoding="utf-8")
     run_files.move_in(folder, staging)
+    stale = folder / PARADIGM_STATE_FILE
+    if not paradigm_state and stale.is_file() and run_files.is_owned(folder, stale):
+        stale.unlink()  # an earlier save's paradigm state would not match this model
 
 
-def _state_dict_files(folder: Path) -> list[Path]:
+def plain_keys(model: PreTrainedModel) -> set[str]:
+    """The state-dict keys of ``model``'s architecture as transformers builds it, without any paradigm.
+
+    Built on the meta device from a copy of the config, so it costs no memory
+    and leaves the model's config as it was.
+    """
+    with torch.device("meta"):
+        plain = type(model)(copy.deepcopy(model.config))
+    return set(plain.state_dict())
+
+
+def split_state(model: PreTrainedModel) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """``model``'s state dict as (what the plain model has, what the paradigms added).
+
+    A replaced layer keeps its source's parameter names (``weight``,
+    ``bias``), so its weights land in the first part and its buffers in the
+    second.
+    """
+    keep = plain_keys(model)
+    state = model.state_dict()
+    plain = {name: tensor for name, tensor in state.items() if name in keep}
+    added = {name: tensor.detach().clone() for name, tensor in state.items() if name not in keep}
+    return plain, added
+
+
+def state_dict_files(folder: Path) -> list[Path]:
     index = folder / "model.safetensors.index.json"
     if index.is_file():
         try:
@@ -114,7 +155,9 @@ def _state_dict_files(folder: Path) -> list[Path]:
 
 def _load_weights(model: nn.Module, folder: Path) -> None:
     state: dict[str, Any] = {}
-    files = _state_dict_files(folder)
+    files = state_dict_files(folder)
+    if (folder / PARADIGM_STATE_FILE).is_file():
+        files.append(folder / PARADIGM_STATE_FILE)
     weight_files.check(files, f"the saved model in {folder}")
     for file in files:
         state.update(load_file(str(file)))

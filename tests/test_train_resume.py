@@ -15,6 +15,7 @@ from test_train_paradigms import make_registry, quiet, tiny_run
 
 from newcompute.config import RunConfig
 from newcompute.errors import ConfigError
+from newcompute.record import PARADIGM_STATE_FILE
 from newcompute.train import train
 from newcompute.train.checkpoint import complete_checkpoints, read_state
 
@@ -79,13 +80,13 @@ def test_resume_after_ctrl_c_repeats_the_uninterrupted_run(tmp_path: Path, data:
     assert second.final == full.final
 
     full_weights, resumed_weights = (
-        load_file(tmp_path / "full" / "model.safetensors"),
-        load_file(cut / "model.safetensors"),
+        load_file(run / "model.safetensors") | load_file(run / PARADIGM_STATE_FILE) for run in (tmp_path / "full", cut)
     )
     assert full_weights.keys() == resumed_weights.keys()
     assert all(torch.equal(full_weights[k], resumed_weights[k]) for k in full_weights)
-    # The paradigm's running statistic travelled through the checkpoint too.
+    # The paradigm's running statistic travelled through the checkpoint too, into the paradigm state file.
     assert full_weights["model.layers.0.mlp.up_proj.x_absmax"].item() > 0
+    assert "model.layers.0.mlp.up_proj.x_absmax" not in load_file(cut / "model.safetensors")
 
     full_lines = (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()
     resumed_lines = (cut / "metrics.jsonl").read_text().splitlines()

@@ -28,7 +28,14 @@ def build_app() -> typer.Typer:
     """The app: the core's commands, then each plugin's (a plugin that fails to add its own is reported)."""
     import typer
 
-    from newcompute.cli import commands, inspect_commands, run_commands, scaffold_commands, study_commands
+    from newcompute.cli import (
+        commands,
+        inspect_commands,
+        run_commands,
+        scaffold_commands,
+        share_commands,
+        study_commands,
+    )
     from newcompute.cli.common import shown_warnings
     from newcompute.plugins import get_registry
 
@@ -43,6 +50,7 @@ def build_app() -> typer.Typer:
     run_commands.register(app)
     scaffold_commands.register(app)
     study_commands.register(app)
+    share_commands.register(app)
     inspect_commands.register(app)
     with shown_warnings():
         get_registry().add_commands(app)

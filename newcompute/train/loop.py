@@ -34,11 +34,12 @@ from newcompute.attention import unpacked_sequences
 from newcompute.composer import apply
 from newcompute.config import RunConfig
 from newcompute.costs import estimate_costs
-from newcompute.errors import RunError
+from newcompute.errors import ConfigError, RunError
 from newcompute.evaluate import EvalResult, evaluate_loss
 from newcompute.plugins import Registry
 from newcompute.record import ADAPTER_DIR, save_transformed
 from newcompute.train import checkpoint
+from newcompute.train.card import write_card
 from newcompute.train.display import RunDisplay, report_tables
 from newcompute.train.graphs import GraphedMicroStep
 from newcompute.train.guard import Diverged, DivergenceGuard
@@ -406,6 +407,7 @@ class Trainer:
         self._save_model()
         if session.accelerator.is_main_process:
             self._write_summary(final, self._cost_estimates())
+            self._write_card()
         session.accelerator.wait_for_everyone()
         self.display.print(
             f"Done: {self.step} steps. Final validation loss {final.loss:.4f}, perplexity {final.perplexity:.2f}. "
@@ -460,6 +462,13 @@ class Trainer:
         for line in costs.lines():
             self.display.print(f"{line} ({costs.to_dict()['label']})")
         return costs.to_dict()
+
+    def _write_card(self) -> None:
+        """The run folder's model card; a ``README.md`` of the user's is kept, and the run still finishes."""
+        try:
+            write_card(self.session.run_dir, registry=self.session.registry)
+        except ConfigError as exc:
+            self.display.print(f"No model card written: {exc}")
 
     def _write_summary(self, final: EvalResult, costs: dict[str, Any] | None) -> None:
         session = self.session

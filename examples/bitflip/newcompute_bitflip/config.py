@@ -51,7 +51,8 @@ class BitFlipConfig(StrictConfig):
         "'torch': always PyTorch.",
     )
     cost: CostOverrides = Field(
-        default_factory=CostOverrides, description="Your own figures for the cost estimate (energy is not sourced)."
+        default_factory=CostOverrides,
+        description="Your own figures for the cost estimate (by construction, every ratio is bf16's: 1.0).",
     )
 
     @field_validator("x_p_exp", "x_p_frac", "w_p_exp", "w_p_frac")
