@@ -43,7 +43,7 @@ def test_workers_give_the_same_batches_in_the_same_order() -> None:
     order = BlockOrder(40, seed=5)
     expected = [(_packed().train[order.indices(2 * k, 2)]).tolist() for k in range(2, 12)]
     for workers in (0, 2):
-        feed = BatchFeed(_packed(), slicing, steps=5, device=CPU, workers=workers)
+        feed = BatchFeed(_packed(), slicing, steps=5, device=CPU, workers=workers, pin=False)
         feed.start(1)  # from optimizer step 1: micro-batch 2 on
         assert _drain(feed, 10) == expected
         assert feed.state(3) == {"kind": "packed", "sample": 12}
@@ -54,7 +54,7 @@ def test_ctrl_c_sent_to_the_workers_too_does_not_stop_them() -> None:
     """A terminal's Ctrl-C goes to the whole process group; the loop stops on its own terms and still needs
     the next batch to probe the loss of its last checkpoint."""
     slicing = Slicing(4, 2, 2, 1, 0)
-    feed = BatchFeed(_packed(), slicing, steps=20, device=CPU, workers=2)
+    feed = BatchFeed(_packed(), slicing, steps=20, device=CPU, workers=2, pin=False)
     feed.start(0)
     first = _drain(feed, 2)
     workers = feed._batches._workers  # type: ignore[union-attr]  # torch's worker processes
@@ -64,7 +64,7 @@ def test_ctrl_c_sent_to_the_workers_too_does_not_stop_them() -> None:
     assert all(worker.is_alive() for worker in workers)
     rest = _drain(feed, 30)
     feed.close()
-    reference = BatchFeed(_packed(), slicing, steps=20, device=CPU, workers=0)
+    reference = BatchFeed(_packed(), slicing, steps=20, device=CPU, workers=0, pin=False)
     reference.start(0)
     assert first + rest == _drain(reference, 32)
 
@@ -79,11 +79,11 @@ def test_a_stream_worker_hands_over_the_position_after_each_step(tmp_path: Path)
         return StreamedBlocks(source, byte_tokenizer(), 8, data, read_head(source, byte_tokenizer(), 8, data))
 
     slicing = Slicing(4, 2, 2, 1, 0)
-    in_process = BatchFeed(stream(), slicing, steps=6, device=CPU, workers=0)
+    in_process = BatchFeed(stream(), slicing, steps=6, device=CPU, workers=0, pin=False)
     in_process.start(0)
     expected = _drain(in_process, 6)
     in_process.close()
-    worker = BatchFeed(stream(), slicing, steps=6, device=CPU, workers=1)
+    worker = BatchFeed(stream(), slicing, steps=6, device=CPU, workers=1, pin=False)
     worker.start(0)
     assert _drain(worker, 6) == expected
     position = worker.state(3)
@@ -95,8 +95,16 @@ def test_a_stream_worker_hands_over_the_position_after_each_step(tmp_path: Path)
 
 
 def _drain_from(blocks: StreamedBlocks, slicing: Slicing, start: int, end: int) -> list[list[list[int]]]:
-    feed = BatchFeed(blocks, slicing, steps=6, device=CPU, workers=0)
+    feed = BatchFeed(blocks, slicing, steps=6, device=CPU, workers=0, pin=False)
     feed.start(0)
     batches = _drain(feed, end)
     feed.close()
     return batches[start:end]
+
+
+def test_batches_are_pinned_on_cuda_unless_micro_steps_are_captured() -> None:
+    from newcompute.train.loader import pins_batches
+
+    cuda = torch.device("cuda", 0)
+    assert pins_batches(cuda, cuda_graphs=False) and not pins_batches(cuda, cuda_graphs=True)
+    assert not pins_batches(CPU, cuda_graphs=False)

@@ -8,7 +8,8 @@ Packed data is random access: a map-style dataset read in index order by
 ``data_workers`` worker processes. A stream is read forward, so it gets one
 worker at most, which also hands over the stream position after each step's
 last micro-batch, for the checkpoint. On CUDA the batches come in pinned
-memory and are copied to the GPU without blocking. The time the loop spends
+memory and are copied to the GPU without blocking (not under CUDA graphs:
+see :func:`pins_batches`). The time the loop spends
 waiting for a batch is counted, so a run can show that data is not its
 bottleneck.
 """
@@ -84,6 +85,16 @@ def _ignore_ctrl_c(worker: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
+def pins_batches(device: torch.device, cuda_graphs: bool) -> bool:
+    """Whether batches come in pinned memory: on CUDA, unless micro-steps are captured as CUDA graphs.
+
+    The DataLoader pins in a thread of its own, and a CUDA call from another thread while the main thread
+    captures a graph (pinned memory is allocated with one) fails the capture. Under graphs a batch is
+    copied from pageable memory instead: a few hundred KB a micro-step.
+    """
+    return device.type == "cuda" and not cuda_graphs
+
+
 def default_workers(requested: int | None, device: torch.device) -> int:
     if requested is not None:
         return requested
@@ -94,10 +105,10 @@ class BatchFeed:
     """This process's micro-batches from a step on, on the device, and the data position after each step."""
 
     def __init__(
-        self, blocks: TrainBlocks, slicing: Slicing, steps: int, device: torch.device, workers: int
+        self, blocks: TrainBlocks, slicing: Slicing, steps: int, device: torch.device, workers: int, pin: bool
     ) -> None:
         self.blocks, self.slicing, self.steps, self.device = blocks, slicing, steps, device
-        self.workers = workers
+        self.workers, self.pin = workers, pin
         self.waited = 0.0
         self._batches: Iterator[tuple[torch.Tensor, dict[str, Any] | None]] | None = None
         self._position: tuple[int, dict[str, Any]] | None = None
@@ -112,7 +123,6 @@ class BatchFeed:
         self._batches = iter(self._loader(start, end))
 
     def _loader(self, start: int, end: int) -> DataLoader:
-        pin = self.device.type == "cuda"
         fork = "fork" in multiprocessing.get_all_start_methods()
         if isinstance(self.blocks, StreamedBlocks):
             workers = min(self.workers, 1) if fork else 0
@@ -127,7 +137,7 @@ class BatchFeed:
             batch_size=None,
             sampler=sampler,
             num_workers=workers,
-            pin_memory=pin,
+            pin_memory=self.pin,
             prefetch_factor=PREFETCH_BATCHES if workers else None,
             multiprocessing_context="fork" if workers else None,
             generator=torch.Generator().manual_seed(0),  # its own: drawing worker seeds must not move torch's

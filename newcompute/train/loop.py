@@ -45,7 +45,7 @@ from newcompute.train.graphs import GraphedMicroStep
 from newcompute.train.guard import Diverged, DivergenceGuard
 from newcompute.train.interrupt import StopRequest
 from newcompute.train.metrics import MetricsLog, peak_memory, truncate_metrics, write_summary
-from newcompute.train.loader import BatchFeed, Slicing
+from newcompute.train.loader import BatchFeed, Slicing, pins_batches
 from newcompute.train.setup import Session, build_session
 from newcompute.train.sharded_checkpoint import is_sharded, load_sharded
 from newcompute.train.telemetry import StepTelemetry
@@ -117,7 +117,9 @@ class Trainer:
         slicing = Slicing(
             plan.batch_size, plan.micro_batch_size, plan.accumulation, plan.processes, session.accelerator.process_index
         )
-        self.feed = BatchFeed(session.blocks, slicing, plan.steps, session.accelerator.device, session.data_workers)
+        device = session.accelerator.device
+        pin = pins_batches(device, session.cuda_graphs.enabled)
+        self.feed = BatchFeed(session.blocks, slicing, plan.steps, device, session.data_workers, pin)
         graphed = session.cuda_graphs.enabled
         self.graphed = GraphedMicroStep(session.model, self._eager_micro_step, display.print) if graphed else None
         self.telemetry = StepTelemetry(

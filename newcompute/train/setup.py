@@ -44,7 +44,7 @@ from newcompute.train import checkpoint
 from newcompute.train.blocks import PackedBlocks, TrainBlocks
 from newcompute.train.budget import Mode, Plan, accumulation_steps, make_plan
 from newcompute.train.graphs import GraphChoice, choose_cuda_graphs
-from newcompute.train.loader import default_workers
+from newcompute.train.loader import default_workers, pins_batches
 from newcompute.train.packing import BlockOrder, pack, validation_period
 from newcompute.train.runs import default_run_dir
 from newcompute.train.schedule import build_scheduler, describe
@@ -430,7 +430,8 @@ def _session(
     used += _used_rows(loaded, resolved, plan, data, source.description, report, accelerator, trainable, graphs)
     used.append(("Threads", threads))
     workers = default_workers(run.data.data_workers, accelerator.device)
-    used.append(("Batches", _batches_text(workers, run.data.data_workers is not None, accelerator.device)))
+    chosen = run.data.data_workers is not None
+    used.append(("Batches", _batches_text(workers, chosen, accelerator.device, graphs.enabled)))
     used.append(("Run folder", f"{run_dir}" + (f" (resuming from {resume_from.name})" if resume_from else "")))
     return Session(
         run=resolved,
@@ -456,10 +457,12 @@ def _session(
     )
 
 
-def _batches_text(workers: int, chosen: bool, device: torch.device) -> str:
+def _batches_text(workers: int, chosen: bool, device: torch.device, cuda_graphs: bool) -> str:
     """The summary's line on the DataLoader, saying where its number of workers came from."""
     why = "--data-workers" if chosen else f"the default on {device.type}; --data-workers to change"
-    pinned = ", pinned memory, copied without blocking" if device.type == "cuda" else ""
+    pinned = ", pinned memory, copied without blocking" if pins_batches(device, cuda_graphs) else ""
+    if device.type == "cuda" and not pinned:
+        pinned = ", not pinned: a pinning thread would break CUDA graph capture"
     return f"torch DataLoader, {workers} worker process(es) ({why}){pinned}"
 
 
