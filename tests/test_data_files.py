@@ -7,13 +7,13 @@ import json
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 import tracemalloc
 from pathlib import Path
 
 import numpy as np
 import pytest
+from tests_support import announced_train_script
 from typer.testing import CliRunner
 
 from newcompute.cli.app import build_app
@@ -159,30 +159,12 @@ def test_a_large_single_line_is_tokenized_chunk_by_chunk(tmp_path: Path) -> None
     assert np.array_equal(tokens, np.sort(np.append(np.frombuffer(line, np.uint8), 256)))
 
 
-_INTERRUPTED_RUN = """
-import sys
-from newcompute.train import setup
-
-real_pack = setup.pack
-
-def announced_pack(*args, **kwargs):
-    print("TOKENIZING", file=sys.stderr, flush=True)
-    return real_pack(*args, **kwargs)
-
-setup.pack = announced_pack
-from newcompute.cli.app import main
-
-sys.argv = ["newcompute", "train", "--dataset", sys.argv[1], "--steps", "1", "--block-size", "64", "-o", sys.argv[2]]
-main()
-"""
-
-
 def test_ctrl_c_while_tokenizing_stops_within_two_seconds(tmp_path: Path) -> None:
     """8 MB on one line takes several seconds to tokenize here (one tokenizer call on it, longer still)."""
     corpus = tmp_path / "big.txt"
     corpus.write_bytes(b"lorem ipsum dolor sit amet " * 300_000)
     script = tmp_path / "run.py"
-    script.write_text(textwrap.dedent(_INTERRUPTED_RUN))
+    script.write_text(announced_train_script("newcompute.train.setup", "pack", "TOKENIZING"))
     args = [sys.executable, str(script), str(corpus), str(tmp_path / "run")]
     with subprocess.Popen(args, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True) as process:
         try:

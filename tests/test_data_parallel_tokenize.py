@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tests_support import announced_train_script
 
 import newcompute as nc
 from newcompute.config import DataSettings
@@ -89,30 +90,12 @@ def test_token_files_limits_and_small_text_stay_on_the_sequential_path(
     assert not parallel_tokenize.applies(builtin, None, 2)  # 0.5 MB of text, counted as small
 
 
-_INTERRUPTED_RUN = """
-import sys
-from newcompute.train import parallel_tokenize
-
-real_mapped = parallel_tokenize._mapped
-
-def announced(*args, **kwargs):
-    print("MAPPING", file=sys.stderr, flush=True)
-    return real_mapped(*args, **kwargs)
-
-parallel_tokenize._mapped = announced
-from newcompute.cli.app import main
-
-sys.argv = ["newcompute", "train", "--dataset", sys.argv[1], "--steps", "1", "--block-size", "64", "-o", sys.argv[2]]
-main()
-"""
-
-
 def test_ctrl_c_in_a_terminal_stops_the_workers_and_leaves_nothing(tmp_path: Path) -> None:
     """Ctrl-C reaches the whole process group: exit 130, no process of the run left, no scratch folder."""
     corpus = tmp_path / "big.txt"
     corpus.write_bytes(b"lorem ipsum dolor sit amet\n" * 400_000)  # 10.8 MB: above MIN_BYTES
     script = tmp_path / "run.py"
-    script.write_text(_INTERRUPTED_RUN)
+    script.write_text(announced_train_script("newcompute.train.parallel_tokenize", "_mapped", "MAPPING"))
     env = {**os.environ, "NEWCOMPUTE_CACHE": str(tmp_path / "cache")}
     args = [sys.executable, str(script), str(corpus), str(tmp_path / "run")]
     with subprocess.Popen(
