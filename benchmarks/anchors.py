@@ -58,6 +58,9 @@ def _load(name: str) -> ModuleType:
 
 
 def _free() -> None:
+    """Forget the last variant, dynamo's compiled frames included: its recompile limit counts per code object
+    across the process, so variants compiled earlier would leave the next one running eagerly."""
+    torch._dynamo.reset()
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()

@@ -164,6 +164,7 @@ def run_variant(
         if profiled and torch.cuda.is_available():
             print(f"--- {variant}: CUDA kernels over 3 steps ---\n{profile_steps(trainer)}", flush=True)
         del trainer, session, unwrapped
+    torch._dynamo.reset()  # the recompile limit counts per code object across variants
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()

@@ -24,7 +24,6 @@ import contextlib
 import inspect
 import re
 from collections.abc import Iterator
-from contextvars import ContextVar
 
 import torch
 from torch import nn
@@ -40,8 +39,11 @@ MATMULS_ATTR = "newcompute_matmuls"
 _ATTENTION_CLASS = re.compile(r"Attention$")
 _PLAIN_CAUSAL = "_newcompute_plain_causal"
 _MASK_PARAMETERS = inspect.signature(sdpa_mask)
-_UNPACKED = ContextVar("newcompute_unpacked_sequences", default=False)
-_PRODUCTS_ONLY = ContextVar("newcompute_products_only", default=False)
+_unpacked = False
+_products_only = False
+"""Switched by :func:`unpacked_sequences` and :func:`products_only`. Plain globals, not context variables:
+dynamo cannot read a ``ContextVar``, which broke the graph in every attention layer under ``--compile`` (and,
+breaks splitting the layers into frames of their own, made each layer recompile)."""
 _probe: set[int] | None = None
 
 
@@ -107,7 +109,7 @@ def newcompute_mask(*args: object, **kwargs: object) -> torch.Tensor | None:
         plain = (
             given.get("attention_mask") is None
             and given.get("local_size") is None
-            and (given.get("mask_function", causal_mask_function) is causal_mask_function or _UNPACKED.get())
+            and (given.get("mask_function", causal_mask_function) is causal_mask_function or _unpacked)
         )
         if plain:
             setattr(mask, _PLAIN_CAUSAL, True)
@@ -124,11 +126,12 @@ def unpacked_sequences() -> Iterator[None]:
     this block such a mask (with no padding mask and no sliding window)
     counts as plain causal. The trainer's blocks are single token streams.
     """
-    token = _UNPACKED.set(True)
+    global _unpacked
+    before, _unpacked = _unpacked, True
     try:
         yield
     finally:
-        _UNPACKED.reset(token)
+        _unpacked = before
 
 
 @contextlib.contextmanager
@@ -138,18 +141,19 @@ def products_only() -> Iterator[None]:
     The two products are the definition a fused ``attend`` must reproduce;
     this is how to compare against it (the conformance suite does).
     """
-    token = _PRODUCTS_ONLY.set(True)
+    global _products_only
+    before, _products_only = _products_only, True
     try:
         yield
     finally:
-        _PRODUCTS_ONLY.reset(token)
+        _products_only = before
 
 
 def _attend_offered(
     module: nn.Module, query: torch.Tensor, key: torch.Tensor, attention_mask: torch.Tensor | None
 ) -> bool:
     """No mask, or a square plain causal one: nothing a fused kernel needs to read."""
-    if _PRODUCTS_ONLY.get():
+    if _products_only:
         return False
     if attention_mask is None:
         return True

@@ -109,3 +109,21 @@ def test_normuon_compiled_step_has_no_graph_break_and_matches_eager(
     assert graph_breaks() == {}
     for got, expected in zip(stepped, eager):
         torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("paradigm", ["optical", "bitflip"])
+def test_whole_model_compiles_without_graph_break(
+    registry: Registry, paradigm: str, graph_breaks: Callable[[], dict[str, int]]
+) -> None:
+    """The model ``--compile`` compiles, attention included: a break would split it into per-layer frames,
+    each layer's own constants then forcing a recompile until dynamo's limit sends the rest to eager."""
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(
+        LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                    num_attention_heads=4, num_key_value_heads=2)
+    )
+    newcompute.apply(model, [resolve_paradigm(registry, paradigm, TABLES.get(paradigm, {}))], registry=registry)
+    model.train().compile(backend="aot_eager")
+    ids = torch.randint(0, 64, (2, 8), generator=torch.Generator().manual_seed(1))
+    model(input_ids=ids, labels=ids).loss.backward()
+    assert graph_breaks() == {}
