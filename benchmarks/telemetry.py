@@ -94,6 +94,7 @@ def _loop_seconds(trainer: Trainer, steps: int) -> tuple[float, float, float]:
             trainer.telemetry.defer(trainer.step)
         seconds.append((measured, outcome.seconds))
     trainer.telemetry.flush(trainer.metrics, trainer.session.accelerator)
+    trainer.telemetry.wait()
     mean = (time.perf_counter() - started) / steps
     measured_s = [s for m, s in seconds if m]
     after_s = [s for (m, _), (_, s) in zip(seconds, seconds[1:]) if m]
