@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import torch
 from pydantic import BaseModel
+from rich.console import Console
 from test_train_paradigms import quiet, tiny_run
 from torch import nn
 
@@ -54,7 +55,7 @@ class ProbePlugin:
 
     @nc.hookimpl
     def newcompute_register_paradigms(self) -> list[nc.Paradigm]:
-        return [nc.Paradigm("probe", "Sums what it sees", ProbeConfig, frozenset({nc.Role.LAYER}))]
+        return [nc.Paradigm("probe", "Sums what it sees", ProbeConfig, frozenset({nc.Role.LAYER}), capturable=True)]
 
     @nc.hookimpl
     def newcompute_replace_layer(self, paradigm, config, name, module):  # type: ignore[no-untyped-def]
@@ -80,15 +81,18 @@ def _registry(monkeypatch: pytest.MonkeyPatch, plugin: ProbePlugin) -> nc.Regist
 
 
 def _run(
-    folder: Path, monkeypatch: pytest.MonkeyPatch, background: bool, plugin: ProbePlugin, steps: int = 6
+    folder: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    background: bool,
+    plugin: ProbePlugin,
+    console: Console | None = None,
+    **settings: Any,
 ) -> list[dict[str, Any]]:
     """Train the tiny model with the writer thread on or off; the metrics.jsonl records, timings left out."""
-    monkeypatch.setattr(telemetry, "writes_in_background", lambda model: background)
-    run = tiny_run(folder, {"probe": {}}, steps=steps, telemetry_every=2)
-    try:
-        train(run, registry=_registry(monkeypatch, plugin), console=quiet())
-    finally:
-        monkeypatch.undo()
+    run = tiny_run(folder, {"probe": {}}, **{"steps": 6, "telemetry_every": 2, **settings})
+    with monkeypatch.context() as patch:
+        patch.setattr(telemetry, "writes_in_background", lambda model: background)
+        train(run, registry=_registry(patch, plugin), console=console or quiet())
     return _metrics(folder)
 
 
@@ -170,3 +174,71 @@ def test_background_work_runs_one_at_a_time_and_raises_where_waited_for() -> Non
     work.wait()
     work.start(failing)
     assert work.join() is failure and work.finished
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_on_a_gpu_the_writer_runs_beside_graph_replays_and_writes_the_same_records(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Step 2's write (slowed) is in flight when step 3 captures its graph: the capture waits for it."""
+    found: dict[bool, list[dict[str, Any]]] = {}
+    for background in (False, True):
+        plugin, console = ProbePlugin(slow_on_read=1), quiet()
+        found[background] = _run(
+            tmp_path / str(background), monkeypatch, background, plugin, console, steps=8, cuda_graphs="on"
+        )
+        shown = " ".join(console.file.getvalue().split())
+        assert "failed" not in shown, shown
+        assert plugin.threads == ({WRITER} if background else {threading.main_thread().name})
+    expected, threaded = _telemetry(found[False]), _telemetry(found[True])
+    assert {r["step"] for r in expected} == {2, 4, 6, 8}
+    assert [(r["step"], r["layer"]) for r in threaded] == [(r["step"], r["layer"]) for r in expected]
+    for got, want in zip(threaded, expected):
+        assert set(got["statistics"]) == set(want["statistics"])
+        for name, value in want["statistics"].items():
+            assert got["statistics"][name] == pytest.approx(value, rel=1e-6), (got["step"], got["layer"], name)
+
+
+def _scalars(folder: Path, tag: str) -> list[tuple[int, float]]:
+    from tensorboard.backend.event_processing.event_accumulator import SCALARS, EventAccumulator
+
+    found = []
+    for events in {p.parent for p in folder.rglob("events.out.tfevents.*")}:
+        accumulator = EventAccumulator(str(events), size_guidance={SCALARS: 0})
+        accumulator.Reload()
+        if tag in accumulator.Tags()[SCALARS]:
+            found += [(s.step, s.value) for s in accumulator.Scalars(tag)]
+    return sorted(found)
+
+
+def test_tensorboard_gets_the_writer_threads_values(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    pytest.importorskip("tensorboard")
+    tag = f"telemetry/{LAYER}/abs_sum"
+    drawn = {}
+    for background in (False, True):
+        plugin = ProbePlugin()
+        _run(tmp_path / str(background), monkeypatch, background, plugin, report_to=["tensorboard"])
+        assert plugin.threads == ({WRITER} if background else {threading.main_thread().name})
+        drawn[background] = _scalars(tmp_path / str(background), tag)
+    assert [step for step, _ in drawn[False]] == [2, 4, 6]
+    assert drawn[True] == drawn[False]
+
+
+def test_with_mlflow_the_records_are_written_on_the_training_thread(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """MLflow's active run belongs to the thread that started it: a writer thread's values would start another."""
+    pytest.importorskip("mlflow")
+    from mlflow.tracking import MlflowClient
+
+    store = (tmp_path / "mlflow-store").as_uri()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    plugin = ProbePlugin()
+    _run(tmp_path / "run", monkeypatch, True, plugin, report_to=["mlflow"], project="proj")
+    assert plugin.threads == {threading.main_thread().name}
+    client = MlflowClient(store)
+    (logged,) = client.search_runs([client.get_experiment_by_name("proj").experiment_id])
+    history = client.get_metric_history(logged.info.run_id, f"telemetry/{LAYER}/abs_sum")
+    assert sorted(m.step for m in history) == [2, 4, 6]
