@@ -258,20 +258,18 @@ class StepTelemetry:
             self._reader.wait_event(job.measured)
             self.write(job.step, job.probe, metrics, accelerator)
 
-    def write(self, step: int, probe: ErrorProbe | None, metrics: MetricsLog, accelerator: Accelerator) -> int:
-        """Read the statistics (one copy to the host per device) and log them; returns the records written."""
+    def write(self, step: int, probe: ErrorProbe | None, metrics: MetricsLog, accelerator: Accelerator) -> None:
+        """Read the statistics (one copy to the host per device) and log them, with ``probe``'s errors if any."""
         if self.model is None or not accelerator.is_main_process:
-            return 0
+            return
         report = report_of(self.model)
         stats = read_statistics(
             self.model, self.registry, optimizer=self.optimizer, uses=report.uses if report else None
         )
         if probe is not None:
             stats = error_statistics(self.model, probe.results()) + stats
-        written = records(step, stats, self.stride)
-        for record in written:
+        for record in records(step, stats, self.stride):
             metrics.write(record)
         if stats and accelerator.trackers:
             accelerator.log(scalars(stats), step=step)
             log_histograms(accelerator, stats, step)
-        return len(written)
