@@ -181,7 +181,9 @@ class Trainer:
     def _save(self) -> None:
         """Write the checkpoint of this step as pending: it is kept once the loss of its weights is known good.
 
-        Weights with a NaN or Inf are never written: the run has diverged.
+        Weights with a NaN or Inf are never written: the run has diverged. The measured steps' records are
+        written first: a run resumed from this checkpoint keeps the lines up to its step, and would miss any
+        still being written were this one killed.
         """
         accelerator = self.session.accelerator
         self.telemetry.flush(self.metrics, accelerator)
