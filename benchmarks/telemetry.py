@@ -76,8 +76,9 @@ def _session_trainer(
 def _loop_seconds(trainer: Trainer, steps: int) -> tuple[float, float, float]:
     """The run loop's body for ``steps`` steps, measured steps and deferred records as ``Trainer.run`` has them.
 
-    Returns the mean step time, the mean time of a measured step, and that of the step after one (whose
-    host writes the measured step's records while its GPU work runs), so a cost shows where it is.
+    Returns the mean step time, the mean time of a measured step, and that of the step after one (which
+    hands the measured step's records to the writer thread while its GPU work runs), so a cost shows where
+    it is.
     """
     if torch.cuda.is_available():
         torch.cuda.synchronize()
@@ -94,6 +95,7 @@ def _loop_seconds(trainer: Trainer, steps: int) -> tuple[float, float, float]:
             trainer.telemetry.defer(trainer.step)
         seconds.append((measured, outcome.seconds))
     trainer.telemetry.flush(trainer.metrics, trainer.session.accelerator)
+    trainer.telemetry.wait()
     mean = (time.perf_counter() - started) / steps
     measured_s = [s for m, s in seconds if m]
     after_s = [s for (m, _), (_, s) in zip(seconds, seconds[1:]) if m]

@@ -175,7 +175,8 @@ def newcompute_statistics(
     true, so a run without telemetry computes nothing extra;
     :class:`newcompute.StatisticSums` holds the sums. The core calls this
     hook only when it logs telemetry and reads the tensors then, which in
-    training is while the step after the measured one runs: report what
+    training is while the steps after the measured one run (on a GPU, from a
+    thread other than the training thread): report what
     collection accumulated, not state that every step changes (copy that
     into the sums while collecting). A training step measures every N-th
     row of an activation: take activations through

@@ -150,7 +150,7 @@ def read_statistics(
     optimizer: torch.optim.Optimizer | None = None,
     uses: list[ParadigmUse] | None = None,
 ) -> list[LayerStatistic]:
-    """Ask every owning plugin for its modules' statistics and read them (one host sync per device).
+    """Ask every owning plugin for its modules' statistics and read them (one copy to the host per device).
 
     With ``optimizer`` (and the run's paradigm ``uses``, which name the
     optimizer paradigm), its per-parameter statistics are read too. A
@@ -178,29 +178,51 @@ def read_statistics(
                 gathered.append((layer, paradigm, stat, value))
     if not gathered:
         return []
+    values = _host_values([(stat, value) for _, _, stat, value in gathered])
+    for (layer, paradigm, stat, _), value in zip(gathered, values):
+        if not all(math.isfinite(v) for v in (value if isinstance(value, list) else [value])):
+            raise RunError(
+                f"Paradigm '{paradigm}' reported statistic '{stat.name}' = {value} for '{layer}'; it must be finite."
+            )
+    return [LayerStatistic(layer, paradigm, stat, value) for (layer, paradigm, stat, _), value in zip(gathered, values)]
+
+
+def _host_values(tensors: list[tuple[Statistic, torch.Tensor]]) -> list[float | list[float]]:
+    """The tensors' values as floats (lists for vectors), with one copy to the host per device.
+
+    A few hundred layers report a few statistics each: read one by one, each
+    value would be a kernel and a host sync. Instead each device's values go
+    into one flat tensor (one ``cat``, whose type promotion between floating
+    types is exact, then one cast to float64) and, on a GPU, one
+    asynchronous copy into pinned memory, waited for by one event: every
+    device's copy is queued before any is waited for.
+    """
     by_device: dict[torch.device, list[int]] = {}
-    for index, (*_, value) in enumerate(gathered):
+    for index, (_, value) in enumerate(tensors):
         by_device.setdefault(value.device, []).append(index)
-    values: list[float | list[float]] = [0.0] * len(gathered)
-    finite = True
-    for indices in by_device.values():
-        flat = torch.cat([gathered[i][3].detach().reshape(-1).double() for i in indices])
-        *read, all_finite = torch.cat([flat, torch.isfinite(flat).all().double().reshape(1)]).tolist()
-        finite = finite and all_finite == 1.0
+    copies: list[tuple[list[int], torch.Tensor, torch.cuda.Event | None]] = []
+    for device, indices in by_device.items():
+        flat = torch.cat([tensors[i][1].detach().reshape(-1) for i in indices]).double()
+        if device.type != "cuda":
+            copies.append((indices, flat, None))
+            continue
+        host = torch.empty(flat.shape, dtype=flat.dtype, pin_memory=True)
+        host.copy_(flat, non_blocking=True)
+        copied = torch.cuda.Event()
+        copied.record(torch.cuda.current_stream(device))
+        copies.append((indices, host, copied))
+    values: list[float | list[float]] = [0.0] * len(tensors)
+    for indices, host, copied in copies:
+        if copied is not None:
+            copied.synchronize()
+        read = host.tolist()
         at = 0
         for i in indices:
-            stat = gathered[i][2]
+            stat = tensors[i][0]
             size = max(len(stat.bins), 1)
             values[i] = read[at : at + size] if stat.is_vector else read[at]
             at += size
-    if not finite:
-        for (layer, paradigm, stat, _), value in zip(gathered, values):
-            if not all(math.isfinite(v) for v in (value if isinstance(value, list) else [value])):
-                raise RunError(
-                    f"Paradigm '{paradigm}' reported statistic '{stat.name}' = {value} for '{layer}'; "
-                    "it must be finite."
-                )
-    return [LayerStatistic(layer, paradigm, stat, value) for (layer, paradigm, stat, _), value in zip(gathered, values)]
+    return values
 
 
 def _parameter_owner(model: nn.Module, name: str) -> nn.Module:

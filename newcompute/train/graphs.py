@@ -124,10 +124,19 @@ class GraphedMicroStep:
     intermediates rather than doubling the activation memory.
     """
 
-    def __init__(self, model: nn.Module, eager: MicroStep, warn: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        eager: MicroStep,
+        warn: Callable[[str], None],
+        before_capture: Callable[[], None] | None = None,
+    ) -> None:
+        """``before_capture`` runs just before a capture: whatever works on the GPU from another thread (the
+        telemetry writer) must be done by then, since a capture fails when another thread syncs meanwhile."""
         self.model = model
         self.eager = eager
         self.warn = warn
+        self.before_capture = before_capture
         self.side = torch.cuda.Stream()
         self.captures: dict[bool, _Capture] = {}
         self.failed: set[bool] = set()
@@ -159,6 +168,8 @@ class GraphedMicroStep:
 
     def _capture(self, batch: torch.Tensor, measured: bool) -> _Capture | None:
         """Record the micro-step; nothing runs until the first replay. None (and a warning) if it fails."""
+        if self.before_capture is not None:
+            self.before_capture()
         for param in self.model.parameters():
             if param.requires_grad and param.grad is None:
                 param.grad = torch.zeros_like(param)

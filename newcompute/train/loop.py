@@ -120,8 +120,6 @@ class Trainer:
         device = session.accelerator.device
         pin = pins_batches(device, session.cuda_graphs.enabled)
         self.feed = BatchFeed(session.blocks, slicing, plan.steps, device, session.data_workers, pin)
-        graphed = session.cuda_graphs.enabled
-        self.graphed = GraphedMicroStep(session.model, self._eager_micro_step, display.print) if graphed else None
         self.telemetry = StepTelemetry(
             settings.telemetry_every,
             session.model,
@@ -129,6 +127,12 @@ class Trainer:
             session.registry,
             error=settings.telemetry_error,
             stride=settings.telemetry_stride,
+        )
+        graphed = session.cuda_graphs.enabled
+        self.graphed = (
+            GraphedMicroStep(session.model, self._eager_micro_step, display.print, self.telemetry.wait)
+            if graphed
+            else None
         )
 
     def _trainer_state(self) -> dict[str, Any]:
@@ -177,9 +181,13 @@ class Trainer:
     def _save(self) -> None:
         """Write the checkpoint of this step as pending: it is kept once the loss of its weights is known good.
 
-        Weights with a NaN or Inf are never written: the run has diverged.
+        Weights with a NaN or Inf are never written: the run has diverged. The measured steps' records are
+        written first: a run resumed from this checkpoint keeps the lines up to its step, and would miss any
+        still being written were this one killed.
         """
         accelerator = self.session.accelerator
+        self.telemetry.flush(self.metrics, accelerator)
+        self.telemetry.wait()
         bad = self._nonfinite_weights()
         if bad:
             raise Diverged(f"after the update of step {self.step}, {bad} weight tensor(s) hold NaN or Inf")
@@ -356,6 +364,7 @@ class Trainer:
                         self.telemetry.defer(self.step)
                     if self.step >= session.plan.steps or outcome.stop:
                         self.telemetry.flush(self.metrics, session.accelerator)
+                        self.telemetry.wait()
                     if self.on_step is not None:
                         self.on_step(self.step, outcome.loss)
                     if self.step % session.plan.eval_every == 0 and self.step < session.plan.steps:
@@ -372,6 +381,7 @@ class Trainer:
                 checkpoint.discard(self.pending)
             raise RunError(self._divergence_message(str(exc))) from None
         finally:
+            self.telemetry.close()
             self.feed.close()
             self.metrics.close()
             release_reducer(session.model)

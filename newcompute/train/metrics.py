@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import resource
 import sys
+import threading
 from pathlib import Path
 from collections.abc import Callable
 from typing import IO, Any
@@ -63,22 +64,34 @@ def truncate_metrics(run_dir: Path, step: int, on_torn: Callable[[str], None] | 
 
 
 class MetricsLog:
-    """Appends records to ``metrics.jsonl`` (main process only; the others get a closed log)."""
+    """Appends records to ``metrics.jsonl`` (main process only; the others get a closed log).
+
+    Safe to share between threads: the telemetry writer appends a measured
+    step's records while the training thread appends its own, and a lock
+    keeps every line whole (a text file's ``write`` may split one line into
+    several system writes).
+    """
 
     def __init__(self, run_dir: Path, enabled: bool) -> None:
         if enabled:
             run_files.register(run_dir, METRICS_FILE)
         self._file: IO[str] | None = (run_dir / METRICS_FILE).open("a", encoding="utf-8") if enabled else None
+        self._lock = threading.Lock()
 
     def write(self, record: dict[str, Any]) -> None:
-        if self._file is not None:
-            self._file.write(json.dumps(record) + "\n")
-            self._file.flush()
+        if self._file is None:
+            return
+        line = json.dumps(record) + "\n"
+        with self._lock:
+            if self._file is not None:
+                self._file.write(line)
+                self._file.flush()
 
     def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        with self._lock:
+            if self._file is not None:
+                self._file.close()
+                self._file = None
 
 
 def peak_memory() -> tuple[int, str]:
