@@ -23,13 +23,14 @@ and the scale that role gives it (the comparisons below are exact there):
   newest first (bin ``i`` is ``i`` training calls ago; 0 where not filled yet).
   It is the scaling state itself, copied as a measured call leaves it.
 
-On CUDA one Triton kernel (:mod:`newcompute_mx.statistics_kernel`) makes
-each MX observation, adding its counts, exponent bounds and histogram into
-the sums with atomics, no host sync: counted with PyTorch an observation is
-some forty small kernels, each replaying in microseconds, and a measured
-step makes thousands of them (six roles in every layer). Elsewhere, and
-while ``torch.compile`` traces (which fuses them itself), the PyTorch code
-below counts the same numbers; tests hold the two equal.
+On CUDA one Triton kernel launch (:mod:`newcompute_mx.statistics_kernel`)
+makes each observation, adding its counts (and an MX one's exponent bounds
+and histogram) into the sums with atomics, no host sync: counted with
+PyTorch an MX observation is some forty small kernels and a per-tensor one
+some fifteen, each replaying in microseconds, and a measured step makes
+thousands of them (six roles in every layer). Elsewhere, and while
+``torch.compile`` traces (which fuses them itself), the PyTorch code below
+counts the same numbers; tests hold the two equal.
 
 Rates are over every element measured since the model was built. A
 training step that ``--telemetry-every`` measures looks at every N-th row
@@ -131,6 +132,12 @@ def observe_scaled(
     The rates count the elements of ``seen`` (``tensor`` or the rows of it telemetry samples); the amax is
     the whole tensor's, as the scaling itself sees it.
     """
+    if tensor.is_cuda and not torch.compiler.is_compiling():
+        from newcompute_mx.statistics_kernel import observe_scaled_cast
+
+        counted, amax = sums.slots(f"{role}_saturated", 3), sums.slots(f"{kind}_amax", 1)
+        observe_scaled_cast(counted, amax, tensor, seen, fmt, scale)
+        return
     magnitude = seen.detach().float().abs()
     scaled = magnitude * scale.float()
     _count(sums, role, magnitude, scaled, fmt)

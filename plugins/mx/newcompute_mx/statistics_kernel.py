@@ -1,4 +1,4 @@
-"""One Triton launch per MX statistics observation: block exponents, saturation, underflow and histogram.
+"""One Triton launch per statistics observation: MX blocks (exponents, histogram) and per-tensor FP8 casts.
 
 A measured training step observes six roles in each of a few hundred
 layers. Counted with PyTorch, each observation is some forty small kernels
@@ -18,7 +18,8 @@ and sums its counts and its 256-bin exponent histogram locally (whose
 lowest and highest non-empty bins are its exponent bounds), so the atomics
 into the shared buffers are one per program and non-empty bin, not one
 per block: a histogram of a few hot bins updated per block serialises on
-them.
+them. A per-tensor FP8 observation (some fifteen PyTorch kernels) is the
+same walk with one scale and no blocks, plus the whole tensor's amax.
 """
 
 from __future__ import annotations
@@ -80,6 +81,23 @@ def _block_statistics(groups, AXIS: tl.constexpr, max_exponent, max_normal, unde
     return saturated, underflow, histogram
 
 
+@triton.jit
+def _load_tile(
+    x_ptr, index, n_rows, n_cols, stride_batch, stride_row, stride_col, IN_BF16: tl.constexpr,
+    TILE_R: tl.constexpr, TILE_C: tl.constexpr,
+):
+    """Tile ``index`` (batch items, then rows, then columns) of a strided view, as float32; zeros past its ends."""
+    col_tiles = tl.cdiv(n_cols, TILE_C)
+    per_item = tl.cdiv(n_rows, TILE_R) * col_tiles
+    batch = (index // per_item).to(tl.int64)
+    within = index % per_item
+    rows = (within // col_tiles) * TILE_R + tl.arange(0, TILE_R)
+    cols = (within % col_tiles) * TILE_C + tl.arange(0, TILE_C)
+    mask = (rows[:, None] < n_rows) & (cols[None, :] < n_cols)
+    offsets = rows.to(tl.int64)[:, None] * stride_row + cols.to(tl.int64)[None, :] * stride_col
+    return _load_float32(x_ptr + batch * stride_batch + offsets, mask, IN_BF16, False)
+
+
 @triton.jit(do_not_specialize=["max_exponent"])
 def _mx_statistics_kernel(
     x_ptr,
@@ -115,19 +133,11 @@ def _mx_statistics_kernel(
     dimension loads as zeros, like the quantizer's padding.
     """
     program = tl.program_id(0)
-    col_tiles = tl.cdiv(n_cols, TILE_C)
-    per_item = tl.cdiv(n_rows, TILE_R) * col_tiles
     saturated = tl.zeros([1], tl.int64)
     underflow = tl.zeros([1], tl.int64)
     histogram = tl.zeros([256], tl.int32)
     for index in range(program, n_tiles, tl.num_programs(0)):
-        batch = (index // per_item).to(tl.int64)
-        within = index % per_item
-        rows = (within // col_tiles) * TILE_R + tl.arange(0, TILE_R)
-        cols = (within % col_tiles) * TILE_C + tl.arange(0, TILE_C)
-        mask = (rows[:, None] < n_rows) & (cols[None, :] < n_cols)
-        offsets = rows.to(tl.int64)[:, None] * stride_row + cols.to(tl.int64)[None, :] * stride_col
-        tile = _load_float32(x_ptr + batch * stride_batch + offsets, mask, IN_BF16, False)
+        tile = _load_tile(x_ptr, index, n_rows, n_cols, stride_batch, stride_row, stride_col, IN_BF16, TILE_R, TILE_C)
         if LAST:
             groups = tl.reshape(tile, [TILE_R, TILE_C // BLOCK, BLOCK])
             tile_saturated, tile_underflow, tile_histogram = _block_statistics(
@@ -148,13 +158,87 @@ def _mx_statistics_kernel(
     highest = tl.max(tl.where(held, bins - 127, -NO_EXPONENT_BOUND))
     tl.atomic_min(lowest_ptr, lowest.to(tl.float64))
     tl.atomic_max(highest_ptr, highest.to(tl.float64))
+    _add_counts(counted_ptr, saturated, underflow, seen, program)
+
+
+@triton.jit
+def _add_counts(counted_ptr, saturated, underflow, seen, program):
+    """One atomic for a program's saturated and underflow counts and, from program 0, the elements seen."""
     slot = tl.arange(0, 4)
     first = (program == 0).to(tl.int64)
     counts = tl.where(slot == 0, saturated, tl.where(slot == 1, underflow, tl.where(slot == 2, seen * first, 0)))
     tl.atomic_add(counted_ptr + slot, counts.to(tl.float64), mask=(slot < 3) & (counts > 0))
 
 
+@triton.jit
+def _largest_bits(tile):
+    """``max|x|`` of a tile as float32 bits; NaN's bits beat every other value's, so a NaN is the maximum."""
+    return tl.max(tl.ravel(tile.to(tl.int32, bitcast=True) & 0x7FFFFFFF))
+
+
+@triton.jit
+def _scaled_statistics_kernel(
+    seen_ptr,
+    whole_ptr,
+    scale_ptr,
+    counted_ptr,
+    amax_ptr,
+    n_rows,
+    n_cols,
+    stride_batch,
+    stride_row,
+    stride_col,
+    n_tiles,
+    whole_rows,
+    whole_cols,
+    whole_stride_batch,
+    whole_stride_row,
+    whole_stride_col,
+    whole_tiles,
+    seen,
+    max_normal,
+    underflow_limit,
+    IN_BF16: tl.constexpr,
+    SAME: tl.constexpr,
+    TILE_R: tl.constexpr,
+    TILE_C: tl.constexpr,
+):
+    """Saturated and underflowing elements of ``seen`` cast with one scale, and ``max|x|`` of the whole tensor.
+
+    ``counted_ptr``: as in ``_mx_statistics_kernel``; ``amax_ptr``: the
+    kind's running amax (float64), which a NaN makes NaN. With ``SAME`` the
+    whole tensor is the seen one and one pass finds both; otherwise a second
+    pass reads the whole tensor for its amax only.
+    """
+    program = tl.program_id(0)
+    scale = tl.load(scale_ptr)
+    saturated = tl.zeros([1], tl.int64)
+    underflow = tl.zeros([1], tl.int64)
+    largest = tl.zeros([1], tl.int32)
+    for index in range(program, n_tiles, tl.num_programs(0)):
+        tile = _load_tile(
+            seen_ptr, index, n_rows, n_cols, stride_batch, stride_row, stride_col, IN_BF16, TILE_R, TILE_C
+        )
+        magnitude = tl.abs(tile)
+        scaled = magnitude * scale
+        saturated += tl.sum((scaled > max_normal).to(tl.int32)).to(tl.int64)
+        underflow += tl.sum(((magnitude > 0) & (scaled <= underflow_limit)).to(tl.int32)).to(tl.int64)
+        if SAME:
+            largest = tl.maximum(largest, _largest_bits(tile))
+    if not SAME:
+        for index in range(program, whole_tiles, tl.num_programs(0)):
+            tile = _load_tile(
+                whole_ptr, index, whole_rows, whole_cols, whole_stride_batch, whole_stride_row, whole_stride_col,
+                IN_BF16, TILE_R, TILE_C,
+            )
+            largest = tl.maximum(largest, _largest_bits(tile))
+    amax = largest.to(tl.float32, bitcast=True).to(tl.float64)
+    tl.atomic_max(amax_ptr + tl.arange(0, 1), amax)
+    _add_counts(counted_ptr, saturated, underflow, seen, program)
+
+
 _launcher = _DirectLauncher(_mx_statistics_kernel)
+_scaled_launcher = _DirectLauncher(_scaled_statistics_kernel)
 
 
 @functools.cache
@@ -201,5 +285,43 @@ def observe_mx_blocks(
         (n_rows, n_cols, stride_batch, source.stride(-2), source.stride(-1), n_tiles, tensor.numel()),
         (fmt.max_exponent, fmt.max_normal, fmt.min_subnormal / 2),
         (tensor.dtype == torch.bfloat16, block_size, ceil, axis == -1, *tile),
+        PAIR_WARPS,
+    )
+
+
+def _geometry(x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int, int, int, int, int]]:
+    """A view as the per-tensor kernel reads it: (raw tensor, (rows, columns, strides, tiles of CAST_TILE))."""
+    source, batch, stride_batch, n_rows, n_cols = _batched(x.detach() if x.dim() >= 2 else x.detach().reshape(1, -1))
+    tiles = batch * triton.cdiv(n_rows, PAIR_TILE[0]) * triton.cdiv(n_cols, PAIR_TILE[1])
+    return _raw(source), (n_rows, n_cols, stride_batch, source.stride(-2), source.stride(-1), tiles)
+
+
+def observe_scaled_cast(
+    counted: torch.Tensor,
+    amax: torch.Tensor,
+    tensor: torch.Tensor,
+    seen: torch.Tensor,
+    fmt: ElementFormat,
+    scale: torch.Tensor,
+) -> None:
+    """Add the per-tensor cast statistics of ``seen`` (``tensor`` or a view of it) into the sums' float64 slots.
+
+    ``counted``: three consecutive slots (saturated, underflow, seen
+    elements) of ``seen`` cast with the one-element float32 ``scale``;
+    ``amax``: one slot, the running ``max|tensor|``. One launch, asynchronous.
+    """
+    if counted.numel() != 3 or amax.numel() != 1 or scale.numel() != 1:
+        raise ValueError("observe_scaled_cast needs 3 counted slots, one amax slot and a one-element scale")
+    if tensor.numel() == 0:
+        return
+    same = seen is tensor
+    seen_source, seen_geometry = _geometry(seen)
+    whole_source, whole_geometry = (seen_source, seen_geometry) if same else _geometry(tensor)
+    _scaled_launcher(
+        (max(1, min(max(seen_geometry[-1], whole_geometry[-1]), _program_limit(tensor.device))), 1, 1),
+        (seen_source, whole_source, scale.float().reshape(1), counted, amax),
+        (*seen_geometry, *whole_geometry, seen.numel()),
+        (fmt.max_normal, fmt.min_subnormal / 2),
+        (tensor.dtype == torch.bfloat16, same, *PAIR_TILE),
         PAIR_WARPS,
     )

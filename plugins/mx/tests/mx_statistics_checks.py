@@ -19,7 +19,7 @@ from mx_kernel_checks import edge_blocks, spread_operand
 from newcompute_mx import statistics
 from newcompute_mx.formats import FORMATS
 from newcompute_mx.reference import ScaleMode
-from newcompute_mx.statistics_kernel import observe_mx_blocks
+from newcompute_mx.statistics_kernel import observe_mx_blocks, observe_scaled_cast
 
 ROLE = "wgrad_input"
 """A role in the middle of the sums' layout, so slots and bins on either side must stay untouched."""
@@ -27,14 +27,23 @@ SLOTS = (("saturated", 3), ("exp_min", 1), ("exp_max", 1))
 """The kernel's slots of a role: its three counts, then each exponent bound."""
 
 
-def _compare(label: str, x: torch.Tensor, axis: int, block: int, device: str, observations: int = 1) -> list[str]:
-    """Every format and scale mode on ``x`` (CPU, any view): kernel on ``device`` against the PyTorch path on CPU.
+def _on(device: str, x: torch.Tensor) -> torch.Tensor:
+    """``x`` on ``device`` with its strides kept, so a sampled view stays a strided view there."""
+    if device == "cpu":
+        return x
+    moved = torch.empty_strided(x.size(), x.stride(), dtype=x.dtype, device=device)
+    return moved.copy_(x)
 
-    ``x`` moves to ``device`` with its strides kept, so a sampled view stays a strided view there.
-    """
-    moved = torch.empty_strided(x.size(), x.stride(), dtype=x.dtype, device=device) if device != "cpu" else x
-    if device != "cpu":
-        moved.copy_(x)
+
+def _same(got: torch.Tensor, want: torch.Tensor) -> bool:
+    """Equal slot for slot, a NaN (an amax that saw one) equal to a NaN."""
+    got = got.cpu()
+    return bool(((got == want) | (got.isnan() & want.isnan())).all())
+
+
+def _compare(label: str, x: torch.Tensor, axis: int, block: int, device: str, observations: int = 1) -> list[str]:
+    """Every format and scale mode on ``x`` (CPU, any view): kernel on ``device`` against the PyTorch path on CPU."""
+    moved = _on(device, x)
     failures = []
     for fmt in FORMATS.values():
         for mode in ("floor", "ceil"):
@@ -105,7 +114,35 @@ def check_edge_blocks(device: str) -> list[str]:
     )
 
 
-ALL_CHECKS = (check_sampled_views, check_layouts_and_dtypes, check_edge_blocks)
+def check_scaled_casts(device: str) -> list[str]:
+    """Per-tensor casts: sampled rows and whole tensors, float32 and bfloat16, NaN and inf, two scales."""
+    failures = []
+    x = _poisoned((2, 37, 70), seed=36)
+    x[1, 5, 3] = float("inf")
+    calm = spread_operand((45, 96), torch.float32, seed=37)
+    calm[9, 50] = -(2.0**40) * (1 + 2.0**-23)  # the amax, its last mantissa bit set (exact, not rounded away)
+    bf16 = calm.to(torch.bfloat16)
+    for scale_value in (1.0, 3.1e-5):
+        scale = torch.tensor(scale_value, dtype=torch.float32)
+        for tensor, label in ((x, "poisoned"), (calm, "fp32"), (bf16, "bf16"), (bf16.t(), "bf16 transposed")):
+            for stride, seen_label in ((1, "whole"), (4, "every 4th row")):
+                moved = _on(device, tensor)
+                with nc.collect_statistics(row_stride=stride):
+                    seen, moved_seen = nc.statistics_rows(tensor), nc.statistics_rows(moved)
+                for fmt in (FORMATS["e4m3"], FORMATS["e5m2"]):
+                    want = statistics.new_sums(None)
+                    got = statistics.new_sums(torch.device(device))
+                    for _ in range(2):
+                        statistics.observe_scaled(want, ROLE, "input", tensor, seen, fmt, scale)
+                        counted, amax = got.slots(f"{ROLE}_saturated", 3), got.slots("input_amax", 1)
+                        observe_scaled_cast(counted, amax, moved, moved_seen, fmt, scale.to(device))
+                    if not _same(got.sums, want.sums):
+                        tag = f"scaled {label}, {seen_label}, {fmt.name}, scale {scale_value}"
+                        failures.append(f"{tag}: slots {got.sums.cpu().tolist()} != {want.sums.tolist()}")
+    return failures
+
+
+ALL_CHECKS = (check_sampled_views, check_layouts_and_dtypes, check_edge_blocks, check_scaled_casts)
 
 
 def main() -> int:

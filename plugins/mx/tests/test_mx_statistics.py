@@ -179,6 +179,28 @@ def test_the_statistics_on_cuda_equal_the_cpu_ones(mode: str) -> None:
     assert want[1].sum() > 0 and want[0].sum() > 0
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("scaling", ["current", "delayed"])
+def test_the_fp8_statistics_on_cuda_equal_the_cpu_ones(scaling: str) -> None:
+    def sums_of(x: torch.Tensor) -> torch.Tensor:
+        history = AmaxHistory(scaling, 4, "max", 0, False).train()  # type: ignore[arg-type]
+        quantizer = FP8Quantizer(E4M3_EVERYWHERE, history).to(x.device)
+        with nc.collect_statistics(row_stride=4):
+            for _ in range(2):  # delayed scaling: the second call casts with the first call's amax
+                quantizer.pair(TensorKind.INPUT, x * 1.5, x.dtype, True, True)
+                quantizer.pair(TensorKind.WEIGHT, x[0], x.dtype, True, True)
+        sums = quantizer.telemetry
+        return torch.cat([sums.slots("fwd_input_saturated", 3 * len(ROLES)), sums.slots("input_amax", 3)]).cpu()
+
+    generator = torch.Generator().manual_seed(6)
+    spread = torch.randint(-12, 12, (2, 64, 1), generator=generator).float()
+    x = (torch.randn(2, 64, 256, generator=generator) * torch.exp2(spread)).to(torch.bfloat16)
+    got, want = sums_of(x.cuda()), sums_of(x)
+    assert torch.equal(got, want)
+    assert want[1] > 0 and want[2] == 2 * x[:, ::4].numel() and want[-3] > 0  # fwd_input underflow, seen; input amax
+
+
 def test_the_statistics_kernel_equals_the_pytorch_path_under_the_interpreter() -> None:
     pytest.importorskip("triton", reason="Triton is not installed")
     env = {**os.environ, "TRITON_INTERPRET": "1", "CUDA_VISIBLE_DEVICES": ""}
@@ -191,7 +213,9 @@ def test_the_statistics_kernel_equals_the_pytorch_path_under_the_interpreter() -
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-@pytest.mark.parametrize("check", ["check_sampled_views", "check_layouts_and_dtypes", "check_edge_blocks"])
+@pytest.mark.parametrize(
+    "check", ["check_sampled_views", "check_layouts_and_dtypes", "check_edge_blocks", "check_scaled_casts"]
+)
 def test_the_statistics_kernel_equals_the_pytorch_path_on_cuda(check: str) -> None:
     pytest.importorskip("triton", reason="Triton is not installed")
     import mx_statistics_checks
