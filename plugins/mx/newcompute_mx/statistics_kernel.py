@@ -52,8 +52,9 @@ from newcompute_mx.statistics import NO_EXPONENT
 NO_EXPONENT_BOUND: tl.constexpr = tl.constexpr(NO_EXPONENT)
 HISTOGRAM_BINS = SCALE_MAX_EXPONENT - SCALE_MIN_EXPONENT + 1
 """Bins of a role's exponent histogram: one per E8M0 exponent, the lowest first."""
-PROGRAMS_PER_SM = 4
-"""Programs per SM sharing the tiles: enough loads in flight to stream memory, few enough that the atomics stay few."""
+PROGRAMS_PER_SM = 3
+"""Programs per SM sharing the tiles: as many as are resident at once (the MX kernel takes about 165 registers
+a thread on sm_90, so three programs of 4 warps fit an SM), so the walk ends in one wave and the atomics stay few."""
 
 
 @triton.jit
@@ -249,6 +250,17 @@ def _program_limit(device: torch.device) -> int:
     return PROGRAMS_PER_SM * torch.cuda.get_device_properties(device).multi_processor_count
 
 
+def _block_tile(block_size: int, last: bool) -> tuple[int, int]:
+    """Tiles of PAIR_TILE's 4096 elements (what 4 warps hold in registers), at least one block along the block axis.
+
+    Tiles stretched to a 128-row block would spill registers; a narrower one does not.
+    """
+    if last:
+        return PAIR_TILE[0], max(PAIR_TILE[1], block_size)
+    rows = max(PAIR_TILE[0], block_size)
+    return rows, PAIR_TILE[0] * PAIR_TILE[1] // rows
+
+
 def observe_mx_blocks(
     counted: torch.Tensor,
     lowest: torch.Tensor,
@@ -277,7 +289,7 @@ def observe_mx_blocks(
     if tensor.numel() == 0:
         return
     source, batch, stride_batch, n_rows, n_cols = _batched(tensor.detach())
-    tile = (max(PAIR_TILE[0], block_size), max(PAIR_TILE[1], block_size))
+    tile = _block_tile(block_size, axis == -1)
     n_tiles = batch * triton.cdiv(n_rows, tile[0]) * triton.cdiv(n_cols, tile[1])
     _launcher(
         (min(n_tiles, _program_limit(tensor.device)), 1, 1),

@@ -86,7 +86,7 @@ def check_sampled_views(device: str) -> list[str]:
 
 
 def check_layouts_and_dtypes(device: str) -> list[str]:
-    """Whole tensors: bfloat16 and float16, a transposed (column-major) operand, block sizes 16 and 128."""
+    """Whole tensors: bfloat16 and float16, a column-major operand, block sizes 16, 64 and 128 (both axes)."""
     bf16 = _poisoned((45, 96), seed=32).to(torch.bfloat16)
     half = (spread_operand((64, 33), torch.float32, seed=33) * 2.0**-10).to(torch.float16)
     transposed = _poisoned((3, 50, 64), seed=34).transpose(-1, -2)
@@ -95,7 +95,9 @@ def check_layouts_and_dtypes(device: str) -> list[str]:
         failures += _compare("bf16", bf16, axis, 32, device, observations=2)
         failures += _compare("fp16", half, axis, 16, device)
         failures += _compare("transposed", transposed, axis, 32, device)
-    failures += _compare("block 128", _poisoned((130, 200), seed=35), -1, 128, device)
+    wide = _poisoned((130, 200), seed=35)
+    failures += _compare("block 128", wide, -1, 128, device) + _compare("block 128", wide.t(), -2, 128, device)
+    failures += _compare("block 64", wide, -2, 64, device)
     return failures
 
 
