@@ -16,13 +16,21 @@ and the scale that role gives it (the comparisons below are exact there):
   exponent among blocks that hold a non-zero value.
 * **shared exponent histogram** (MX): per role, how many blocks holding a
   non-zero value used each E8M0 exponent, one bin per exponent from −127 to
-  127 (the whole E8M0 range; code 0xFF, NaN, is no exponent). Counted on the
-  device with ``scatter_add_``, no host sync.
+  127 (the whole E8M0 range; code 0xFF, NaN, is no exponent).
 * **amax** (per-tensor FP8): the largest ``max|x|`` seen per tensor kind.
 * **amax history** (per-tensor FP8, delayed scaling): the newest
   :data:`AMAX_HISTORY_SHOWN` entries of the window the scale is chosen from,
   newest first (bin ``i`` is ``i`` training calls ago; 0 where not filled yet).
   It is the scaling state itself, copied as a measured call leaves it.
+
+On CUDA one Triton kernel launch (:mod:`newcompute_mx.statistics_kernel`)
+makes each observation, adding its counts (and an MX one's exponent bounds
+and histogram) into the sums with atomics, no host sync: counted with
+PyTorch an MX observation is some forty small kernels and a per-tensor one
+some fifteen, each replaying in microseconds, and a measured step makes
+thousands of them (six roles in every layer). Elsewhere, and while
+``torch.compile`` traces (which fuses them itself), the PyTorch code below
+counts the same numbers; tests hold the two equal.
 
 Rates are over every element measured since the model was built. A
 training step that ``--telemetry-every`` measures looks at every N-th row
@@ -43,7 +51,8 @@ from newcompute_mx.reference import ScaleMode, pow2, shared_exponents
 
 ROLES = ("fwd_input", "fwd_weight", "dgrad_weight", "dgrad_grad_output", "wgrad_input", "wgrad_grad_output")
 KINDS = ("input", "weight", "grad_output")
-_NO_EXPONENT = 1 << 20
+NO_EXPONENT = 1 << 20
+"""What an observation with no block holding a value leaves as its exponent bounds (±): none to report."""
 EXPONENT_BINS = tuple(float(e) for e in range(SCALE_MIN_EXPONENT, SCALE_MAX_EXPONENT + 1))
 """The histogram's bins: every E8M0 exponent (OCP MX v1.0 §5.4: bias 127, 0xFF is NaN)."""
 AMAX_HISTORY_SHOWN = 16
@@ -89,6 +98,12 @@ def observe_mx(
     value pushed below float32's range would round to zero in any element format too), and the scale
     exponent comes from the reference's float64 rule on the block maxima alone.
     """
+    if tensor.is_cuda and not torch.compiler.is_compiling():
+        from newcompute_mx.statistics_kernel import observe_mx_blocks
+
+        slots = (sums.slots(f"{role}_saturated", 3), sums.slots(f"{role}_exp_min", 1), sums.slots(f"{role}_exp_max", 1))
+        observe_mx_blocks(*slots, sums.histogram(f"{role}_exp_hist"), tensor, axis, fmt, block_size, mode == "ceil")
+        return
     magnitude = _blocks(tensor, axis, block_size)
     amax = magnitude.amax(dim=-1)
     usable = torch.isfinite(amax)
@@ -97,8 +112,8 @@ def observe_mx(
     _count(sums, role, magnitude, scaled, fmt)
     sums.add(f"{role}_seen", tensor.numel())
     holding = usable & (amax > 0)
-    sums.minimum(f"{role}_exp_min", torch.where(holding, exponent, _NO_EXPONENT).amin())
-    sums.maximum(f"{role}_exp_max", torch.where(holding, exponent, -_NO_EXPONENT).amax())
+    sums.minimum(f"{role}_exp_min", torch.where(holding, exponent, NO_EXPONENT).amin())
+    sums.maximum(f"{role}_exp_max", torch.where(holding, exponent, -NO_EXPONENT).amax())
     sums.count(f"{role}_exp_hist", (exponent - SCALE_MIN_EXPONENT).clamp(0, len(EXPONENT_BINS) - 1), holding)
 
 
@@ -117,6 +132,12 @@ def observe_scaled(
     The rates count the elements of ``seen`` (``tensor`` or the rows of it telemetry samples); the amax is
     the whole tensor's, as the scaling itself sees it.
     """
+    if tensor.is_cuda and not torch.compiler.is_compiling():
+        from newcompute_mx.statistics_kernel import observe_scaled_cast
+
+        counted, amax = sums.slots(f"{role}_saturated", 3), sums.slots(f"{kind}_amax", 1)
+        observe_scaled_cast(counted, amax, tensor, seen, fmt, scale)
+        return
     magnitude = seen.detach().float().abs()
     scaled = magnitude * scale.float()
     _count(sums, role, magnitude, scaled, fmt)
@@ -176,7 +197,7 @@ def report(
     seen = counted[:, 2]
     rates = counted[:, :2] / seen.clamp(min=1.0).unsqueeze(1)
     bounds = sums.slots(f"{ROLES[0]}_exp_min", 2 * len(ROLES)).view(2, len(ROLES))
-    exponents = torch.where((seen > 0) & (bounds.abs() < _NO_EXPONENT), bounds, 0.0) if block_scaled else bounds
+    exponents = torch.where((seen > 0) & (bounds.abs() < NO_EXPONENT), bounds, 0.0) if block_scaled else bounds
     for role in roles:
         at = ROLES.index(role)
         label = role.replace("_", " ")

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -13,6 +18,7 @@ from newcompute_mx.quantizers import FP8Quantizer, MXQuantizer
 from newcompute_mx.statistics import ROLES
 
 E4M3_EVERYWHERE = {role: "e4m3" for role in ROLES}
+KERNEL_CHECKS = Path(__file__).with_name("mx_statistics_checks.py")
 
 
 def _by_name(report: dict[nc.Statistic, torch.Tensor]) -> dict[str, float | list[float]]:
@@ -40,14 +46,17 @@ def test_mx_saturation_underflow_and_exponents_of_a_hand_built_block() -> None:
     assert "wgrad_input_saturation" not in stats  # never measured: no weight gradient was asked for
 
 
-def test_mx_exponents_span_blocks_of_different_magnitude() -> None:
+def test_mx_exponents_span_blocks_of_different_magnitude_and_all_zero_blocks_have_none() -> None:
     quantizer = MXQuantizer(E4M3_EVERYWHERE, 32, "floor")
-    x = torch.cat([torch.full((32,), 2.0**10), torch.full((32,), 2.0**-3)]).reshape(1, 64)
+    x = torch.cat([torch.full((32,), 2.0**10), torch.zeros(32), torch.full((32,), 2.0**-3)]).reshape(1, 96)
     with nc.collect_statistics():
-        quantizer.pairs([(TensorKind.INPUT, x, True, False)], torch.float32)
-    sums = quantizer.telemetry
-    # floor(log2 amax) − emax: 10 − 8 = 2 and −3 − 8 = −11.
-    assert sums["fwd_input_exp_max"].item() == 2 and sums["fwd_input_exp_min"].item() == -11
+        requests = [(TensorKind.INPUT, x, True, False), (TensorKind.WEIGHT, torch.zeros(2, 32), True, False)]
+        quantizer.pairs(requests, torch.float32)
+    stats = _by_name(plugin.newcompute_statistics(module=QuantizedLinear(torch.nn.Linear(96, 1), quantizer)))
+    # floor(log2 amax) − emax: 10 − 8 = 2 and −3 − 8 = −11; the zero block has no exponent.
+    assert (stats["fwd_input_exponent_min"], stats["fwd_input_exponent_max"]) == (-11, 2)
+    assert (stats["fwd_weight_exponent_min"], stats["fwd_weight_exponent_max"]) == (0, 0)  # measured, no value held
+    assert "wgrad_input_exponent_min" not in stats
 
 
 def test_mx_exponent_histogram_counts_each_block_by_its_exponent() -> None:
@@ -149,21 +158,91 @@ def test_rates_agree_with_the_reference_quantizer(fmt: str, mode: str) -> None:
     assert expected.sum().item() == 6 * 3 - 1  # one block of zeros is left out
 
 
-def _histogram_of(x: torch.Tensor) -> torch.Tensor:
-    quantizer = MXQuantizer(E4M3_EVERYWHERE, 32, "floor").to(x.device)
-    with nc.collect_statistics():
-        quantizer.pairs([(TensorKind.INPUT, x, True, False)], x.dtype)
-    return quantizer.telemetry.histogram("fwd_input_exp_hist").cpu()
+def _sums_of(x: torch.Tensor, mode: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """A training-like observation of ``x`` on its device: both axes of an input, every 4th row or column."""
+    quantizer = MXQuantizer(E4M3_EVERYWHERE, 32, mode).to(x.device)  # type: ignore[arg-type]
+    with nc.collect_statistics(row_stride=4):
+        quantizer.pairs([(TensorKind.INPUT, x, True, True), (TensorKind.WEIGHT, x[0], True, True)], x.dtype)
+    return quantizer.telemetry.sums.cpu(), quantizer.telemetry.counts.cpu()
 
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-def test_the_exponent_histogram_on_cuda_equals_the_cpu_one() -> None:
+@pytest.mark.parametrize("mode", ["floor", "ceil"])
+def test_the_statistics_on_cuda_equal_the_cpu_ones(mode: str) -> None:
     generator = torch.Generator().manual_seed(5)
-    spread = torch.randint(-30, 30, (64, 256), generator=generator).float()
-    x = torch.randn(64, 256, generator=generator) * torch.exp2(spread)
-    x = x.to(torch.bfloat16)
-    assert torch.equal(_histogram_of(x.cuda()), _histogram_of(x))
+    spread = torch.randint(-30, 30, (2, 64, 256), generator=generator).float()
+    x = (torch.randn(2, 64, 256, generator=generator) * torch.exp2(spread)).to(torch.bfloat16)
+    x[0, 3, 17] = float("nan")
+    got, want = _sums_of(x.cuda(), mode), _sums_of(x, mode)
+    assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+    assert want[1].sum() > 0 and want[0].sum() > 0
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("scaling", ["current", "delayed"])
+def test_the_fp8_statistics_on_cuda_equal_the_cpu_ones(scaling: str) -> None:
+    def sums_of(x: torch.Tensor) -> torch.Tensor:
+        history = AmaxHistory(scaling, 4, "max", 0, False).train()  # type: ignore[arg-type]
+        quantizer = FP8Quantizer(E4M3_EVERYWHERE, history).to(x.device)
+        with nc.collect_statistics(row_stride=4):
+            for _ in range(2):  # delayed scaling: the second call casts with the first call's amax
+                quantizer.pair(TensorKind.INPUT, x * 1.5, x.dtype, True, True)
+                quantizer.pair(TensorKind.WEIGHT, x[0], x.dtype, True, True)
+        sums = quantizer.telemetry
+        return torch.cat([sums.slots("fwd_input_saturated", 3 * len(ROLES)), sums.slots("input_amax", 3)]).cpu()
+
+    generator = torch.Generator().manual_seed(6)
+    spread = torch.randint(-12, 12, (2, 64, 1), generator=generator).float()
+    x = (torch.randn(2, 64, 256, generator=generator) * torch.exp2(spread)).to(torch.bfloat16)
+    got, want = sums_of(x.cuda()), sums_of(x)
+    assert torch.equal(got, want)
+    assert want[1] > 0 and want[2] == 2 * x[:, ::4].numel() and want[-3] > 0  # fwd_input underflow, seen; input amax
+
+
+def test_the_statistics_kernel_equals_the_pytorch_path_under_the_interpreter() -> None:
+    pytest.importorskip("triton", reason="Triton is not installed")
+    env = {**os.environ, "TRITON_INTERPRET": "1", "CUDA_VISIBLE_DEVICES": ""}
+    result = subprocess.run(
+        [sys.executable, str(KERNEL_CHECKS)], env=env, capture_output=True, text=True, timeout=300, check=False
+    )
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    assert "count for count" in result.stdout
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize(
+    "check", ["check_sampled_views", "check_layouts_and_dtypes", "check_edge_blocks", "check_scaled_casts"]
+)
+def test_the_statistics_kernel_equals_the_pytorch_path_on_cuda(check: str) -> None:
+    pytest.importorskip("triton", reason="Triton is not installed")
+    import mx_statistics_checks
+
+    assert getattr(mx_statistics_checks, check)("cuda") == []
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_an_observation_replays_in_a_cuda_graph() -> None:
+    """Captured once, replayed twice: the sums hold two observations, as two eager calls leave them."""
+    from newcompute_mx import statistics
+    from newcompute_mx.formats import FORMATS
+
+    x = (torch.randn(512, 1024, device="cuda") * 3.0).to(torch.bfloat16)[:, ::4]
+    eager = statistics.new_sums(torch.device("cuda"))
+    for _ in range(2):
+        statistics.observe_mx(eager, "fwd_input", x, -2, FORMATS["e4m3"], 32, "floor")
+    graphed = statistics.new_sums(torch.device("cuda"))
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        statistics.observe_mx(graphed, "fwd_input", x, -2, FORMATS["e4m3"], 32, "floor")
+    graphed.reset()
+    graph.replay()
+    graph.replay()
+    assert torch.equal(graphed.sums, eager.sums) and torch.equal(graphed.counts, eager.counts)
+    assert eager["fwd_input_seen"].item() == 2 * x.numel()
 
 
 def test_a_row_stride_measures_every_nth_row_of_activations_and_every_row_of_weights() -> None:
