@@ -41,7 +41,6 @@ def readout_terms_kernel(
     partial_ptr,
     rows,
     cols,
-    rows_per_batch,
     stride_batch,
     stride_row,
     stride_col,
@@ -52,29 +51,30 @@ def readout_terms_kernel(
 ):
     pid = tl.program_id(0)
     tiles_c = tl.cdiv(cols, BLOCK_C)
-    row = (pid // tiles_c) * BLOCK_R + tl.arange(0, BLOCK_R)
-    col = (pid % tiles_c) * BLOCK_C + tl.arange(0, BLOCK_C)
+    per_batch = tl.cdiv(rows, BLOCK_R) * tiles_c
+    batch = (pid // per_batch).to(tl.int64)
+    tile = pid % per_batch
+    row = (tile // tiles_c) * BLOCK_R + tl.arange(0, BLOCK_R)
+    col = (tile % tiles_c) * BLOCK_C + tl.arange(0, BLOCK_C)
     valid = (row[:, None] < rows) & (col[None, :] < cols)
-    row64 = row.to(tl.int64)
-    exact = tl.load(exact_ptr + row64[:, None] * cols + col[None, :], mask=valid, other=0.0)
-    origin = (row64 // rows_per_batch) * stride_batch + (row64 % rows_per_batch) * stride_row
-    readout = tl.load(readout_ptr + origin[:, None] + col[None, :] * stride_col, mask=valid, other=0.0)
-    readout = readout.to(tl.float32)
+    first = (batch * rows) * cols
+    exact = tl.load(exact_ptr + first + (row[:, None] * cols + col[None, :]), mask=valid, other=0.0)
+    origin = readout_ptr + batch * stride_batch
+    src = origin + (row[:, None].to(tl.int64) * stride_row + col[None, :].to(tl.int64) * stride_col)
+    readout = tl.load(src, mask=valid, other=0.0).to(tl.float32)
     if HAS_BIAS:
         readout = readout - tl.load(bias_ptr + col, mask=col < cols, other=0.0).to(tl.float32)[None, :]
     error = tl.where(valid, readout - exact, 0.0)
     lo = tl.load(range_ptr)
     hi = tl.load(range_ptr + 1)
     clipped = valid & ((exact < lo) | (exact > hi))
-    low = tl.reduce(tl.reduce(tl.where(valid, exact, float("inf")), 1, _min_nan), 0, _min_nan)
-    high = tl.reduce(tl.reduce(tl.where(valid, exact, float("-inf")), 1, _max_nan), 0, _max_nan)
     out = partial_ptr + pid * TERMS_PER_TILE
-    tl.store(out, -low)
-    tl.store(out + 1, high)
-    tl.store(out + 2, tl.sum(tl.sum(valid.to(tl.float32), axis=1), axis=0))
-    tl.store(out + 3, tl.sum(tl.sum(clipped.to(tl.float32), axis=1), axis=0))
-    tl.store(out + 4, tl.sum(tl.sum(error * error, axis=1), axis=0))
-    tl.store(out + 5, tl.sum(tl.sum(exact * exact, axis=1), axis=0))
+    tl.store(out, -tl.reduce(tl.where(valid, exact, float("inf")), None, _min_nan))
+    tl.store(out + 1, tl.reduce(tl.where(valid, exact, float("-inf")), None, _max_nan))
+    tl.store(out + 2, tl.sum(valid.to(tl.float32), axis=None))
+    tl.store(out + 3, tl.sum(clipped.to(tl.float32), axis=None))
+    tl.store(out + 4, tl.sum(error * error, axis=None))
+    tl.store(out + 5, tl.sum(exact * exact, axis=None))
 
 
 @triton.jit
@@ -150,9 +150,8 @@ def record(
     ``exact``: the contiguous fp32 product (batch × rows × cols) of the sampled rows; ``readout``: their
     read-out, same shape, any strides; ``ranges``: the 3 × 2 fp32 ``(lo, hi)`` ranges the call used.
     """
-    batch, rows_per_batch, cols = exact.shape
-    rows = batch * rows_per_batch
-    programs = triton.cdiv(rows, BLOCK_ROWS) * triton.cdiv(cols, BLOCK_COLS)
+    batch, rows, cols = exact.shape
+    programs = batch * triton.cdiv(rows, BLOCK_ROWS) * triton.cdiv(cols, BLOCK_COLS)
     partials = torch.empty((programs, TERMS), device=exact.device, dtype=torch.float32)
     readout_terms_kernel[(programs,)](
         exact,
@@ -162,7 +161,6 @@ def record(
         partials,
         rows,
         cols,
-        rows_per_batch,
         readout.stride(0),
         readout.stride(1),
         readout.stride(2),
