@@ -34,7 +34,7 @@ def test_exact_product_of_bf16_operands_is_their_fp32_product() -> None:
     for a, b in ((aq, bq), (aq[:1, ::3], bq[:1])):
         exact = reference.exact_product(a, b)
         assert exact.dtype == torch.float32
-        torch.testing.assert_close(exact, a.float() @ b.float().transpose(-1, -2), rtol=1e-6, atol=1e-5)
+        torch.testing.assert_close(exact, a.float() @ b.float().transpose(-1, -2), rtol=1e-5, atol=1e-4)
 
 
 @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])

@@ -1,12 +1,14 @@
-"""A measured optical call's statistics in two launches, accumulated on the device with no host read.
+"""A measured optical call's statistics in two Triton launches, accumulated on the device with no host read.
 
-:func:`readout_terms` reads the sampled fp32 product and its read-out once,
-tile by tile, and writes each tile's partial terms; :func:`record` (one
-program) reduces them, turns the seen minima and maxima into range use and
+``readout_terms_kernel`` reads the sampled fp32 product and its read-out
+once, tile by tile, and writes each tile's partial terms;
+``record_kernel`` (one program) reduces them, turns the seen minima and
+maxima (the operands' from one ``torch.aminmax`` each) into range use and
 adds everything into the product's float64 telemetry slots. Together they
-replace some twenty PyTorch launches per measured call with the same
-arithmetic (see :mod:`newcompute_optical.statistics`); only the order in
-which the sums add up differs.
+replace the fifty-odd small PyTorch launches these reductions and the range
+use took per measured call, with the same arithmetic (see
+:mod:`newcompute_optical.statistics`); only the order in which the sums add
+up differs.
 """
 
 from __future__ import annotations
