@@ -56,13 +56,17 @@ def readout_terms_kernel(
     per_batch = tl.cdiv(rows, BLOCK_R) * tiles_c
     batch = (pid // per_batch).to(tl.int64)
     tile = pid % per_batch
-    row = (tile // tiles_c) * BLOCK_R + tl.arange(0, BLOCK_R)
-    col = (tile % tiles_c) * BLOCK_C + tl.arange(0, BLOCK_C)
-    valid = (row[:, None] < rows) & (col[None, :] < cols)
-    first = (batch * rows) * cols
-    exact = tl.load(exact_ptr + first + (row[:, None] * cols + col[None, :]), mask=valid, other=0.0)
-    origin = readout_ptr + batch * stride_batch
-    src = origin + (row[:, None].to(tl.int64) * stride_row + col[None, :].to(tl.int64) * stride_col)
+    first_row = (tile // tiles_c) * BLOCK_R
+    first_col = (tile % tiles_c) * BLOCK_C
+    local_r = tl.arange(0, BLOCK_R)
+    local_c = tl.arange(0, BLOCK_C)
+    col = first_col + local_c
+    valid = (first_row + local_r[:, None] < rows) & (col[None, :] < cols)
+    # int64 tile origins, int32 offsets inside a tile: a product may hold more than 2³¹ elements
+    origin = (batch * rows + first_row) * cols + first_col
+    exact = tl.load(exact_ptr + origin + (local_r[:, None] * cols + local_c[None, :]), mask=valid, other=0.0)
+    origin = batch * stride_batch + first_row.to(tl.int64) * stride_row + first_col.to(tl.int64) * stride_col
+    src = readout_ptr + origin + (local_r[:, None] * stride_row + local_c[None, :] * stride_col)
     readout = tl.load(src, mask=valid, other=0.0).to(tl.float32)
     if HAS_BIAS:
         readout = readout - tl.load(bias_ptr + col, mask=col < cols, other=0.0).to(tl.float32)[None, :]
