@@ -30,11 +30,12 @@ How, so that a measured step costs little more than a plain one:
   :func:`newcompute_optical.reference.exact_product`: on CUDA the bf16
   (or fp16) operands on tensor cores with fp32 output, whose products are
   exact in fp32, so only the accumulation order differs from an fp32 GEMM.
-* On CUDA with Triton, two launches (:mod:`newcompute_optical.kernels.telemetry`)
-  read the product and its read-out once and add every term into the
-  float64 sums on the device; elsewhere, and under ``torch.compile``,
-  :func:`record_reference` does the same arithmetic in PyTorch. Only the
-  order of the sums differs between the two.
+* On CUDA with Triton, beside one ``torch.aminmax`` of each operand, two
+  launches (:mod:`newcompute_optical.kernels.telemetry`) read the product
+  and its read-out once and add every term into the float64 sums on the
+  device; elsewhere, and under ``torch.compile`` (whose compiler fuses
+  them), :func:`record_reference` does the same arithmetic in PyTorch.
+  Only the order of the sums differs between the two.
 
 Nothing reads the host, so a measured step can be captured in a CUDA graph.
 """
