@@ -23,7 +23,7 @@ from torch import nn
 from newcompute import collecting_statistics, layer_stream, probing
 from newcompute_optical import distributed, reference, statistics
 from newcompute_optical.config import ProductSettings
-from newcompute_optical.ops.product import OpticalProductFunction
+from newcompute_optical.ops.product import OpticalProductFunction, sampled_product
 
 RANGES = ("input_range", "weight_range", "output_range")
 _RANK_MIX = 0x9E3779B1
@@ -123,8 +123,8 @@ class OpticalProduct(nn.Module):
         quantiles = settings.quantiles()
         observed = collecting_statistics()
         if observed:
-            exact = statistics.observe_operands(self.telemetry, a, b, self.ranges(), settings, dtype)
-        out = OpticalProductFunction.apply(
+            used = statistics.snapshot(self.ranges())
+        out, aq, bq = OpticalProductFunction.apply(
             a,
             b,
             bias,
@@ -141,7 +141,7 @@ class OpticalProduct(nn.Module):
             dtype,
         )
         if observed:
-            statistics.observe_readout(self.telemetry, exact, out, bias)
+            statistics.observe(self.telemetry, a, b, aq, bq, out, bias, used)
         return out
 
     @torch.no_grad()
@@ -149,18 +149,18 @@ class OpticalProduct(nn.Module):
         """Measure this product on ``rows`` (rows of ``a``) without running it; returns their read-out.
 
         For a product computed elsewhere (fused attention): range use is taken over all of ``a`` and
-        ``b``, the product, clipping and read-out noise over ``rows``, with the reference's read-out.
-        Its dither is drawn for the smaller matrix (the same distribution as the kernel's, other draws),
-        and nothing of the product's state moves: not its ranges, not its noise counter.
+        ``b``, the product, clipping and read-out noise over ``rows``, with the definition's read-out
+        (:func:`newcompute_optical.ops.product.sampled_product`). Its dither is drawn for the smaller
+        matrix (the same distribution as the kernel's, other draws), and nothing of the product's state
+        moves: not its ranges, not its noise counter.
         """
         key = self.noise_key()
         settings = self.settings
         with torch.autocast(a.device.type, enabled=False):
-            out, _, _, exact = reference.product(
-                rows, b, None, self.ranges(), settings.q_levels, settings.lut_min(), key, self.calls, dtype
+            out, exact = sampled_product(
+                rows, b, self.ranges(), settings.q_levels, settings.lut_min(), key, self.calls, dtype
             )
-        statistics.record_operands(self.telemetry, a, b, exact, self.ranges())
-        statistics.observe_readout(self.telemetry, exact, out, None, sampled=True)
+        statistics.record(self.telemetry, a, b, exact, out, None, statistics.snapshot(self.ranges()))
         return out
 
     @torch.no_grad()

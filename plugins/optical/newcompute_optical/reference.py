@@ -95,6 +95,21 @@ def quantize_weight(w: torch.Tensor, value_range: torch.Tensor, levels: int, lut
     return quantized if lut_min is None else snap_to_lut(quantized, value_range, lut_min)
 
 
+def exact_product(aq: torch.Tensor, bq: torch.Tensor) -> torch.Tensor:
+    """The fp32 product ``aq · bqᵀ`` (batch × M × K by batch × N × K) of operands already in the compute dtype.
+
+    On CUDA, bf16 and fp16 operands go to the tensor cores with fp32 output:
+    a product of two such values is exact in fp32, so this is the fp32 GEMM
+    of step 3 in another accumulation order, at a fraction of its cost.
+    Elsewhere, the fp32 GEMM itself.
+    """
+    if not (aq.is_cuda and aq.dtype in (torch.bfloat16, torch.float16)):
+        return torch.matmul(aq.float(), bq.float().transpose(-1, -2))
+    if aq.shape[0] == 1 and bq.shape[0] == 1:
+        return torch.mm(aq[0], bq[0].transpose(0, 1), out_dtype=torch.float32).unsqueeze(0)
+    return torch.bmm(aq, bq.transpose(-1, -2), out_dtype=torch.float32)
+
+
 def nearest_rank(count: int, quantile: float) -> int:
     """0-based rank of a quantile with 'nearest' interpolation (ties to even, like torch.quantile)."""
     return round(quantile * (count - 1))

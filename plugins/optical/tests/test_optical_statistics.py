@@ -125,3 +125,38 @@ def test_sampled_attention_statistics_match_the_two_products_measured_one_by_one
     # 2 × 4 heads, query rows 0, 2, 4, 6 against 8 keys; the context product's outputs are those rows × 16.
     assert matmuls.scores.telemetry["outputs"].item() == 8 * 4 * 8
     assert matmuls.context.telemetry["outputs"].item() == 8 * 4 * 16
+
+
+def test_a_measured_call_reuses_the_products_quantized_operands(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Measuring quantizes nothing again: the statistics take the operands the product quantized."""
+    from newcompute_optical import reference
+
+    calls = {"quantize": 0}
+    quantize = reference.quantize
+
+    def counted(*args: object, **kwargs: object) -> torch.Tensor:
+        calls["quantize"] += 1
+        return quantize(*args, **kwargs)
+
+    monkeypatch.setattr(reference, "quantize", counted)
+    layer = _layer().train()
+    x = torch.randn(6, 2)
+    layer(x)  # the first call after construction also calibrates, which quantizes too
+    before = calls["quantize"]
+    layer(x)
+    plain = calls["quantize"] - before
+    with nc.collect_statistics(row_stride=2):
+        layer(x)
+    assert plain == 2 and calls["quantize"] - before == 2 * plain
+    assert layer.optical.telemetry["calls"].item() == 1 and layer.optical.telemetry["outputs"].item() == 3 * 2
+
+
+def test_range_use_is_taken_with_the_ranges_the_call_quantized_with() -> None:
+    """In training the call folds the batch into its ranges; range use still compares against the ranges before."""
+    layer = _layer().train()
+    with nc.collect_statistics():
+        layer(X)
+    assert not torch.equal(layer.optical.input_range, torch.tensor([-2.0, 2.0]))  # the fold moved it
+    stats = _stats(layer)
+    assert stats["input_range_use"] == pytest.approx(0.5)  # [-1, 1] of the [-2, 2] that quantized X
+    assert stats["readout_clip_rate"] == pytest.approx(5 / 8)

@@ -61,3 +61,26 @@ def product(
         distributed.agree(stats)
     close_call((input_range, weight_range, output_range), stats, calls, take, training)
     return out, aq, bq
+
+
+def sampled_product(
+    rows: torch.Tensor,
+    b: torch.Tensor,
+    ranges: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    levels: int,
+    lut_min: float | None,
+    key: tuple[int, int],
+    calls: torch.Tensor,
+    dtype: torch.dtype,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(read-out, fp32 product)`` of ``rows`` with fixed ranges; no statistics, no fold, the counter kept.
+
+    The product goes through :func:`newcompute_optical.reference.exact_product` (it is needed in fp32
+    anyway) and then the elementwise read-out, rather than an autotuned GEMM for a shape that only
+    measured steps see.
+    """
+    input_range, weight_range, output_range = ranges
+    aq = quantize(rows, input_range, levels, dtype)
+    bq = quantize(b, weight_range, levels, dtype, lut_min=lut_min)
+    exact = reference.exact_product(aq, bq)
+    return quantize(exact, output_range, levels, dtype, noise=Noise(calls, *key)), exact

@@ -131,8 +131,33 @@ def _call(*args: object) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return reference_kernel(*args)
 
 
+def sampled_product(
+    rows: torch.Tensor,
+    b: torch.Tensor,
+    ranges: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    levels: int,
+    lut_min: float | None,
+    key: tuple[int, int],
+    calls: torch.Tensor,
+    dtype: torch.dtype,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(read-out, fp32 product)`` of ``rows`` with fixed ranges, moving nothing of the product's state.
+
+    What telemetry measures beside a product computed elsewhere (fused attention): on CUDA with
+    Triton by the product's own quantization kernels, elsewhere by the reference.
+    """
+    if launch is not None and rows.is_cuda:
+        return launch.sampled_product(rows, b, ranges, levels, lut_min, key, calls, dtype)
+    out, _, _, exact = reference.product(rows, b, None, ranges, levels, lut_min, key, calls, dtype)
+    return out, exact
+
+
 class OpticalProductFunction(torch.autograd.Function):
-    """Autograd for :func:`product`: saves the quantized operands, backward is straight-through."""
+    """Autograd for :func:`product`: saves the quantized operands, backward is straight-through.
+
+    Returns ``(out, A quantized, B quantized)``; the quantized copies carry no gradient and serve
+    telemetry, which measures the product from them rather than quantizing the operands again.
+    """
 
     @staticmethod
     def forward(
@@ -153,7 +178,7 @@ class OpticalProductFunction(torch.autograd.Function):
         key1: int,
         training: bool,
         dtype: torch.dtype,
-    ) -> torch.Tensor:
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         out, aq, bq = _call(
             a,
             b,
@@ -173,11 +198,14 @@ class OpticalProductFunction(torch.autograd.Function):
             dtype,
         )
         ctx.save_for_backward(aq, bq)
+        ctx.mark_non_differentiable(aq, bq)
         ctx.dtypes = (a.dtype, b.dtype, None if bias is None else bias.dtype)
-        return out
+        return out, aq, bq
 
     @staticmethod
-    def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+    def backward(
+        ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor, *_quantized: torch.Tensor
+    ) -> tuple[torch.Tensor | None, ...]:
         aq, bq = ctx.saved_tensors
         a_dtype, b_dtype, bias_dtype = ctx.dtypes
         grad = grad.to(aq.dtype)
