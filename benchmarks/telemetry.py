@@ -9,6 +9,9 @@ The step part builds real ``newcompute train`` sessions and runs the
 trainer's own loop body (measured steps collect, then write their records)
 for ``--steps`` steps after ``--warmup``; it reports the mean step time,
 which includes the measured steps, so the ratio is the whole cost. The
+timed steps start half an interval before a measured step, so each
+interval of a whole number of them holds one measured step and the write of
+its records, as in a long run; the wait for the last write is timed too. The
 warm-up also runs two measured steps (the first runs eagerly, the second
 records its graph under ``@graphs``), as any run longer than twice the
 interval has done before its steps settle. The two
@@ -73,12 +76,12 @@ def _session_trainer(
     return session, trainer
 
 
-def _loop_seconds(trainer: Trainer, steps: int) -> tuple[float, float, float]:
+def _loop_seconds(trainer: Trainer, steps: int) -> tuple[float, float, float, float]:
     """The run loop's body for ``steps`` steps, measured steps and deferred records as ``Trainer.run`` has them.
 
-    Returns the mean step time, the mean time of a measured step, and that of the step after one (which
-    hands the measured step's records to the writer thread while its GPU work runs), so a cost shows where
-    it is.
+    Returns the mean step time (the wait for the last records included), the mean time of a measured step,
+    that of the step after one (which hands the measured step's records to the writer thread while its GPU
+    work runs), and the wait for the last write at the end, so a cost shows where it is.
     """
     if torch.cuda.is_available():
         torch.cuda.synchronize()
@@ -94,12 +97,14 @@ def _loop_seconds(trainer: Trainer, steps: int) -> tuple[float, float, float]:
         if measured:
             trainer.telemetry.defer(trainer.step)
         seconds.append((measured, outcome.seconds))
+    waiting = time.perf_counter()
     trainer.telemetry.flush(trainer.metrics, trainer.session.accelerator)
     trainer.telemetry.wait()
-    mean = (time.perf_counter() - started) / steps
+    ended = time.perf_counter()
+    mean = (ended - started) / steps
     measured_s = [s for m, s in seconds if m]
     after_s = [s for (m, _), (_, s) in zip(seconds, seconds[1:]) if m]
-    return mean, sum(measured_s) / max(len(measured_s), 1), sum(after_s) / max(len(after_s), 1)
+    return mean, sum(measured_s) / max(len(measured_s), 1), sum(after_s) / max(len(after_s), 1), ended - waiting
 
 
 def step_times(shape: str, variant: str, batch: int, block: int, warmup: int, steps: int) -> dict[str, Any]:
@@ -114,10 +119,11 @@ def step_times(shape: str, variant: str, batch: int, block: int, warmup: int, st
             for _ in range(2 if every else 0):
                 with trainer.telemetry.measuring(True):
                     trainer.train_step(measured=True)
-            trainer.step = 0
-            result[f"{label}_step_s"], measured_s, after_s = _loop_seconds(trainer, steps)
+            trainer.step = EVERY // 2
+            result[f"{label}_step_s"], measured_s, after_s, last_wait = _loop_seconds(trainer, steps)
             if every:
                 result["measured_step_s"], result["after_measured_step_s"] = measured_s, after_s
+                result["last_write_wait_s"] = last_wait
             trainer.metrics.close()
             del trainer, session
         if torch.cuda.is_available():
@@ -163,7 +169,8 @@ def main() -> None:
                 f"{args.shape} {variant:16s} off {row['off_step_s'] * 1e3:8.1f} ms/step, --telemetry-every {EVERY} "
                 f"{row[f'every_{EVERY}_step_s'] * 1e3:8.1f} ms/step: {row['ratio']:.3f}× (a measured step "
                 f"{row['measured_step_s'] * 1e3:.1f} ms, the step writing its records "
-                f"{row['after_measured_step_s'] * 1e3:.1f} ms)",
+                f"{row['after_measured_step_s'] * 1e3:.1f} ms, the wait for the last write "
+                f"{row['last_write_wait_s'] * 1e3:.1f} ms)",
                 flush=True,
             )
     with tempfile.TemporaryDirectory() as folder:

@@ -176,7 +176,7 @@ def test_the_statistics_on_cuda_equal_the_cpu_ones(mode: str) -> None:
     x[0, 3, 17] = float("nan")
     got, want = _sums_of(x.cuda(), mode), _sums_of(x, mode)
     assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
-    assert want[1].sum() > 0 and want[0].sum() > 0
+    assert want[1].sum() > 0 and want[0][torch.isfinite(want[0])].sum() > 0  # unmeasured bounds are ±inf
 
 
 @pytest.mark.gpu
