@@ -72,10 +72,12 @@ def _decoded(data: bytes, file: Path, offset: int) -> str:
         ) from None
 
 
-def text_pieces(file: Path, chunk_bytes: int = READ_CHUNK_BYTES) -> Iterator[str]:
-    """The text of ``file`` in pieces of about ``chunk_bytes`` bytes, split between characters."""
-    offset, carry = 0, b""
+def text_pieces(file: Path, chunk_bytes: int = READ_CHUNK_BYTES, start: int = 0) -> Iterator[str]:
+    """The text of ``file`` from byte ``start`` (where a character begins) in pieces of about ``chunk_bytes``
+    bytes, split between characters: a resumed stream reads a large file from where it stopped."""
+    offset, carry = start, b""
     with file.open("rb") as stream:
+        stream.seek(start)
         while block := stream.read(chunk_bytes):
             data = carry + block
             keep = _incomplete_tail(data)
@@ -175,16 +177,38 @@ def _load_hub_dataset(target: str, settings: DataSettings) -> Any:
         ) from None
 
 
-def _hub(target: str, settings: DataSettings) -> Iterator[str]:
+def hub_rows(
+    target: str, settings: DataSettings, state: dict[str, Any] | None = None
+) -> Iterator[tuple[str, dict[str, Any] | None]]:
+    """Each row's text with the dataset's ``state_dict()`` after it, from ``state`` (a state so taken) on.
+
+    A streamed dataset (datasets' IterableDataset) keeps such a state, so a
+    resumed stream loads the state after the last row it had read and
+    continues from the next row without reading those before; a dataset
+    without one (a downloaded split) gives None.
+    """
     dataset = _load_hub_dataset(target, settings)
     column = settings.text_column
     columns = list(getattr(dataset, "column_names", None) or [])
     if columns and column not in columns:
         raise ConfigError(_unknown_column(column, columns, target))
+    stateful = callable(getattr(dataset, "state_dict", None)) and callable(getattr(dataset, "load_state_dict", None))
+    if state is not None:
+        if not stateful:
+            raise ConfigError(
+                f"--resume: the checkpoint holds the position of a streamed hub dataset, but {target} "
+                f"(split '{settings.split}') no longer loads as a stream: resume with --streaming."
+            )
+        dataset.load_state_dict(state)
     for row in dataset:
         if column not in row:
             raise ConfigError(_unknown_column(column, list(row), target))
-        yield _as_text(row[column], column, target)
+        yield _as_text(row[column], column, target), dataset.state_dict() if stateful else None
+
+
+def _hub(target: str, settings: DataSettings) -> Iterator[str]:
+    for text, _ in hub_rows(target, settings):
+        yield text
 
 
 def _describe_builtin(target: str, settings: DataSettings) -> str:
@@ -197,6 +221,17 @@ def _describe_hub(target: str, settings: DataSettings) -> str:
     return f"hub dataset {target}{config}, split {settings.split} ({mode})"
 
 
+TEXT_SOURCE = DataSource("text", "a UTF-8 text file, one document", _text_file, suffixes=(".txt",))
+HUB_SOURCE = DataSource(
+    "hub",
+    "a dataset on the Hugging Face hub (needs 'datasets'); a bare id such as org/name means hf:org/name",
+    _hub,
+    schemes=(HUB_SCHEME,),
+    bounded=False,
+    describe=_describe_hub,
+)
+"""The sources a stream can reopen in the middle (a text file at a byte, a streamed dataset at a row)."""
+
 CORE_SOURCES: list[DataSource] = [
     DataSource(
         "builtin",
@@ -205,17 +240,10 @@ CORE_SOURCES: list[DataSource] = [
         schemes=(BUILTIN_SCHEME,),
         describe=_describe_builtin,
     ),
-    DataSource("text", "a UTF-8 text file, one document", _text_file, suffixes=(".txt",)),
+    TEXT_SOURCE,
     DataSource("jsonl", "JSON lines, one document per line (--text-column)", _jsonl, suffixes=(".jsonl",)),
     DataSource(
         "parquet", "Parquet, one document per row (--text-column; needs pyarrow)", _parquet, suffixes=(".parquet",)
     ),
-    DataSource(
-        "hub",
-        "a dataset on the Hugging Face hub (needs 'datasets'); a bare id such as org/name means hf:org/name",
-        _hub,
-        schemes=(HUB_SCHEME,),
-        bounded=False,
-        describe=_describe_hub,
-    ),
+    HUB_SOURCE,
 ]

@@ -16,7 +16,7 @@ same text and ``newcompute eval`` rebuilds exactly the set a run used.
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -103,13 +103,13 @@ def document_units(documents: Iterable[Document], where: str) -> Iterator[Unit]:
     for document in documents:
         if isinstance(document, (str, Iterator)):
             texts = text_chunks([document] if isinstance(document, str) else document)
-            yield from (Unit(chunk, None, last) for chunk, last in _with_last(texts, ""))
+            yield from (Unit(chunk, None, last) for chunk, last in with_last(texts, ""))
         else:
             chunks = _id_chunks(_flat_ids(document, where))
-            yield from (Unit(None, chunk, last) for chunk, last in _with_last(chunks, np.zeros(0, np.int32)))
+            yield from (Unit(None, chunk, last) for chunk, last in with_last(chunks, np.zeros(0, np.int32)))
 
 
-def _with_last(items: Iterator[T], empty: T) -> Iterator[tuple[T, bool]]:
+def with_last(items: Iterator[T], empty: T) -> Iterator[tuple[T, bool]]:
     """Each item and whether it is the last one; ``empty`` (as the last) when there are none."""
     previous = next(items, empty)
     for item in items:
@@ -143,13 +143,19 @@ def _checked_ids(ids: np.ndarray, vocab: int, where: str) -> np.ndarray:
     return ids.astype(np.int32)
 
 
-def unit_batches(units: Iterator[Unit]) -> Iterator[list[Unit]]:
+def unit_batches(units: Iterable[Unit]) -> Iterator[list[Unit]]:
     """Units in order, grouped so that a group's text stays under ``_BATCH_CHARS``."""
-    batch: list[Unit] = []
+    return batched(units, lambda unit: unit.text)
+
+
+def batched(items: Iterable[T], text: Callable[[T], str | None]) -> Iterator[list[T]]:
+    """Items in order, grouped as :func:`unit_batches` groups their units (``text`` says an item's text), so
+    that whoever tokenizes them makes the same tokenizer calls."""
+    batch: list[T] = []
     chars = 0
-    for unit in units:
-        batch.append(unit)
-        chars += len(unit.text or "")
+    for item in items:
+        batch.append(item)
+        chars += len(text(item) or "")
         if chars >= _BATCH_CHARS or len(batch) >= _BATCH_PIECES:
             yield batch
             batch, chars = [], 0
