@@ -111,17 +111,18 @@ def _as_text(value: Any, column: str, where: str) -> str:
     return value
 
 
-def _jsonl(target: str, settings: DataSettings) -> Iterator[str]:
-    """One document per line: the ``text_column`` key of each JSON object (blank lines are skipped)."""
-    file, column, offset = Path(target), settings.text_column, 0
+def jsonl_rows(file: Path, column: str, byte: int = 0, line: int = 1) -> Iterator[tuple[str, dict[str, int]]]:
+    """Each document of a JSON-lines file from ``byte``, where line ``line`` starts, with where the next line
+    starts (``{"byte": …, "line": …}``): a resumed stream reopens the file there."""
     with file.open("rb") as lines:
-        for number, raw in enumerate(lines, start=1):
-            line = _decoded(raw, file, offset)
-            offset += len(raw)
-            if not line.strip():
+        lines.seek(byte)
+        for number, raw in enumerate(lines, start=line):
+            text = _decoded(raw, file, byte)
+            byte += len(raw)
+            if not text.strip():
                 continue
             try:
-                row = json.loads(line)
+                row = json.loads(text)
             except json.JSONDecodeError as exc:
                 raise ConfigError(f"{file}, line {number}: not valid JSON ({exc.msg}).") from None
             if not isinstance(row, dict) or column not in row:
@@ -130,7 +131,13 @@ def _jsonl(target: str, settings: DataSettings) -> Iterator[str]:
                     f"data.text_column: {file}, line {number} has no key '{column}' (it has: {keys}). "
                     "Pass --text-column NAME."
                 )
-            yield _as_text(row[column], column, f"{file}, line {number}")
+            yield _as_text(row[column], column, f"{file}, line {number}"), {"byte": byte, "line": number + 1}
+
+
+def _jsonl(target: str, settings: DataSettings) -> Iterator[str]:
+    """One document per line: the ``text_column`` key of each JSON object (blank lines are skipped)."""
+    for text, _ in jsonl_rows(Path(target), settings.text_column):
+        yield text
 
 
 def _parquet(target: str, settings: DataSettings) -> Iterator[str]:
@@ -222,6 +229,7 @@ def _describe_hub(target: str, settings: DataSettings) -> str:
 
 
 TEXT_SOURCE = DataSource("text", "a UTF-8 text file, one document", _text_file, suffixes=(".txt",))
+JSONL_SOURCE = DataSource("jsonl", "JSON lines, one document per line (--text-column)", _jsonl, suffixes=(".jsonl",))
 HUB_SOURCE = DataSource(
     "hub",
     "a dataset on the Hugging Face hub (needs 'datasets'); a bare id such as org/name means hf:org/name",
@@ -230,7 +238,8 @@ HUB_SOURCE = DataSource(
     bounded=False,
     describe=_describe_hub,
 )
-"""The sources a stream can reopen in the middle (a text file at a byte, a streamed dataset at a row)."""
+"""The sources a stream can reopen in the middle (a text file at a byte, JSON lines at a line, a streamed
+dataset at a row)."""
 
 CORE_SOURCES: list[DataSource] = [
     DataSource(
@@ -241,7 +250,7 @@ CORE_SOURCES: list[DataSource] = [
         describe=_describe_builtin,
     ),
     TEXT_SOURCE,
-    DataSource("jsonl", "JSON lines, one document per line (--text-column)", _jsonl, suffixes=(".jsonl",)),
+    JSONL_SOURCE,
     DataSource(
         "parquet", "Parquet, one document per row (--text-column; needs pyarrow)", _parquet, suffixes=(".parquet",)
     ),

@@ -82,7 +82,7 @@ def test_state_and_restore_continue_where_the_stream_stopped(tmp_path: Path) -> 
     _, second = _streamed(dataset, 16)
     second.restore(saved, 10)
     assert np.array_equal(second.take(10, 50), expected[10:])
-    assert second.counters.skipped_units > 0  # it re-read the documents before the position without tokenizing them
+    assert saved["state"]["byte"] > 0 and second.counters.skipped_units == 0  # reopened at the position's line
     with pytest.raises(ConfigError, match="no stream position for sample 12"):
         second.restore(saved, 12)
     (dataset).write_text((dataset).read_text() + json.dumps({"text": "one more"}) + "\n")
@@ -98,15 +98,29 @@ def test_a_resume_skips_the_files_before_its_position_unread(tmp_path: Path) -> 
         _jsonl(folder / f"{shard}.jsonl", [f"shard {shard} " + doc for doc in _documents(12)])
     source = open_source(DataSettings(dataset=str(folder)), nc.Registry())
     every = list(stream_blocks(source, byte_tokenizer(), 16, StreamPosition(), None))
-    cut = next(n for n, (_, position) in enumerate(every) if position.target == 2 and position.offset) + 1
+    cut = next(n for n, (_, p) in enumerate(every) if p.target == 2 and p.offset and p.state_unit > 2) + 1
     position = every[cut - 1][1]
     (folder / "0.jsonl").write_bytes(b"\xff not text")  # were it read again, it would be refused
     (folder / "1.jsonl").write_bytes(b"\xff not text")
+    third = (folder / "2.jsonl").read_bytes()  # and its lines before the position's, too
+    (folder / "2.jsonl").write_bytes(b"\xff" * position.state["byte"] + third[position.state["byte"] :])
     counters = StreamCounters()
     resumed = [block for block, _ in stream_blocks(source, byte_tokenizer(), 16, position, None, counters)]
     assert len(resumed) == len(every) - cut
     assert all(np.array_equal(a, b) for a, (b, _) in zip(resumed, every[cut:]))
-    assert counters.skipped_units == position.unit  # only the chunks of the third file before the position
+    assert counters.skipped_units == 0
+
+
+def test_a_source_that_cannot_be_reopened_is_read_again_up_to_the_position_untokenized() -> None:
+    source = open_source(DataSettings(dataset="builtin:pydoc"), nc.Registry())
+    every = list(itertools.islice(stream_blocks(source, byte_tokenizer(), 512, StreamPosition(), None), 400))
+    for cut in (150, 399):
+        position = every[cut - 1][1]
+        assert position.byte is None and position.state is None and position.unit > 0
+        counters = StreamCounters()
+        resumed = stream_blocks(source, byte_tokenizer(), 512, position, None, counters)
+        assert all(np.array_equal(a, b) for (a, _), (b, _) in zip(resumed, every[cut:]))
+        assert counters.skipped_units == position.unit
 
 
 def test_streaming_reads_only_what_the_run_consumes(tmp_path: Path) -> None:

@@ -8,9 +8,10 @@ a :class:`Mark`, what a resume needs to reopen the target there:
   depends only on the text from where a chunk starts, so a stream reopened
   at the byte a chunk starts at reads exactly the chunks the uninterrupted
   stream read from there;
-- a hub dataset that datasets streams keeps a ``state_dict()`` between
-  rows, so a stream reopened with the state after the row before a chunk's
-  row skips only that row's chunks before it;
+- a JSON-lines file is reopened at the byte its row's line starts at, and
+  a hub dataset that datasets streams with the ``state_dict()`` it had
+  after the row before, so either passes over only that row's chunks
+  before the position;
 - any other target is read from its start again, the chunks before the
   position passed over untokenized.
 """
@@ -23,15 +24,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from newcompute.core_sources import HUB_SOURCE, TEXT_SOURCE, hub_rows, text_pieces
+from newcompute.core_sources import HUB_SOURCE, JSONL_SOURCE, TEXT_SOURCE, hub_rows, jsonl_rows, text_pieces
 from newcompute.train.packing import Unit, document_units, text_chunks, with_last
 from newcompute.train.sources import ResolvedSource, TextSource
 
 
 @dataclass(frozen=True)
 class Mark:
-    """Where chunk ``unit`` of a target starts: the byte in its file (a text file), or the dataset's state
-    after the rows before the chunk's row and how many chunks those rows gave (a streamed hub dataset)."""
+    """Where chunk ``unit`` of a target starts: the byte in its file (a text file), or where the rows before
+    the chunk's row end (``state``: a JSON-lines file's byte and line, a streamed dataset's ``state_dict()``)
+    and how many chunks those rows gave (``state_unit``)."""
 
     unit: int = 0
     byte: int | None = None
@@ -59,8 +61,11 @@ def target_chunks(source: TextSource, target: int, start: Mark) -> Iterator[Chun
     item = source.targets[target] if isinstance(source, ResolvedSource) else None
     if item is not None and item.source is TEXT_SOURCE:
         chunks = _text_chunks(Path(item.target), start)
+    elif item is not None and item.source is JSONL_SOURCE:
+        reopen = start.state or {}
+        chunks = _row_chunks(jsonl_rows(Path(item.target), source.settings.text_column, **reopen), start)
     elif item is not None and item.source is HUB_SOURCE:
-        chunks = _hub_chunks(item.target, source, start)
+        chunks = _row_chunks(hub_rows(item.target, source.settings, start.state), start)
     else:
         documents = source.target_documents(target) if isinstance(source, ResolvedSource) else source.documents()
         units = document_units(documents, source.description)
@@ -83,10 +88,10 @@ def _text_chunks(file: Path, start: Mark) -> Iterator[Chunk]:
         index, byte = index + 1, end
 
 
-def _hub_chunks(target: str, source: ResolvedSource, start: Mark) -> Iterator[Chunk]:
-    """A hub dataset's chunks row by row, from the state ``start`` holds (from the first row without one)."""
+def _row_chunks(rows: Iterator[tuple[str, dict[str, Any] | None]], start: Mark) -> Iterator[Chunk]:
+    """The chunks of rows, each row's text with the state after it, reopened at ``start.state``."""
     index, before = (start.state_unit, start.state) if start.state is not None else (0, None)
-    for text, after in hub_rows(target, source.settings, before):
+    for text, after in rows:
         row = index
         for chunk, last in with_last(text_chunks([text]), ""):
             following = Mark(index + 1, None, after, index + 1) if last else Mark(index + 1, None, before, row)

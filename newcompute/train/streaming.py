@@ -21,10 +21,11 @@ emitted, the file and the text chunk the next block starts in, how many of
 that chunk's tokens were already used, and where the chunk starts) is
 saved in every checkpoint. A resumed run skips the files before it
 unread and reopens that file at the chunk: a text file at the chunk's
-byte, a streamed hub dataset with its ``state_dict()`` from before the
-chunk's row; any other file (JSON lines, Parquet, a plugin's) is read
-again up to the chunk without being tokenized. It tokenizes from there and
-continues with exactly the blocks it would have seen.
+byte, JSON lines at the line of the chunk's row, a streamed hub dataset
+with its ``state_dict()`` from before the chunk's row; any other source
+(Parquet, token files, a plugin's) is read again up to the chunk without
+being tokenized. It tokenizes from there and continues with exactly the
+blocks it would have seen.
 """
 
 from __future__ import annotations
