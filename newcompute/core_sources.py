@@ -203,8 +203,9 @@ def hub_rows(
     if state is not None:
         if not stateful:
             raise ConfigError(
-                f"--resume: the checkpoint holds the position of a streamed hub dataset, but {target} "
-                f"(split '{settings.split}') no longer loads as a stream: resume with --streaming."
+                f"--resume: the checkpoint holds where the stream of hub dataset {target} stood (its "
+                "state_dict()), but the dataset now loads as one that keeps no such state (datasets older than "
+                "2.18 keeps none): install datasets>=2.18, or start a new run with --output-dir."
             )
         dataset.load_state_dict(state)
     for row in dataset:

@@ -313,3 +313,16 @@ def test_a_streamed_hub_dataset_resumes_from_its_state_dict_without_reading_rows
         assert second.counters.skipped_units - skipped_before == saved["unit"] - saved["state_unit"]  # in its row
         in_row.append(saved["unit"] - saved["state_unit"])
     assert in_row == [0, 0, 1, 0] and set(loads) == {"org/corpus"}
+
+
+def test_a_hub_stream_state_that_the_dataset_can_no_longer_load_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    datasets = pytest.importorskip("datasets")
+    rows = ({"text": f"row {n}"} for n in range(10**6))
+    monkeypatch.setattr(datasets, "load_dataset", lambda *args, **kwargs: rows)  # a plain iterator keeps no state
+    data = DataSettings(dataset="org/corpus", streaming=True, validation_max_blocks=2)
+    source = open_source(data, nc.Registry())
+    stream = StreamedBlocks(source, byte_tokenizer(), 16, data, read_head(source, byte_tokenizer(), 16, data))
+    saved = {**stream.state(3), "state": {"epoch": 0}, "state_unit": 5}
+    stream.restore(saved, 3)
+    with pytest.raises(ConfigError, match=r"stream of hub dataset org/corpus stood .* datasets>=2\.18"):
+        stream.take(3, 1)
