@@ -72,10 +72,12 @@ def _decoded(data: bytes, file: Path, offset: int) -> str:
         ) from None
 
 
-def text_pieces(file: Path, chunk_bytes: int = READ_CHUNK_BYTES) -> Iterator[str]:
-    """The text of ``file`` in pieces of about ``chunk_bytes`` bytes, split between characters."""
-    offset, carry = 0, b""
+def text_pieces(file: Path, chunk_bytes: int = READ_CHUNK_BYTES, start: int = 0) -> Iterator[str]:
+    """The text of ``file`` from byte ``start`` (where a character begins) in pieces of about ``chunk_bytes``
+    bytes, split between characters: a resumed stream reads a large file from where it stopped."""
+    offset, carry = start, b""
     with file.open("rb") as stream:
+        stream.seek(start)
         while block := stream.read(chunk_bytes):
             data = carry + block
             keep = _incomplete_tail(data)
@@ -109,17 +111,18 @@ def _as_text(value: Any, column: str, where: str) -> str:
     return value
 
 
-def _jsonl(target: str, settings: DataSettings) -> Iterator[str]:
-    """One document per line: the ``text_column`` key of each JSON object (blank lines are skipped)."""
-    file, column, offset = Path(target), settings.text_column, 0
+def jsonl_rows(file: Path, column: str, byte: int = 0, line: int = 1) -> Iterator[tuple[str, dict[str, int]]]:
+    """Each document of a JSON-lines file from ``byte``, where line ``line`` starts, with where the next line
+    starts (``{"byte": …, "line": …}``): a resumed stream reopens the file there."""
     with file.open("rb") as lines:
-        for number, raw in enumerate(lines, start=1):
-            line = _decoded(raw, file, offset)
-            offset += len(raw)
-            if not line.strip():
+        lines.seek(byte)
+        for number, raw in enumerate(lines, start=line):
+            text = _decoded(raw, file, byte)
+            byte += len(raw)
+            if not text.strip():
                 continue
             try:
-                row = json.loads(line)
+                row = json.loads(text)
             except json.JSONDecodeError as exc:
                 raise ConfigError(f"{file}, line {number}: not valid JSON ({exc.msg}).") from None
             if not isinstance(row, dict) or column not in row:
@@ -128,7 +131,13 @@ def _jsonl(target: str, settings: DataSettings) -> Iterator[str]:
                     f"data.text_column: {file}, line {number} has no key '{column}' (it has: {keys}). "
                     "Pass --text-column NAME."
                 )
-            yield _as_text(row[column], column, f"{file}, line {number}")
+            yield _as_text(row[column], column, f"{file}, line {number}"), {"byte": byte, "line": number + 1}
+
+
+def _jsonl(target: str, settings: DataSettings) -> Iterator[str]:
+    """One document per line: the ``text_column`` key of each JSON object (blank lines are skipped)."""
+    for text, _ in jsonl_rows(Path(target), settings.text_column):
+        yield text
 
 
 def _parquet(target: str, settings: DataSettings) -> Iterator[str]:
@@ -175,16 +184,39 @@ def _load_hub_dataset(target: str, settings: DataSettings) -> Any:
         ) from None
 
 
-def _hub(target: str, settings: DataSettings) -> Iterator[str]:
+def hub_rows(
+    target: str, settings: DataSettings, state: dict[str, Any] | None = None
+) -> Iterator[tuple[str, dict[str, Any] | None]]:
+    """Each row's text with the dataset's ``state_dict()`` after it, from ``state`` (a state so taken) on.
+
+    A streamed dataset (datasets' IterableDataset) keeps such a state, so a
+    resumed stream loads the state after the last row it had read and
+    continues from the next row without reading those before; a dataset
+    without one (a downloaded split) gives None.
+    """
     dataset = _load_hub_dataset(target, settings)
     column = settings.text_column
     columns = list(getattr(dataset, "column_names", None) or [])
     if columns and column not in columns:
         raise ConfigError(_unknown_column(column, columns, target))
+    stateful = callable(getattr(dataset, "state_dict", None)) and callable(getattr(dataset, "load_state_dict", None))
+    if state is not None:
+        if not stateful:
+            raise ConfigError(
+                f"--resume: the checkpoint holds where the stream of hub dataset {target} stood (its "
+                "state_dict()), but the dataset now loads as one that keeps no such state (datasets older than "
+                "2.18 keeps none): install datasets>=2.18, or start a new run with --output-dir."
+            )
+        dataset.load_state_dict(state)
     for row in dataset:
         if column not in row:
             raise ConfigError(_unknown_column(column, list(row), target))
-        yield _as_text(row[column], column, target)
+        yield _as_text(row[column], column, target), dataset.state_dict() if stateful else None
+
+
+def _hub(target: str, settings: DataSettings) -> Iterator[str]:
+    for text, _ in hub_rows(target, settings):
+        yield text
 
 
 def _describe_builtin(target: str, settings: DataSettings) -> str:
@@ -197,6 +229,19 @@ def _describe_hub(target: str, settings: DataSettings) -> str:
     return f"hub dataset {target}{config}, split {settings.split} ({mode})"
 
 
+TEXT_SOURCE = DataSource("text", "a UTF-8 text file, one document", _text_file, suffixes=(".txt",))
+JSONL_SOURCE = DataSource("jsonl", "JSON lines, one document per line (--text-column)", _jsonl, suffixes=(".jsonl",))
+HUB_SOURCE = DataSource(
+    "hub",
+    "a dataset on the Hugging Face hub (needs 'datasets'); a bare id such as org/name means hf:org/name",
+    _hub,
+    schemes=(HUB_SCHEME,),
+    bounded=False,
+    describe=_describe_hub,
+)
+"""The sources a stream can reopen in the middle (a text file at a byte, JSON lines at a line, a streamed
+dataset at a row)."""
+
 CORE_SOURCES: list[DataSource] = [
     DataSource(
         "builtin",
@@ -205,17 +250,10 @@ CORE_SOURCES: list[DataSource] = [
         schemes=(BUILTIN_SCHEME,),
         describe=_describe_builtin,
     ),
-    DataSource("text", "a UTF-8 text file, one document", _text_file, suffixes=(".txt",)),
-    DataSource("jsonl", "JSON lines, one document per line (--text-column)", _jsonl, suffixes=(".jsonl",)),
+    TEXT_SOURCE,
+    JSONL_SOURCE,
     DataSource(
         "parquet", "Parquet, one document per row (--text-column; needs pyarrow)", _parquet, suffixes=(".parquet",)
     ),
-    DataSource(
-        "hub",
-        "a dataset on the Hugging Face hub (needs 'datasets'); a bare id such as org/name means hf:org/name",
-        _hub,
-        schemes=(HUB_SCHEME,),
-        bounded=False,
-        describe=_describe_hub,
-    ),
+    HUB_SOURCE,
 ]

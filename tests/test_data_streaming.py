@@ -82,7 +82,7 @@ def test_state_and_restore_continue_where_the_stream_stopped(tmp_path: Path) -> 
     _, second = _streamed(dataset, 16)
     second.restore(saved, 10)
     assert np.array_equal(second.take(10, 50), expected[10:])
-    assert second.counters.skipped_units > 0  # it re-read the documents before the position without tokenizing them
+    assert saved["state"]["byte"] > 0 and second.counters.skipped_units == 0  # reopened at the position's line
     with pytest.raises(ConfigError, match="no stream position for sample 12"):
         second.restore(saved, 12)
     (dataset).write_text((dataset).read_text() + json.dumps({"text": "one more"}) + "\n")
@@ -98,15 +98,29 @@ def test_a_resume_skips_the_files_before_its_position_unread(tmp_path: Path) -> 
         _jsonl(folder / f"{shard}.jsonl", [f"shard {shard} " + doc for doc in _documents(12)])
     source = open_source(DataSettings(dataset=str(folder)), nc.Registry())
     every = list(stream_blocks(source, byte_tokenizer(), 16, StreamPosition(), None))
-    cut = next(n for n, (_, position) in enumerate(every) if position.target == 2 and position.offset) + 1
+    cut = next(n for n, (_, p) in enumerate(every) if p.target == 2 and p.offset and p.state_unit > 2) + 1
     position = every[cut - 1][1]
     (folder / "0.jsonl").write_bytes(b"\xff not text")  # were it read again, it would be refused
     (folder / "1.jsonl").write_bytes(b"\xff not text")
+    third = (folder / "2.jsonl").read_bytes()  # and its lines before the position's, too
+    (folder / "2.jsonl").write_bytes(b"\xff" * position.state["byte"] + third[position.state["byte"] :])
     counters = StreamCounters()
     resumed = [block for block, _ in stream_blocks(source, byte_tokenizer(), 16, position, None, counters)]
     assert len(resumed) == len(every) - cut
     assert all(np.array_equal(a, b) for a, (b, _) in zip(resumed, every[cut:]))
-    assert counters.skipped_units == position.unit  # only the chunks of the third file before the position
+    assert counters.skipped_units == 0
+
+
+def test_a_source_that_cannot_be_reopened_is_read_again_up_to_the_position_untokenized() -> None:
+    source = open_source(DataSettings(dataset="builtin:pydoc"), nc.Registry())
+    every = list(itertools.islice(stream_blocks(source, byte_tokenizer(), 512, StreamPosition(), None), 400))
+    for cut in (150, 399):
+        position = every[cut - 1][1]
+        assert position.byte is None and position.state is None and position.unit > 0
+        counters = StreamCounters()
+        resumed = stream_blocks(source, byte_tokenizer(), 512, position, None, counters)
+        assert all(np.array_equal(a, b) for (a, _), (b, _) in zip(resumed, every[cut:]))
+        assert counters.skipped_units == position.unit
 
 
 def test_streaming_reads_only_what_the_run_consumes(tmp_path: Path) -> None:
@@ -191,3 +205,124 @@ def test_a_hub_dataset_is_streamed_through_load_dataset_and_read_lazily(monkeypa
     expected = _expected_stream([f"hub row {n} " + "x" * (n % 9) for n in range(len(served))])
     assert np.array_equal(taken, expected[32:80].reshape(3, 16))
     assert len(served) < 600  # one bounded batch of rows, not the endless stream
+
+
+def _text_corpus(path: Path) -> str:
+    """Several chunks of text whose characters take one to four bytes, so that bytes and characters differ."""
+    content = "".join(f"line {i} é€𝄞 " + "word " * (i % 11) + "\n" for i in range(12_000))
+    path.write_text(content, encoding="utf-8")
+    return content
+
+
+def test_a_text_file_resumes_at_the_byte_of_its_chunk_without_reading_what_precedes(tmp_path: Path) -> None:
+    big = tmp_path / "big.txt"
+    content = _text_corpus(big)
+    source = open_source(DataSettings(dataset=str(big)), nc.Registry())
+    every = list(stream_blocks(source, byte_tokenizer(), 256, StreamPosition(), None))
+    expected = _expected_stream([content])  # the byte tokenizer: token n is byte n of the file
+    assert np.array_equal(np.concatenate([block for block, _ in every]), expected[: len(every) * 256])
+    cuts = [n for n, (_, position) in enumerate(every, start=1) if position.unit > 2][:: len(every) // 5]
+    assert len(cuts) >= 3 and all(every[n - 1][1].offset for n in cuts), "resume inside later chunks"
+    for cut in cuts:
+        position = every[cut - 1][1]
+        # The next block begins offset tokens (bytes) into the chunk that starts at byte `byte`.
+        assert position.byte is not None and position.byte + position.offset == cut * 256
+        damaged = tmp_path / f"damaged{cut}.txt"  # the same file with every byte before the chunk no longer text
+        damaged.write_bytes(b"\xff" * position.byte + big.read_bytes()[position.byte :])
+        reopened = open_source(DataSettings(dataset=str(damaged)), nc.Registry())
+        counters = StreamCounters()
+        resumed = list(stream_blocks(reopened, byte_tokenizer(), 256, position, None, counters))
+        assert counters.skipped_units == 0
+        assert [p for _, p in resumed] == [p for _, p in every[cut:]]
+        assert all(np.array_equal(a, b) for (a, _), (b, _) in zip(resumed, every[cut:], strict=True))
+
+
+def test_a_position_without_a_byte_from_an_older_checkpoint_resumes_by_skipping(tmp_path: Path) -> None:
+    big = tmp_path / "big.txt"
+    _text_corpus(big)
+    _, straight = _streamed(big, 1024)
+    expected = straight.take(0, 260)
+    _, first = _streamed(big, 1024)
+    saved = json.loads(json.dumps(first.state(240)))
+    assert saved["byte"] is not None and saved["unit"] > 0
+    old = {key: value for key, value in saved.items() if key not in ("byte", "state", "state_unit")}
+    _, second = _streamed(big, 1024)
+    second.restore(old, 240)
+    assert np.array_equal(second.take(240, 20), expected[240:])
+    assert second.counters.skipped_units == saved["unit"]  # it read the chunks before the position again
+
+
+def test_text_files_resume_at_blocks_that_end_with_a_file_an_empty_file_or_a_chunk(tmp_path: Path) -> None:
+    folder = tmp_path / "texts"
+    folder.mkdir()
+    documents = ["x" * 31, "y" * 14, "", ("ü" * 999 + "\n") * 70, "tail " * 9]
+    for name, text in zip("abcde", documents):
+        (folder / f"{name}.txt").write_text(text, encoding="utf-8")
+    # With the end-of-text tokens: a.txt fills blocks 1-2, b.txt and the empty c.txt fill block 3 exactly, and
+    # d.txt is two chunks (70,000 characters, 140,000 bytes).
+    source = open_source(DataSettings(dataset=str(folder)), nc.Registry())
+    every = list(stream_blocks(source, byte_tokenizer(), 16, StreamPosition(), None))
+    expected = _expected_stream(documents)
+    assert np.array_equal(np.concatenate([block for block, _ in every]), expected[: len(every) * 16])
+    assert every[1][1].byte == 31 and every[2][1].byte == 0, "blocks 2 and 3 end with a file: past its end"
+    in_d = [n for n in range(1, len(every)) if every[n - 1][1].target == 3]
+    second_chunk = next(n for n in in_d if every[n - 1][1].unit == 1)
+    cuts = [n for n in range(1, len(every)) if n not in in_d] + [in_d[0], second_chunk - 1, second_chunk, in_d[-1]]
+    for cut in cuts:
+        counters = StreamCounters()
+        resumed = [block for block, _ in stream_blocks(source, byte_tokenizer(), 16, every[cut - 1][1], None, counters)]
+        assert counters.skipped_units == 0
+        assert len(resumed) == len(every) - cut
+        assert all(np.array_equal(a, b) for a, (b, _) in zip(resumed, every[cut:]))
+
+
+def test_a_streamed_hub_dataset_resumes_from_its_state_dict_without_reading_rows_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    datasets = pytest.importorskip("datasets")
+    rows = [f"hub row {n} " + "ab " * (n % 13) for n in range(300)]
+    rows[40] = "a long row " + "word " * 14_000  # two chunks: a resume in the second skips only the first
+    files = _jsonl(tmp_path / "rows.jsonl", rows)
+    load = datasets.load_dataset
+    loads: list[str] = []
+
+    def load_dataset(name: str, config: str | None, split: str, streaming: bool) -> object:
+        # The hub id's own code path, with a local JSON-lines file standing in for the hub repository.
+        loads.append(name)
+        return load("json", data_files=str(files), split=split, streaming=streaming)
+
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    data = DataSettings(dataset="org/corpus", streaming=True, validation_max_blocks=2)
+    source = open_source(data, nc.Registry())
+
+    def stream() -> StreamedBlocks:
+        return StreamedBlocks(source, byte_tokenizer(), 64, data, read_head(source, byte_tokenizer(), 64, data))
+
+    expected = _expected_stream(rows)
+    straight = stream().take(0, 1250)  # the stream's 1,235 train blocks, then the next epoch's first
+    assert np.array_equal(straight[:1235].reshape(-1), expected[128 : 128 + 1235 * 64])
+    in_row = []
+    for sample in (1, 300, 1100, 1150):  # before the long row, in its two chunks, after it
+        first = stream()
+        saved = json.loads(json.dumps(first.state(sample)))  # through the checkpoint's JSON
+        assert saved["state"] is not None and saved["files"] is None
+        second = stream()
+        skipped_before = second.counters.skipped_units
+        second.restore(saved, sample)
+        assert np.array_equal(second.take(sample, 100), straight[sample : sample + 100])
+        assert second.counters.skipped_units - skipped_before == saved["unit"] - saved["state_unit"]  # in its row
+        in_row.append(saved["unit"] - saved["state_unit"])
+    assert in_row == [0, 0, 1, 0] and set(loads) == {"org/corpus"}
+
+
+def test_a_hub_stream_state_that_the_dataset_can_no_longer_load_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    datasets = pytest.importorskip("datasets")
+    rows = ({"text": f"row {n}"} for n in range(10**6))
+    monkeypatch.setattr(datasets, "load_dataset", lambda *args, **kwargs: rows)  # a plain iterator keeps no state
+    data = DataSettings(dataset="org/corpus", streaming=True, validation_max_blocks=2)
+    source = open_source(data, nc.Registry())
+    stream = StreamedBlocks(source, byte_tokenizer(), 16, data, read_head(source, byte_tokenizer(), 16, data))
+    saved = {**stream.state(3), "state": {"epoch": 0}, "state_unit": 5}
+    stream.restore(saved, 3)
+    with pytest.raises(ConfigError, match=r"stream of hub dataset org/corpus stood .* datasets>=2\.18"):
+        stream.take(3, 1)

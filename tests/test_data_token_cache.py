@@ -59,6 +59,22 @@ def test_a_second_read_comes_from_the_cache_and_a_changed_file_is_tokenized_agai
     assert _pack(str(text), limit=200).tokenized.startswith("tokenized now")  # the limit is in the key
 
 
+def test_the_train_blocks_of_a_cached_corpus_are_read_from_the_mapped_file_not_copied(tmp_path: Path) -> None:
+    from newcompute.train.blocks import PackedBlocks
+    from newcompute.train.packing import BlockOrder
+
+    text = tmp_path / "corpus.txt"
+    text.write_text("".join(f"line {n} of the corpus\n" for n in range(400)))
+    fresh = _pack(str(text))
+    cached = _pack(str(text))
+    assert isinstance(cached.blocks, np.memmap) and not isinstance(fresh.blocks, np.memmap)
+    assert cached.train_rows.size == fresh.train.shape[0] and cached.train_tokens == fresh.train.size
+    order = BlockOrder(cached.train_rows.size, seed=3)
+    samples = PackedBlocks(cached.blocks, order, cached.train_rows).take(5, 40)
+    assert type(samples) is np.ndarray  # a batch is copied out of the mapping, the corpus is not
+    assert np.array_equal(samples, fresh.train[order.indices(5, 40)])
+
+
 def test_cache_off_reads_and_writes_nothing(tmp_path: Path, own_cache: Path) -> None:
     text = tmp_path / "corpus.txt"
     text.write_text("abc " * 100)

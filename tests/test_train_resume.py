@@ -94,6 +94,25 @@ def test_resume_after_ctrl_c_repeats_the_uninterrupted_run(tmp_path: Path, data:
     assert drop_speed == [{k: v for k, v in json.loads(line).items() if k != "tokens_per_s"} for line in resumed_lines]
 
 
+def test_a_streamed_text_file_resumes_at_the_saved_byte_and_repeats_the_uninterrupted_run(tmp_path: Path) -> None:
+    from pydoc_data.topics import topics
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("".join(topics[name] for name in sorted(topics)), encoding="utf-8")
+    registry = make_registry()
+    data = {"streaming": True, "max_tokens": None, "dataset": str(corpus)}
+    settings = dict(steps=6, eval_every=100, save_every=100)
+    full = train(_with_data(tiny_run(tmp_path / "full", **settings), data), registry, console=quiet())
+    cut = tmp_path / "cut"
+    first = train(_with_data(tiny_run(cut, **settings), data), registry, console=quiet(), on_step=_ctrl_c_at(2))
+    assert (first.status, first.step) == ("interrupted", 3)
+    position = read_state(complete_checkpoints(cut)[0])["data"]
+    assert position["kind"] == "stream" and position["byte"] is not None
+    second = train(_with_data(tiny_run(cut, **settings), data), registry, console=quiet(), resume=True)
+    assert sorted(second.losses) == [4, 5, 6]
+    assert {**first.losses, **second.losses} == full.losses and second.final == full.final
+
+
 def test_resume_refuses_a_changed_run_and_a_missing_checkpoint(tmp_path: Path) -> None:
     registry = make_registry()
     run_dir = tmp_path / "run"

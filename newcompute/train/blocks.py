@@ -34,13 +34,16 @@ class TrainBlocks(Protocol):
 @dataclass
 class PackedBlocks:
     """Blocks held (or memory-mapped) whole: sample ``n`` depends only on the seed and ``n``, so the position
-    is the sample count alone."""
+    is the sample count alone. ``rows`` picks the train blocks out of ``train`` (all of them without it), so
+    that a memory-mapped corpus is read a batch at a time rather than copied."""
 
     train: np.ndarray
     order: BlockOrder
+    rows: np.ndarray | None = None
 
     def take(self, first: int, count: int) -> np.ndarray:
-        return self.train[self.order.indices(first, count)]
+        indices = self.order.indices(first, count)
+        return self.train[indices if self.rows is None else self.rows[indices]]
 
     def state(self, sample: int) -> dict[str, Any]:
         return {"kind": "packed", "sample": sample}

@@ -56,7 +56,8 @@ def _validation_corpus(
     if run.data.streaming:
         head = read_head(source, tokenizer, block_size, run.data).validation
         empty = np.zeros((0, block_size), dtype=np.int32)
-        stream = PackedCorpus(empty, head, block_size, head.size, 0, False, "end-of-text token", "streamed")
+        rows = np.zeros(0, dtype=np.int64)
+        stream = PackedCorpus(empty, rows, head, block_size, head.size, 0, False, "end-of-text token", "streamed")
         return stream, source.description + " (streamed: the head of the stream)"
     return pack(source, tokenizer, block_size, run.data, run.train.seed, limit), source.description
 

@@ -16,7 +16,7 @@ same text and ``newcompute eval`` rebuilds exactly the set a run used.
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -46,9 +46,16 @@ file: what it costs in memory beyond the tokens kept, and how far a ``--max-toke
 
 @dataclass(frozen=True)
 class PackedCorpus:
-    """Token blocks of one source: ``train`` and ``validation`` are ``(blocks, block_size)`` int32 arrays."""
+    """Token blocks of one source: ``blocks`` and ``validation`` are ``(blocks, block_size)`` int32 arrays, and
+    the train blocks are the rows ``train_rows`` of ``blocks``.
 
-    train: np.ndarray
+    The train blocks are not copied out of ``blocks``, which for tokens from
+    the cache is the memory-mapped cache file: a run on 100 MB of text would
+    otherwise copy 400 MB before its first step.
+    """
+
+    blocks: np.ndarray
+    train_rows: np.ndarray
     validation: np.ndarray
     block_size: int
     tokens_read: int
@@ -59,8 +66,13 @@ class PackedCorpus:
     """Whether the tokens were read from the token cache or tokenized now, and why, for the run's summary."""
 
     @property
+    def train(self) -> np.ndarray:
+        """The train blocks, copied out in order."""
+        return self.blocks[self.train_rows]
+
+    @property
     def train_tokens(self) -> int:
-        return int(self.train.size)
+        return int(self.train_rows.size * self.block_size)
 
 
 def validation_period(fraction: float) -> int:
@@ -103,13 +115,13 @@ def document_units(documents: Iterable[Document], where: str) -> Iterator[Unit]:
     for document in documents:
         if isinstance(document, (str, Iterator)):
             texts = text_chunks([document] if isinstance(document, str) else document)
-            yield from (Unit(chunk, None, last) for chunk, last in _with_last(texts, ""))
+            yield from (Unit(chunk, None, last) for chunk, last in with_last(texts, ""))
         else:
             chunks = _id_chunks(_flat_ids(document, where))
-            yield from (Unit(None, chunk, last) for chunk, last in _with_last(chunks, np.zeros(0, np.int32)))
+            yield from (Unit(None, chunk, last) for chunk, last in with_last(chunks, np.zeros(0, np.int32)))
 
 
-def _with_last(items: Iterator[T], empty: T) -> Iterator[tuple[T, bool]]:
+def with_last(items: Iterator[T], empty: T) -> Iterator[tuple[T, bool]]:
     """Each item and whether it is the last one; ``empty`` (as the last) when there are none."""
     previous = next(items, empty)
     for item in items:
@@ -143,13 +155,19 @@ def _checked_ids(ids: np.ndarray, vocab: int, where: str) -> np.ndarray:
     return ids.astype(np.int32)
 
 
-def unit_batches(units: Iterator[Unit]) -> Iterator[list[Unit]]:
+def unit_batches(units: Iterable[Unit]) -> Iterator[list[Unit]]:
     """Units in order, grouped so that a group's text stays under ``_BATCH_CHARS``."""
-    batch: list[Unit] = []
+    return batched(units, lambda unit: unit.text)
+
+
+def batched(items: Iterable[T], text: Callable[[T], str | None]) -> Iterator[list[T]]:
+    """Items in order, grouped as :func:`unit_batches` groups their units (``text`` says an item's text), so
+    that whoever tokenizes them makes the same tokenizer calls."""
+    batch: list[T] = []
     chars = 0
-    for unit in units:
-        batch.append(unit)
-        chars += len(unit.text or "")
+    for item in items:
+        batch.append(item)
+        chars += len(text(item) or "")
         if chars >= _BATCH_CHARS or len(batch) >= _BATCH_PIECES:
             yield batch
             batch, chars = [], 0
@@ -197,15 +215,21 @@ def _joined(pieces: list[np.ndarray], limit: int | None) -> np.ndarray:
     return stream[:limit] if limit is not None else stream
 
 
-def split_blocks(blocks: np.ndarray, settings: DataSettings, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """``(train, validation)``: validation takes every period-th block from a seeded offset, up to the cap."""
-    count = blocks.shape[0]
+def split_rows(count: int, settings: DataSettings, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(train, validation)`` rows of ``count`` blocks: validation takes every period-th block from a seeded
+    offset, up to the cap; train the others, in order."""
     period = validation_period(settings.validation_fraction)
     offset = seed % min(period, count)
     held = np.arange(offset, count, period)[: settings.validation_max_blocks]
     keep = np.ones(count, dtype=bool)
     keep[held] = False
-    return blocks[keep], blocks[held]
+    return np.flatnonzero(keep), held
+
+
+def split_blocks(blocks: np.ndarray, settings: DataSettings, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(train, validation)`` blocks, split by :func:`split_rows`."""
+    train, held = split_rows(blocks.shape[0], settings, seed)
+    return blocks[train], blocks[held]
 
 
 def pack(
@@ -230,9 +254,11 @@ def pack(
             "(one to train on, one to validate): use more text or a smaller --block-size."
         )
     blocks = stream[: count * block_size].reshape(count, block_size)
-    train, validation = split_blocks(blocks, settings, seed)
+    train, held = split_rows(count, settings, seed)
     separator = "end-of-text token" if tokenizer.eos_token_id is not None else "nothing (no end-of-text token)"
-    return PackedCorpus(train, validation, block_size, int(stream.size), documents, exhausted, separator, tokenized)
+    return PackedCorpus(
+        blocks, train, blocks[held], block_size, int(stream.size), documents, exhausted, separator, tokenized
+    )
 
 
 def _fresh_token_stream(

@@ -498,10 +498,10 @@ def _training_data(
     corpus = pack(source, tokenizer, block_size, run.data, run.train.seed, limit, processes)
     read = "all of it" if corpus.exhausted else f"first {corpus.tokens_read:,} tokens"
     return TrainingData(
-        PackedBlocks(corpus.train, BlockOrder(corpus.train.shape[0], run.train.seed)),
+        PackedBlocks(corpus.blocks, BlockOrder(corpus.train_rows.size, run.train.seed), corpus.train_rows),
         corpus.validation,
         f"{read}, {corpus.documents:,} documents joined by {corpus.separator}; {corpus.tokenized}",
-        f"{corpus.train.shape[0]:,} train + {corpus.validation.shape[0]:,} validation of {block_size} tokens",
+        f"{corpus.train_rows.size:,} train + {corpus.validation.shape[0]:,} validation of {block_size} tokens",
         corpus.train_tokens,
     )
 

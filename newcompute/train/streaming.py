@@ -17,11 +17,15 @@ the head, in the same order.
 Samples are taken in stream order: sample ``n`` of the run is train block
 ``n``, so the data position of a run is where the stream stands after its
 last step. That position (:class:`StreamPosition`: the epoch, the blocks
-emitted, the file and the text chunk the next block starts in, and how
-many of that chunk's tokens were already used) is saved in every
-checkpoint; a resumed run skips the files before it unread, re-reads that
-file up to the chunk without tokenizing it, tokenizes from there, and
-continues with exactly the blocks it would have seen.
+emitted, the file and the text chunk the next block starts in, how many of
+that chunk's tokens were already used, and where the chunk starts) is
+saved in every checkpoint. A resumed run skips the files before it
+unread and reopens that file at the chunk: a text file at the chunk's
+byte, JSON lines at the line of the chunk's row, a streamed hub dataset
+with its ``state_dict()`` from before the chunk's row; any other source
+(Parquet, token files, a plugin's) is read again up to the chunk without
+being tokenized. It tokenizes from there and continues with exactly the
+blocks it would have seen.
 """
 
 from __future__ import annotations
@@ -29,8 +33,8 @@ from __future__ import annotations
 import itertools
 import json
 from collections import deque
-from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -39,9 +43,9 @@ from transformers import PreTrainedTokenizerBase
 from newcompute.config import DataSettings
 from newcompute.errors import ConfigError
 from newcompute.train import token_cache
-from newcompute.train.packing import document_units, tokenize_batch, unit_batches
-from newcompute.datasource import Document
-from newcompute.train.sources import ResolvedSource, TextSource
+from newcompute.train.packing import batched, tokenize_batch
+from newcompute.train.sources import TextSource
+from newcompute.train.stream_targets import Chunk, Mark, target_chunks, target_count
 
 
 @dataclass(frozen=True)
@@ -52,7 +56,11 @@ class StreamPosition:
     starts in, ``unit`` counts that target's chunks of text (or of token
     ids) wholly used before it, ``offset`` the tokens of chunk ``unit``
     already used, ``blocks`` the blocks emitted in this epoch, validation
-    head included.
+    head included. ``byte``, ``state`` and ``state_unit`` say where chunk
+    ``unit`` starts, for a target that can be reopened there
+    (:class:`newcompute.train.stream_targets.Mark`); a position without
+    them (or from an older newcompute) resumes by reading the target from
+    its start and passing over the chunks before ``unit``.
     """
 
     epoch: int = 0
@@ -60,29 +68,52 @@ class StreamPosition:
     target: int = 0
     unit: int = 0
     offset: int = 0
+    byte: int | None = None
+    state: dict[str, Any] | None = None
+    state_unit: int = 0
 
-    def to_dict(self) -> dict[str, int]:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, saved: dict[str, Any]) -> StreamPosition:
-        return cls(**{key: int(saved[key]) for key in ("epoch", "blocks", "target", "unit", "offset")})
+        counts = {key: int(saved[key]) for key in ("epoch", "blocks", "target", "unit", "offset")}
+        byte, state = saved.get("byte"), saved.get("state")
+        return cls(
+            **counts,
+            byte=None if byte is None else int(byte),
+            state=None if state is None else dict(state),
+            state_unit=int(saved.get("state_unit", 0)),
+        )
+
+    @classmethod
+    def at(cls, epoch: int, blocks: int, target: int, mark: Mark, offset: int) -> StreamPosition:
+        """The position ``offset`` tokens into the chunk of ``target`` that ``mark`` points at."""
+        return cls(epoch, blocks, target, mark.unit, offset, mark.byte, mark.state, mark.state_unit)
+
+    @property
+    def mark(self) -> Mark:
+        return Mark(self.unit, self.byte, self.state, self.state_unit)
 
 
 @dataclass
 class StreamCounters:
-    """What a stream has done so far: tokens it tokenized (or read as ids) and chunks it skipped on a resume."""
+    """What a stream has done so far: tokens it tokenized (or read as ids) and chunks it read again on a resume
+    only to pass over them."""
 
     tokens: int = 0
     skipped_units: int = 0
 
 
-def _parts(source: TextSource) -> tuple[int, Callable[[int], Iterator[Document]]]:
-    """How many targets the source reads, and the documents of one: a resolved source's files one by one, so
-    a resume skips whole files unread; any other source as one part."""
-    if isinstance(source, ResolvedSource):
-        return len(source.targets), source.target_documents
-    return 1, lambda _: source.documents()
+def _chunks(source: TextSource, start: StreamPosition, counters: StreamCounters) -> Iterator[tuple[int, Chunk]]:
+    """Every chunk from the position's on, target by target, with the target it is in."""
+    for target in range(start.target, target_count(source)):
+        first = start.mark if target == start.target else Mark()
+        for chunk in target_chunks(source, target, first):
+            if chunk.mark.unit < first.unit:
+                counters.skipped_units += 1
+            else:
+                yield target, chunk
 
 
 def stream_blocks(
@@ -100,29 +131,24 @@ def stream_blocks(
     counters = counters if counters is not None else StreamCounters()
     eos = np.asarray([] if tokenizer.eos_token_id is None else [tokenizer.eos_token_id], dtype=np.int32)
     where = source.description
-    count, documents = _parts(source)
-    pending: deque[list[Any]] = deque()  # [(target, unit), its tokens, how many of them are used]
+    pending: deque[list[Any]] = deque()  # [(target, mark), its tokens, how many of them are used]
     held, blocks, skip = 0, start.blocks, start.offset
-    for target in range(start.target, count):
-        units = document_units(documents(target), where)
-        index = start.unit if target == start.target else 0
-        for _ in itertools.islice(units, index):
-            counters.skipped_units += 1
-        for batch in unit_batches(units):
-            for unit, ids in zip(batch, tokenize_batch(batch, tokenizer, where)):
-                tokens = np.concatenate([ids, eos]) if unit.last else ids
-                counters.tokens += tokens.size
-                pending.append([(target, index), tokens, skip])
-                held += tokens.size - skip
-                index, skip = index + 1, 0
-                while held >= block_size:
-                    if limit is not None and (blocks + 1) * block_size > limit:
-                        return
-                    block = _take(pending, block_size)
-                    held -= block_size
-                    blocks += 1
-                    (at_target, at_unit), used = (pending[0][0], pending[0][2]) if pending else ((target, index), 0)
-                    yield block, StreamPosition(start.epoch, blocks, at_target, at_unit, used)
+    for batch in batched(_chunks(source, start, counters), lambda tagged: tagged[1].unit.text):
+        units = [chunk.unit for _, chunk in batch]
+        for (target, chunk), ids in zip(batch, tokenize_batch(units, tokenizer, where)):
+            tokens = np.concatenate([ids, eos]) if chunk.unit.last else ids
+            counters.tokens += tokens.size
+            pending.append([(target, chunk.mark), tokens, skip])
+            held += tokens.size - skip
+            skip = 0
+            while held >= block_size:
+                if limit is not None and (blocks + 1) * block_size > limit:
+                    return
+                block = _take(pending, block_size)
+                held -= block_size
+                blocks += 1
+                (at, mark), used = (pending[0][0], pending[0][2]) if pending else ((target, chunk.following), 0)
+                yield block, StreamPosition.at(start.epoch, blocks, at, mark, used)
 
 
 def _take(pending: deque[list[Any]], count: int) -> np.ndarray:
@@ -212,10 +238,7 @@ class StreamedBlocks:
             )
         found = next(self._blocks, None)
         if found is None:  # the pass is over: the next epoch starts again after the head
-            start = self.head.train_start
-            self._position = StreamPosition(
-                self._position.epoch + 1, start.blocks, start.target, start.unit, start.offset
-            )
+            self._position = replace(self.head.train_start, epoch=self._position.epoch + 1)
             self._blocks = None
             return self._next()
         block, self._position = found
