@@ -39,27 +39,6 @@ def test_help_and_list_paradigms_import_neither_torch_nor_transformers(args: lis
     assert result.stdout.strip().splitlines()[-1] == "HEAVY: []"
 
 
-UNNEEDED_TO_TRAIN = ("peft", "transformers.trainer_utils", "transformers.optimization", "datasets")
-"""What a run of a model without LoRA, on local or cached data, does not need before its first step: the
-learning-rate schedule is the core's own, since transformers' imports its trainer utilities and, with them,
-peft (together most of a second); datasets is for the hub and for tokenizing a corpus in parallel."""
-
-TRAIN_IMPORTS = """
-import sys
-import torch
-from newcompute.train import train
-from newcompute.train.schedule import build_scheduler
-build_scheduler(torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1), "wsd", 1, 10)
-print("LOADED:", [name for name in {unneeded!r} if name in sys.modules])
-"""
-
-
-def test_importing_the_trainer_and_building_a_schedule_leave_out_what_a_first_step_does_not_need() -> None:
-    result = run_bounded([sys.executable, "-c", TRAIN_IMPORTS.format(unneeded=UNNEEDED_TO_TRAIN)], limit_s=180)
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.strip().splitlines()[-1] == "LOADED: []"
-
-
 CTRL_C_ON_IMPORT = """
 import os, signal, sys, time
 

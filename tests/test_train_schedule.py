@@ -93,22 +93,3 @@ def test_a_checkpoint_from_before_schedules_existed_resumes_as_linear() -> None:
     cosine = {**now, "train": {**now["train"], "schedule": "cosine"}}
     with pytest.raises(ConfigError, match=r"train\.schedule: 'linear' in the checkpoint, 'cosine' now"):
         check_resumable(saved, cosine)
-
-
-@pytest.mark.parametrize("schedule", ["linear", "cosine", "constant", "wsd"])
-@pytest.mark.parametrize(("warmup", "steps"), [(0, 1), (0, 7), (2, 10), (3, 3), (5, 6), (37, 1000)])
-def test_each_schedule_gives_the_rates_of_transformers_get_scheduler_exactly(
-    schedule: str, warmup: int, steps: int
-) -> None:
-    from transformers import get_scheduler
-
-    name = {"constant": "constant_with_warmup", "wsd": "warmup_stable_decay"}.get(schedule, schedule)
-    extra = {"num_decay_steps": wsd_decay_steps(steps, warmup)} if schedule == "wsd" else None
-    ours, theirs = (torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.3) for _ in range(2))
-    reference = get_scheduler(name, theirs, warmup, steps, scheduler_specific_kwargs=extra)
-    scheduler = build_scheduler(ours, schedule, warmup, steps)  # type: ignore[arg-type]
-    for _ in range(steps + 2):  # and past the end, where a resumed run that adds steps would look
-        assert ours.param_groups[0]["lr"] == theirs.param_groups[0]["lr"]
-        for optimizer, stepper in ((ours, scheduler), (theirs, reference)):
-            optimizer.step()
-            stepper.step()
