@@ -178,17 +178,22 @@ def read_statistics(
                 gathered.append((layer, paradigm, stat, value))
     if not gathered:
         return []
-    values = _host_values([(stat, value) for _, _, stat, value in gathered])
-    for (layer, paradigm, stat, _), value in zip(gathered, values):
-        if not all(math.isfinite(v) for v in (value if isinstance(value, list) else [value])):
-            raise RunError(
-                f"Paradigm '{paradigm}' reported statistic '{stat.name}' = {value} for '{layer}'; it must be finite."
-            )
+    values, nonfinite = _host_values([(stat, value) for _, _, stat, value in gathered])
+    if nonfinite is not None:
+        layer, paradigm, stat, _ = gathered[nonfinite]
+        raise RunError(
+            f"Paradigm '{paradigm}' reported statistic '{stat.name}' = {values[nonfinite]} for '{layer}'; "
+            "it must be finite."
+        )
     return [LayerStatistic(layer, paradigm, stat, value) for (layer, paradigm, stat, _), value in zip(gathered, values)]
 
 
-def _host_values(tensors: list[tuple[Statistic, torch.Tensor]]) -> list[float | list[float]]:
-    """The tensors' values as floats (lists for vectors), with one copy to the host per device.
+def _host_values(tensors: list[tuple[Statistic, torch.Tensor]]) -> tuple[list[float | list[float]], int | None]:
+    """The tensors' values as floats (lists for vectors), with one copy to the host per device, and the index
+    of the first tensor holding a non-finite value (``None`` if none does).
+
+    Finiteness is checked on each device's flat copy at once: a per-float check in Python took a third of
+    the time of reading a clm-400m MX model's statistics.
 
     A few hundred layers report a few statistics each: read one by one, each
     value would be a kernel and a host sync. Instead each device's values go
@@ -212,17 +217,22 @@ def _host_values(tensors: list[tuple[Statistic, torch.Tensor]]) -> list[float | 
         copied.record(torch.cuda.current_stream(device))
         copies.append((indices, host, copied))
     values: list[float | list[float]] = [0.0] * len(tensors)
+    nonfinite: int | None = None
     for indices, host, copied in copies:
         if copied is not None:
             copied.synchronize()
         read = host.tolist()
+        finite = bool(torch.isfinite(host).all())
         at = 0
         for i in indices:
             stat = tensors[i][0]
             size = max(len(stat.bins), 1)
             values[i] = read[at : at + size] if stat.is_vector else read[at]
+            if not finite and (nonfinite is None or i < nonfinite):
+                if not all(math.isfinite(v) for v in read[at : at + size]):
+                    nonfinite = i
             at += size
-    return values
+    return values, nonfinite
 
 
 def _parameter_owner(model: nn.Module, name: str) -> nn.Module:
