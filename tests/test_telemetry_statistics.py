@@ -132,3 +132,23 @@ def test_a_vector_statistic_reads_back_as_a_list_in_bin_order(clip_registry: nc.
     scalars = {s.layer: s.value for s in stats if s.statistic == SATURATED}
     assert all(scalars[s.layer] == s.value[0] / 2 for s in vectors)  # the flattened read keeps each in place
     assert vectors[0].to_dict()["bins"] == [0.0, 1.0]
+
+
+def test_a_non_finite_value_names_the_paradigm_statistic_and_the_first_layer_holding_it(
+    clip_registry: nc.Registry,
+) -> None:
+    model = tiny()
+    nc.apply(model, ["clip"], registry=clip_registry)
+    layers = [(name, m) for name, m in model.named_modules() if isinstance(m, ClippedLinear)]
+    (_, first), (second_name, second), (_, third) = layers[0], layers[1], layers[2]
+    first.counts.copy_(torch.tensor([1.0, 4.0]))
+    second.counts.copy_(torch.tensor([float("inf"), 0.0]))  # inf / 1: the only non-finite ratio
+    third.counts.copy_(torch.tensor([float("nan"), 0.0]))
+    ClipPlugin.vector = True
+    try:
+        with pytest.raises(nc.RunError) as raised:
+            read_statistics(model, clip_registry)
+    finally:
+        ClipPlugin.vector = False
+    message = str(raised.value)
+    assert f"for '{second_name}'" in message and "Paradigm 'clip'" in message and "'saturated' = inf" in message
