@@ -113,6 +113,8 @@ class Trainer:
         self.speed = (0, 0.0)
         self.first_step_wait = 0.0
         self.metrics = MetricsLog(session.run_dir, enabled=False)
+        self.untraced = settings.compile
+        self.settling_steps = 2 if settings.compile else 1
         plan = session.plan
         slicing = Slicing(
             plan.batch_size, plan.micro_batch_size, plan.accumulation, plan.processes, session.accelerator.process_index
@@ -249,6 +251,21 @@ class Trainer:
         self.session.accelerator.backward(loss)
         return loss
 
+    @contextmanager
+    def _first_call_eager(self) -> Iterator[None]:
+        """Under ``--compile``, run this process's first micro-step eagerly, and compile from the second.
+
+        A paradigm may settle state on its first call (optical calibrates its ranges from the first batch);
+        traced then, the compiled model would hold that branch, and its flag flipping would compile the
+        whole model a second time. Traced from the second call, it compiles once.
+        """
+        if not self.untraced:
+            yield
+            return
+        self.untraced = False
+        with torch.compiler.set_stance("force_eager"):
+            yield
+
     def train_step(self, stop_requested: bool = False, measured: bool = False) -> StepOutcome:
         session, plan, accelerator = self.session, self.session.plan, self.session.accelerator
         clip = session.run.train.grad_clip
@@ -259,10 +276,11 @@ class Trainer:
         for _ in range(plan.accumulation):
             batch = self._batch()
             with accelerator.accumulate(session.model):
-                if self.graphed is None or (measured and not self.telemetry.capturable):
-                    loss = self._eager_micro_step(batch)
-                else:
-                    loss = self.graphed(batch, measured=measured)
+                with self._first_call_eager():
+                    if self.graphed is None or (measured and not self.telemetry.capturable):
+                        loss = self._eager_micro_step(batch)
+                    else:
+                        loss = self.graphed(batch, measured=measured)
                 total += loss.detach().float()
                 if accelerator.sync_gradients:
                     if clip is not None:
@@ -289,10 +307,10 @@ class Trainer:
     def _record_step(self, outcome: StepOutcome) -> None:
         plan = self.session.plan
         tokens_per_s = plan.tokens_per_step / outcome.seconds
-        if self.losses:
+        if len(self.losses) >= self.settling_steps:
             tokens, seconds = self.speed
             self.speed = (tokens + plan.tokens_per_step, seconds + outcome.seconds)
-        else:  # the first step also starts the workers and compiles: left out of speed and data wait alike
+        else:  # the first step starts the workers, the one compiling compiles: left out of speed and data wait
             self.first_step_wait = self.feed.waited
         self.losses[self.step] = outcome.loss
         record = {
